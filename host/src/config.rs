@@ -1,0 +1,73 @@
+//! Host configuration, from flags and environment variables.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use odeon_protocol::profile::Profile;
+
+use crate::plugins::GuestLimits;
+
+/// Odeon host: runs Colyseus-compatible rooms as sandboxed wasm plugins.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "odeon-host", version)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "ODEON_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Port to listen on; `NODE_APP_INSTANCE` is added, as PM2 numbers its instances.
+    #[arg(long, env = "PORT", default_value_t = 2567)]
+    pub port: u16,
+    /// Directory of room plugins (`*.wasm`), watched for new versions.
+    #[arg(long, env = "ODEON_PLUGINS", default_value = "plugins")]
+    pub plugins: PathBuf,
+    /// Client generation to speak: 0.16 (colyseus.js), 0.17 or 0.18 (@colyseus/sdk).
+    #[arg(long, env = "ODEON_PROTOCOL", default_value = "0.18")]
+    pub protocol: Profile,
+    /// Bearer token of the admin endpoint (`POST /odeon/admin/plugins`); unset disables it.
+    #[arg(long, env = "ODEON_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Seconds a seat reservation waits for its WebSocket.
+    #[arg(long, env = "COLYSEUS_SEAT_RESERVATION_TIME", default_value_t = 15)]
+    pub seat_reservation_secs: u64,
+    /// This process's id; random when unset.
+    #[arg(long, env = "ODEON_PROCESS_ID")]
+    pub process_id: Option<String>,
+    /// Address clients connect to for rooms of this host, e.g. `game.example.com/3001`.
+    #[arg(long, env = "ODEON_PUBLIC_ADDRESS")]
+    pub public_address: Option<String>,
+    /// Linear memory cap per room, in MiB.
+    #[arg(long, env = "ODEON_ROOM_MEMORY_MB", default_value_t = 64)]
+    pub room_memory_mb: usize,
+    /// Time budget of one guest call, in milliseconds.
+    #[arg(long, env = "ODEON_CALL_DEADLINE_MS", default_value_t = 200)]
+    pub call_deadline_ms: u64,
+    /// Most rooms alive at once in this process.
+    #[arg(long, env = "ODEON_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: u32,
+    /// Largest WebSocket message accepted from a client, in bytes.
+    #[arg(long, env = "ODEON_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+    /// Do not watch the plugins directory for new versions.
+    #[arg(long, env = "ODEON_NO_WATCH")]
+    pub no_watch: bool,
+}
+
+impl Config {
+    /// The port after the PM2 instance offset.
+    pub fn effective_port(&self) -> u16 {
+        let instance: u16 = std::env::var("NODE_APP_INSTANCE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        self.port.saturating_add(instance)
+    }
+
+    /// Limits for every guest.
+    pub fn guest_limits(&self) -> GuestLimits {
+        GuestLimits {
+            memory_bytes: self.room_memory_mb << 20,
+            call_deadline: Duration::from_millis(self.call_deadline_ms),
+            max_instances: self.max_rooms,
+            ..GuestLimits::default()
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The Odeon host: Colyseus-compatible matchmaking and rooms, each room type a sandboxed wasm plugin.
+//!
+//! # Layout
+//! - [`config`]: flags and environment.
+//! - [`net`]: matchmaking HTTP, the room WebSocket, health and admin endpoints; with
+//!   `odeon_protocol`, the only code that knows the wire format.
+//! - [`matchmaker`]: joinOrCreate/create/join/joinById/reconnect, filters, locks, seat reservations.
+//! - [`rooms`]: one actor per room, owning its guest instance, clients, seats and timers.
+//! - [`plugins`]: the wasmtime engine, plugin validation, the registry of versions, hot loading.
+//! - [`imports`]: every host function a guest can call, and guest stdout/stderr.
+//! - [`presence`], [`driver`]: shared state and room listings behind traits, with in-process
+//!   embedded defaults.
+
+pub mod clock;
+pub mod config;
+pub mod driver;
+pub mod ids;
+pub mod imports;
+pub mod matchmaker;
+pub mod net;
+pub mod plugins;
+pub mod presence;
+pub mod rooms;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+use crate::driver::LocalDriver;
+use crate::matchmaker::{Matchmaker, MatchmakerConfig};
+use crate::plugins::Plugins;
+use crate::presence::LocalPresence;
+
+/// Runs a host on `listener` until `shutdown` completes, then closes rooms with 4001.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let plugins = Plugins::new(config.guest_limits()).context("starting the wasm engine")?;
+    std::fs::create_dir_all(&config.plugins)
+        .with_context(|| format!("creating plugins directory {}", config.plugins.display()))?;
+    let loaded = plugins.load_dir(&config.plugins).await.context("reading the plugins directory")?;
+    tracing::info!(dir = %config.plugins.display(), loaded, room_types = ?plugins.names(), "plugins loaded");
+    if !config.no_watch {
+        watch_plugins(plugins.clone(), config.plugins.clone())?;
+    }
+
+    // Guest calls run on their own runtime, so a room busy up to its deadline never delays
+    // socket I/O or matchmaking.
+    let room_runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("odeon-rooms")
+        .enable_all()
+        .build()
+        .context("starting the room runtime")?;
+    let process_id = config.process_id.clone().unwrap_or_else(ids::generate);
+    let mm = Matchmaker::new(
+        MatchmakerConfig {
+            process_id: process_id.clone(),
+            profile: config.protocol,
+            seat_timeout: Duration::from_secs(config.seat_reservation_secs),
+            public_address: config.public_address.clone(),
+        },
+        plugins,
+        Arc::new(LocalDriver::default()),
+        Arc::new(LocalPresence::default()),
+        room_runtime.handle().clone(),
+    );
+    let app = net::router(
+        mm.clone(),
+        net::NetConfig {
+            admin_token: config.admin_token.clone(),
+            plugins_dir: config.plugins.clone(),
+            max_message_bytes: config.max_message_bytes,
+            heartbeat: Duration::from_secs(3),
+        },
+    );
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");
+    let mm_for_shutdown = mm.clone();
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing rooms");
+            mm_for_shutdown.shutdown(Duration::from_secs(3)).await;
+        })
+        .await
+        .context("serving")?;
+    room_runtime.shutdown_background();
+    Ok(())
+}
+
+/// Reloads a plugin when its file is created or replaced (write a temporary file, then rename it
+/// over the old one). Events are debounced so a file is loaded once it is complete.
+fn watch_plugins(plugins: Arc<Plugins>, dir: PathBuf) -> anyhow::Result<()> {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && (event.kind.is_create() || event.kind.is_modify())
+        {
+            for path in event.paths {
+                let _ = tx.send(path);
+            }
+        }
+    })
+    .context("starting the plugin watcher")?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive).context("watching the plugins directory")?;
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        while let Some(first) = rx.recv().await {
+            let mut paths = vec![first];
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            while let Ok(p) = rx.try_recv() {
+                paths.push(p);
+            }
+            paths.sort();
+            paths.dedup();
+            for path in paths.into_iter().filter(|p| plugins::is_plugin_file(p) && p.is_file()) {
+                plugins.load_file(&path).await;
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,570 @@
+//! Room types as wasm plugins: the wasmtime engine, validation, the registry of current versions,
+//! hot loading (directory watcher and admin upload), and [`Guest`], one sandboxed instance.
+//!
+//! A room keeps an `Arc` of the [`PluginVersion`] that created it, so a new version only affects
+//! rooms created after the swap and an old version unloads when its last room disposes.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use odeon_protocol::abi::{self, AuthDecision, AuthRequest, Batch, Effects, Manifest};
+use wasmtime::{
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel,
+    PoolingAllocationConfig, Store, Trap, TypedFunc, ValType,
+};
+
+use crate::imports::{self, RoomEnv};
+
+/// Limits applied to every guest.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestLimits {
+    /// Linear memory cap per room, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one guest call.
+    pub call_deadline: Duration,
+    /// Budget of room creation and of the load-time canary, which may do more setup work.
+    pub create_deadline: Duration,
+    /// Most rooms (instances) alive at once in this host.
+    pub max_instances: u32,
+    /// Largest plugin file accepted.
+    pub max_plugin_bytes: usize,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            call_deadline: Duration::from_millis(200),
+            create_deadline: Duration::from_secs(2),
+            max_instances: 1000,
+            max_plugin_bytes: 32 << 20,
+        }
+    }
+}
+
+/// How often the engine's epoch advances; deadlines are whole multiples of it.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// Bigger than `max_plugin_bytes`.
+    #[error("plugin is {0} bytes, over the {1}-byte limit")]
+    TooLarge(usize, usize),
+    /// Not a valid wasm module.
+    #[error("not a valid wasm module: {0}")]
+    Invalid(String),
+    /// Imports something the host does not provide.
+    #[error("unsupported import {module}::{name}: {reason}")]
+    Import {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A required export is missing or has the wrong type.
+    #[error("export {name}: {reason}")]
+    Export {
+        /// Export name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Built against another ABI.
+    #[error("plugin speaks ABI version {found}, host implements {expected}")]
+    AbiVersion {
+        /// The guest's version.
+        found: u32,
+        /// Ours.
+        expected: u32,
+    },
+    /// The manifest is unusable.
+    #[error("bad manifest: {0}")]
+    Manifest(String),
+    /// The guest failed while being instantiated or asked for its manifest.
+    #[error("canary failed: {0}")]
+    Canary(GuestError),
+}
+
+/// A guest call that failed. The instance must not be called again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GuestError {
+    /// The guest ran past its deadline.
+    #[error("guest ran past its {0:?} deadline")]
+    Deadline(Duration),
+    /// The guest asked for more memory than its cap and died of it.
+    #[error("guest exceeded its memory cap of {0} bytes")]
+    MemoryCap(usize),
+    /// The guest trapped (a panic is `unreachable`).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest broke the ABI: bad buffers, undecodable records.
+    #[error("guest broke the ABI: {0}")]
+    Abi(String),
+    /// The host has no free instance slot.
+    #[error("no instance slot available: {0}")]
+    Capacity(String),
+}
+
+/// One loaded, validated version of a room type.
+pub struct PluginVersion {
+    /// What the plugin declared.
+    pub manifest: Manifest,
+    /// Host-local version number, increasing with each load.
+    pub version: u64,
+    /// Where it came from (file name or `admin`).
+    pub source: String,
+    /// Hash of the module bytes, to skip reloading identical files.
+    pub digest: u64,
+    pre: InstancePre<RoomEnv>,
+}
+
+impl std::fmt::Debug for PluginVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginVersion")
+            .field("name", &self.manifest.name)
+            .field("version", &self.version)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// The engine, the linker and the registry of current room types.
+pub struct Plugins {
+    engine: Engine,
+    linker: Linker<RoomEnv>,
+    limits: GuestLimits,
+    current: RwLock<HashMap<String, Arc<PluginVersion>>>,
+    next_version: AtomicU64,
+}
+
+impl Plugins {
+    /// Builds the engine (pooling allocator, epoch interruption) and links the imports once.
+    pub fn new(limits: GuestLimits) -> Result<Arc<Self>, anyhow::Error> {
+        let mut config = Config::new();
+        config.epoch_interruption(true).cranelift_opt_level(OptLevel::Speed);
+        let slots = limits.max_instances + 16;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
+            .total_stacks(slots)
+            .max_memory_size(limits.memory_bytes)
+            .max_unused_warm_slots(32);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        imports::link(&mut linker)?;
+        spawn_epoch_ticker(&engine);
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits,
+            current: RwLock::default(),
+            next_version: AtomicU64::new(1),
+        }))
+    }
+
+    /// The limits every guest runs under.
+    pub fn limits(&self) -> GuestLimits {
+        self.limits
+    }
+
+    /// The current version of a room type.
+    pub fn get(&self, name: &str) -> Option<Arc<PluginVersion>> {
+        self.current.read().expect("registry lock").get(name).cloned()
+    }
+
+    /// Names of every registered room type.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.current.read().expect("registry lock").keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Validates `bytes` and, if they pass, makes them the current version of the room type they
+    /// declare. On any failure the previous version keeps serving.
+    pub async fn load(self: &Arc<Self>, source: &str, bytes: Vec<u8>) -> Result<Arc<PluginVersion>, PluginError> {
+        let digest = digest(&bytes);
+        let this = self.clone();
+        let source_owned = source.to_string();
+        // Compiling takes 100 ms or more: keep it off the async workers.
+        let (module, pre) = tokio::task::spawn_blocking(move || this.compile(&bytes))
+            .await
+            .map_err(|e| PluginError::Invalid(format!("compiler task failed: {e}")))??;
+        let manifest = self.canary(&pre, &source_owned).await?;
+        drop(module);
+        let version = Arc::new(PluginVersion {
+            manifest,
+            version: self.next_version.fetch_add(1, Ordering::Relaxed),
+            source: source_owned,
+            digest,
+            pre,
+        });
+        let previous = self
+            .current
+            .write()
+            .expect("registry lock")
+            .insert(version.manifest.name.clone(), version.clone());
+        match previous {
+            Some(old) => tracing::info!(
+                room_type = %version.manifest.name, source, version = version.version, previous = old.version,
+                "loaded new plugin version; running rooms keep theirs"
+            ),
+            None => tracing::info!(room_type = %version.manifest.name, source, version = version.version, "loaded plugin"),
+        }
+        Ok(version)
+    }
+
+    /// Whether a file with these bytes is already the current version of some room type.
+    pub fn is_current(&self, bytes: &[u8]) -> bool {
+        let d = digest(bytes);
+        self.current.read().expect("registry lock").values().any(|v| v.digest == d)
+    }
+
+    /// Loads every `*.wasm` in `dir`; a refused file is logged and skipped.
+    pub async fn load_dir(self: &Arc<Self>, dir: &Path) -> std::io::Result<usize> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_plugin_file(p))
+            .collect();
+        paths.sort();
+        let mut loaded = 0;
+        for path in paths {
+            if self.load_file(&path).await {
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Loads one file, logging the outcome; returns whether it is now serving.
+    pub async fn load_file(self: &Arc<Self>, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(plugin = %name, "cannot read plugin: {e}");
+                return false;
+            }
+        };
+        if self.is_current(&bytes) {
+            return true;
+        }
+        match self.load(&name, bytes).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(plugin = %name, "refused plugin: {e}; any previous version keeps serving");
+                false
+            }
+        }
+    }
+
+    fn compile(&self, bytes: &[u8]) -> Result<(Module, InstancePre<RoomEnv>), PluginError> {
+        if bytes.len() > self.limits.max_plugin_bytes {
+            return Err(PluginError::TooLarge(bytes.len(), self.limits.max_plugin_bytes));
+        }
+        let module = Module::new(&self.engine, bytes).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        check_imports(&module)?;
+        check_exports(&module)?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        Ok((module, pre))
+    }
+
+    async fn canary(&self, pre: &InstancePre<RoomEnv>, source: &str) -> Result<Manifest, PluginError> {
+        let tag: Arc<str> = format!("canary:{source}").into();
+        let mut guest = Guest::instantiate(pre, tag, self.limits).await.map_err(PluginError::Canary)?;
+        let found = guest.abi_version().await.map_err(PluginError::Canary)?;
+        if found != abi::ABI_VERSION {
+            return Err(PluginError::AbiVersion { found, expected: abi::ABI_VERSION });
+        }
+        let manifest = guest.manifest().await.map_err(PluginError::Canary)?;
+        check_manifest(&manifest)?;
+        Ok(manifest)
+    }
+}
+
+impl PluginVersion {
+    /// A fresh sandboxed instance for a room.
+    pub async fn instantiate(&self, tag: Arc<str>, limits: GuestLimits) -> Result<Guest, GuestError> {
+        Guest::instantiate(&self.pre, tag, limits).await
+    }
+
+    /// Runs the static auth hook in a short-lived instance of its own.
+    pub async fn auth(&self, request: &AuthRequest, limits: GuestLimits) -> Result<AuthDecision, GuestError> {
+        let tag: Arc<str> = format!("auth:{}", self.manifest.name).into();
+        let mut guest = self.instantiate(tag, limits).await?;
+        guest.auth(request).await
+    }
+}
+
+/// Whether a path names a plugin file (`*.wasm`, not a hidden or temporary file).
+pub fn is_plugin_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+        && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// WASI functions a guest may import. They are all harmless without preopens or environment;
+/// everything else in WASI (files, sockets, …) is refused at load.
+const WASI_ALLOWED: &[&str] = &[
+    "fd_write",
+    "fd_close",
+    "fd_fdstat_get",
+    "fd_seek",
+    "environ_get",
+    "environ_sizes_get",
+    "args_get",
+    "args_sizes_get",
+    "proc_exit",
+    "random_get",
+    "clock_time_get",
+    "clock_res_get",
+    "sched_yield",
+];
+
+fn check_imports(module: &Module) -> Result<(), PluginError> {
+    for import in module.imports() {
+        let (m, name) = (import.module(), import.name());
+        let refuse = |reason: String| PluginError::Import { module: m.to_string(), name: name.to_string(), reason };
+        match m {
+            "wasi_snapshot_preview1" if WASI_ALLOWED.contains(&name) => {}
+            "wasi_snapshot_preview1" => return Err(refuse("guests get no filesystem, network or processes".into())),
+            abi::IMPORT_MODULE => {
+                let expected: (&[ValKind], &[ValKind]) = match name {
+                    abi::imports::LOG => (&[ValKind::I32, ValKind::I32, ValKind::I32], &[]),
+                    abi::imports::NOW_MS => (&[], &[ValKind::I64]),
+                    _ => return Err(refuse("not a host function of this ABI".into())),
+                };
+                let ExternType::Func(f) = import.ty() else {
+                    return Err(refuse("not a function".into()));
+                };
+                if !signature_is(&f, expected) {
+                    return Err(refuse(format!("wrong signature {f:?}")));
+                }
+            }
+            other if other.starts_with("odeon_room_v") => {
+                return Err(refuse(format!(
+                    "plugin was built for ABI {other}; this host implements {}",
+                    abi::IMPORT_MODULE
+                )));
+            }
+            _ => return Err(refuse("unknown import module".into())),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValKind {
+    I32,
+    I64,
+}
+
+fn signature_is(f: &wasmtime::FuncType, (params, results): (&[ValKind], &[ValKind])) -> bool {
+    let kind = |v: ValType| match v {
+        ValType::I32 => Some(ValKind::I32),
+        ValType::I64 => Some(ValKind::I64),
+        _ => None,
+    };
+    let p: Vec<_> = f.params().map(kind).collect();
+    let r: Vec<_> = f.results().map(kind).collect();
+    p.len() == params.len()
+        && r.len() == results.len()
+        && p.iter().zip(params).all(|(a, b)| *a == Some(*b))
+        && r.iter().zip(results).all(|(a, b)| *a == Some(*b))
+}
+
+fn check_exports(module: &Module) -> Result<(), PluginError> {
+    use ValKind::{I32, I64};
+    let required: [(&'static str, &[ValKind], &[ValKind]); 5] = [
+        (abi::exports::ABI_VERSION, &[], &[I32]),
+        (abi::exports::ALLOC, &[I32], &[I32]),
+        (abi::exports::MANIFEST, &[], &[I64]),
+        (abi::exports::AUTH, &[I32, I32], &[I64]),
+        (abi::exports::EVENTS, &[I32, I32], &[I64]),
+    ];
+    for (name, params, results) in required {
+        match module.get_export(name) {
+            Some(ExternType::Func(f)) if signature_is(&f, (params, results)) => {}
+            Some(ExternType::Func(f)) => {
+                return Err(PluginError::Export { name, reason: format!("wrong signature {f:?}") });
+            }
+            Some(_) => return Err(PluginError::Export { name, reason: "not a function".into() }),
+            None => {
+                return Err(PluginError::Export {
+                    name,
+                    reason: "missing (was the room exported with odeon_guest::export_room!?)".into(),
+                });
+            }
+        }
+    }
+    match module.get_export("memory") {
+        Some(ExternType::Memory(_)) => Ok(()),
+        _ => Err(PluginError::Export { name: "memory", reason: "missing memory export".into() }),
+    }
+}
+
+/// Listing fields that cannot be filter keys, as in Colyseus.
+const RESERVED_FILTERS: &[&str] = &["clients", "locked", "private", "metadata", "name", "processId", "roomId"];
+
+fn check_manifest(m: &Manifest) -> Result<(), PluginError> {
+    let valid_name = !m.name.is_empty()
+        && m.name.len() <= 64
+        && m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid_name {
+        return Err(PluginError::Manifest(format!("room name {:?} must be 1–64 of [A-Za-z0-9_-]", m.name)));
+    }
+    if let Some(bad) = m.filter_by.iter().find(|k| RESERVED_FILTERS.contains(&k.as_str())) {
+        return Err(PluginError::Manifest(format!("filterBy key {bad:?} is reserved")));
+    }
+    let defaults: Result<serde_json::Value, _> = rmp_serde::from_slice(&m.default_options);
+    match defaults {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        _ => Err(PluginError::Manifest("default options must be a map".into())),
+    }
+}
+
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("odeon-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn epoch ticker");
+}
+
+/// One sandboxed guest instance with its own `Store`. Dropping it frees the instance slot.
+pub struct Guest {
+    store: Store<RoomEnv>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    abi_version: TypedFunc<(), i32>,
+    manifest: TypedFunc<(), i64>,
+    auth: TypedFunc<(i32, i32), i64>,
+    events: TypedFunc<(i32, i32), i64>,
+    limits: GuestLimits,
+}
+
+impl Guest {
+    async fn instantiate(
+        pre: &InstancePre<RoomEnv>,
+        tag: Arc<str>,
+        limits: GuestLimits,
+    ) -> Result<Self, GuestError> {
+        let mut store = Store::new(pre.module().engine(), RoomEnv::new(tag, limits.memory_bytes));
+        store.limiter(|env| &mut env.limiter);
+        store.set_epoch_deadline(ticks(limits.create_deadline));
+        let instance = pre.instantiate_async(&mut store).await.map_err(|e| {
+            let msg = format!("{e:#}");
+            if msg.contains("maximum concurrent") || msg.contains("pooling") {
+                GuestError::Capacity(msg)
+            } else {
+                classify(&e, &store, limits)
+            }
+        })?;
+        let missing = |name: &str| GuestError::Abi(format!("missing export {name}"));
+        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| missing("memory"))?;
+        store.data_mut().memory = Some(memory);
+        let func = |store: &mut Store<RoomEnv>, name: &str| instance.get_func(&mut *store, name).ok_or_else(|| missing(name));
+        let typed_err = |e: wasmtime::Error| GuestError::Abi(format!("{e:#}"));
+        let alloc = func(&mut store, abi::exports::ALLOC)?.typed(&store).map_err(typed_err)?;
+        let abi_version = func(&mut store, abi::exports::ABI_VERSION)?.typed(&store).map_err(typed_err)?;
+        let manifest = func(&mut store, abi::exports::MANIFEST)?.typed(&store).map_err(typed_err)?;
+        let auth = func(&mut store, abi::exports::AUTH)?.typed(&store).map_err(typed_err)?;
+        let events = func(&mut store, abi::exports::EVENTS)?.typed(&store).map_err(typed_err)?;
+        Ok(Self { store, memory, alloc, abi_version, manifest, auth, events, limits })
+    }
+
+    /// Delivers a batch of events and returns the room's effects.
+    pub async fn events(&mut self, batch: &Batch, deadline: Duration) -> Result<Effects, GuestError> {
+        let input = abi::encode(batch);
+        let (ptr, len) = self.write_input(&input, deadline).await?;
+        self.store.set_epoch_deadline(ticks(deadline));
+        let packed = self.events.call_async(&mut self.store, (ptr, len)).await;
+        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits))?;
+        if packed == 0 {
+            return Ok(Effects::default());
+        }
+        let out = self.read_output(packed)?;
+        abi::decode(&out).map_err(|e| GuestError::Abi(format!("undecodable effects: {e}")))
+    }
+
+    async fn abi_version(&mut self) -> Result<u32, GuestError> {
+        self.store.set_epoch_deadline(ticks(self.limits.create_deadline));
+        let v = self.abi_version.call_async(&mut self.store, ()).await;
+        Ok(v.map_err(|e| classify(&e, &self.store, self.limits))? as u32)
+    }
+
+    async fn manifest(&mut self) -> Result<Manifest, GuestError> {
+        self.store.set_epoch_deadline(ticks(self.limits.create_deadline));
+        let packed = self.manifest.call_async(&mut self.store, ()).await;
+        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits))?;
+        let out = self.read_output(packed)?;
+        abi::decode(&out).map_err(|e| GuestError::Abi(format!("undecodable manifest: {e}")))
+    }
+
+    async fn auth(&mut self, request: &AuthRequest) -> Result<AuthDecision, GuestError> {
+        let input = abi::encode(request);
+        let deadline = self.limits.call_deadline;
+        let (ptr, len) = self.write_input(&input, deadline).await?;
+        self.store.set_epoch_deadline(ticks(deadline));
+        let packed = self.auth.call_async(&mut self.store, (ptr, len)).await;
+        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits))?;
+        let out = self.read_output(packed)?;
+        abi::decode(&out).map_err(|e| GuestError::Abi(format!("undecodable auth decision: {e}")))
+    }
+
+    async fn write_input(&mut self, bytes: &[u8], deadline: Duration) -> Result<(i32, i32), GuestError> {
+        let len = i32::try_from(bytes.len()).map_err(|_| GuestError::Abi("input too large".into()))?;
+        self.store.set_epoch_deadline(ticks(deadline));
+        let ptr = self.alloc.call_async(&mut self.store, len).await;
+        let ptr = ptr.map_err(|e| classify(&e, &self.store, self.limits))?;
+        self.memory
+            .write(&mut self.store, ptr as u32 as usize, bytes)
+            .map_err(|_| GuestError::Abi(format!("odeon_alloc returned {ptr:#x}, outside memory")))?;
+        Ok((ptr, len))
+    }
+
+    fn read_output(&self, packed: i64) -> Result<Vec<u8>, GuestError> {
+        let (ptr, len) = abi::unpack(packed);
+        let data = self.memory.data(&self.store);
+        let start = ptr as usize;
+        start
+            .checked_add(len as usize)
+            .and_then(|end| data.get(start..end))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| GuestError::Abi(format!("output {ptr:#x}+{len} outside memory")))
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1)
+}
+
+fn classify(e: &wasmtime::Error, store: &Store<RoomEnv>, limits: GuestLimits) -> GuestError {
+    if store.data().limiter.exceeded {
+        return GuestError::MemoryCap(limits.memory_bytes);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => GuestError::Deadline(limits.call_deadline),
+        Some(trap) => GuestError::Trap(trap.to_string()),
+        None => GuestError::Trap(format!("{e:#}")),
+    }
+}

@@ -1,0 +1,39 @@
+# Odeon's one entry point. `just run` starts a host; `just test` is what CI runs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+plugins_dir := "target/plugins"
+
+# Build the example plugins and start a host on 127.0.0.1:2567 with the embedded presence and
+# driver; extra arguments go to the host, e.g. `just run --protocol 0.17`.
+run *ARGS: plugins
+    cargo run -p odeon-host -- --bind 127.0.0.1 --port 2567 --plugins {{plugins_dir}} {{ARGS}}
+
+# Build every crate under plugins/ to wasm32-wasip1 and copy it to target/plugins/.
+plugins:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    names=$(ls plugins)
+    cargo build --target wasm32-wasip1 --profile wasm $(printf -- '-p %s ' $names)
+    mkdir -p {{plugins_dir}}
+    for name in $names; do
+        # Copy then rename, so a running host's watcher never sees a half-written file.
+        cp "target/wasm32-wasip1/wasm/$name.wasm" "{{plugins_dir}}/.$name.wasm.tmp"
+        mv "{{plugins_dir}}/.$name.wasm.tmp" "{{plugins_dir}}/$name.wasm"
+    done
+
+# Formatting and clippy, host and wasm targets.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --target wasm32-wasip1 -p odeon-guest $(ls plugins | sed 's/^/-p /') -- -D warnings
+
+# Everything CI checks: lint, unit and host integration tests, then the end-to-end suite.
+test: plugins lint
+    cargo test --workspace
+    just e2e
+
+# The end-to-end suite: the real host binary driven by the official Colyseus SDKs from npm.
+e2e: plugins
+    cargo build -p odeon-host
+    cd tests && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi && npm test

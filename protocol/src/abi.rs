@@ -1,0 +1,403 @@
+//! The guest ABI: the contract between the host and a room plugin compiled to `wasm32-wasip1`.
+//!
+//! Room authors never see this module: `odeon-guest`'s `export_room!` generates the exports and
+//! hides the imports. The host validates a module against it before it runs any of its code.
+//!
+//! # Exports (guest → host), checked by name and exact signature at load
+//!
+//! | export | signature | meaning |
+//! |---|---|---|
+//! | `memory` | memory | the guest's linear memory |
+//! | `odeon_abi_version` | `() -> i32` | must return [`ABI_VERSION`] |
+//! | `odeon_alloc` | `(len: i32) -> i32` | a guest buffer of `len` bytes the host fills before a call; the callee takes ownership |
+//! | `odeon_manifest` | `() -> i64` | packed buffer holding a [`Manifest`] |
+//! | `odeon_auth` | `(ptr: i32, len: i32) -> i64` | [`AuthRequest`] in, packed [`AuthDecision`] out |
+//! | `odeon_events` | `(ptr: i32, len: i32) -> i64` | a [`Batch`] of events in, packed [`Effects`] out |
+//!
+//! A packed buffer is `(ptr << 32) | len`, owned by the guest and valid until the next call into it;
+//! `0` means "empty".
+//!
+//! # Imports (host → guest), all in the module [`IMPORT_MODULE`]
+//!
+//! | import | signature | meaning |
+//! |---|---|---|
+//! | `log` | `(level: i32, ptr: i32, len: i32)` | a UTF-8 log line, tagged by the host with the room id |
+//! | `now_ms` | `() -> i64` | the host's wall clock in milliseconds since the Unix epoch |
+//!
+//! Everything a room does to the world (send, broadcast, lock, timers, presence…) is an [`Effect`]
+//! returned from `odeon_events`, so one guest call serves a whole batch of events.
+//!
+//! # Traps
+//! The host traps the guest (and disposes the room) when an import is given a pointer or length
+//! outside the guest's memory, or a log line that is not UTF-8.
+//!
+//! All records are MessagePack (`rmp-serde`, compact arrays), encoded and decoded by this crate on
+//! both sides, so both always agree on the layout.
+
+use serde::{Deserialize, Serialize};
+
+/// The ABI version this crate describes; a guest exporting another version is refused.
+pub const ABI_VERSION: u32 = 1;
+
+/// The wasm import module of every host function; the ABI version is part of the name, so a guest
+/// built for another version fails the import check with a readable reason.
+pub const IMPORT_MODULE: &str = "odeon_room_v1";
+
+/// Export names, in one place for the host's validator and the guest's macro.
+pub mod exports {
+    /// `() -> i32`.
+    pub const ABI_VERSION: &str = "odeon_abi_version";
+    /// `(i32) -> i32`.
+    pub const ALLOC: &str = "odeon_alloc";
+    /// `() -> i64`.
+    pub const MANIFEST: &str = "odeon_manifest";
+    /// `(i32, i32) -> i64`.
+    pub const AUTH: &str = "odeon_auth";
+    /// `(i32, i32) -> i64`.
+    pub const EVENTS: &str = "odeon_events";
+}
+
+/// Import names inside [`IMPORT_MODULE`].
+pub mod imports {
+    /// `(level: i32, ptr: i32, len: i32)`.
+    pub const LOG: &str = "log";
+    /// `() -> i64`.
+    pub const NOW_MS: &str = "now_ms";
+}
+
+/// Log levels passed to the `log` import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum LogLevel {
+    /// Very detailed output.
+    Trace = 0,
+    /// Developer output.
+    Debug = 1,
+    /// Normal output.
+    Info = 2,
+    /// Something odd.
+    Warn = 3,
+    /// Something failed; panics are logged at this level.
+    Error = 4,
+}
+
+impl LogLevel {
+    /// Decodes a level, clamping unknown values to `Error`.
+    pub fn from_u32(v: u32) -> Self {
+        match v {
+            0 => Self::Trace,
+            1 => Self::Debug,
+            2 => Self::Info,
+            3 => Self::Warn,
+            _ => Self::Error,
+        }
+    }
+}
+
+/// Packs a guest pointer and length into the `i64` return value of an export.
+pub fn pack(ptr: u32, len: u32) -> i64 {
+    (((ptr as u64) << 32) | len as u64) as i64
+}
+
+/// Splits a packed `i64` into pointer and length.
+pub fn unpack(v: i64) -> (u32, u32) {
+    let v = v as u64;
+    ((v >> 32) as u32, v as u32)
+}
+
+/// What a plugin declares about its room type, read once at load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The room type name clients matchmake with (`joinOrCreate("echo")`).
+    pub name: String,
+    /// Option keys that partition rooms (`filterBy`).
+    pub filter_by: Vec<String>,
+    /// Listing fields to sort candidate rooms by, e.g. `[("clients", -1)]` (`sortBy`).
+    pub sort_by: Vec<(String, i8)>,
+    /// MessagePack map merged under the client's options at creation (`define(name, Room, defaults)`).
+    #[serde(with = "serde_bytes")]
+    pub default_options: Vec<u8>,
+    /// Whether the plugin has a static auth hook the host must run at matchmaking.
+    pub has_auth: bool,
+}
+
+/// Input of the static auth hook, run at matchmaking before any room is chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthRequest {
+    /// The client's join options, MessagePack.
+    #[serde(with = "serde_bytes")]
+    pub options: Vec<u8>,
+    /// The bearer token from the `Authorization` header, if any.
+    pub token: Option<String>,
+    /// The client's address as the host saw it.
+    pub ip: String,
+}
+
+/// Result of the static auth hook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AuthDecision {
+    /// Let the client in without auth data.
+    Accept,
+    /// Let the client in; `auth` (MessagePack) reaches `on_join`, and `session_id`, if given,
+    /// becomes the client's session id.
+    AcceptWith {
+        /// Auth data, MessagePack.
+        #[serde(with = "serde_bytes")]
+        auth: Vec<u8>,
+        /// Forced session id.
+        session_id: Option<String>,
+    },
+    /// Refuse the client: matchmaking answers AUTH_FAILED with this message.
+    Reject {
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// A batch of events delivered in one guest call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Host wall clock in milliseconds when the batch was built.
+    pub now_ms: u64,
+    /// Events in arrival order.
+    pub events: Vec<Event>,
+}
+
+/// A message type: Colyseus allows strings and numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MessageType {
+    /// A string type, the common case.
+    Str(String),
+    /// A numeric type.
+    Num(f64),
+}
+
+/// Something that happened to a room, delivered to the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// The room is created; always the first event of a room.
+    Create {
+        /// The room's id.
+        room_id: String,
+        /// The room type name.
+        room_name: String,
+        /// Merged creation options (defaults, then the creator's options), MessagePack.
+        #[serde(with = "serde_bytes")]
+        options: Vec<u8>,
+    },
+    /// A client consumed its seat reservation and joined.
+    Join {
+        /// The client's session id.
+        session_id: String,
+        /// The client's join options, MessagePack.
+        #[serde(with = "serde_bytes")]
+        options: Vec<u8>,
+        /// Auth data from the static auth hook, MessagePack, empty if none.
+        #[serde(with = "serde_bytes")]
+        auth: Vec<u8>,
+    },
+    /// A client left for good (consented leave with code 4000, or a drop that was not reconnected).
+    Leave {
+        /// The client's session id.
+        session_id: String,
+        /// The close code.
+        code: u16,
+    },
+    /// A client's connection closed without its consent. The room may answer with
+    /// [`Effect::AllowReconnection`] in the same call; if it does not, the SDK runs the room's
+    /// leave hook with this code in that same call and the host forgets the client. If the
+    /// reconnection window passes, the host sends [`Event::Leave`] with this code.
+    Drop {
+        /// The client's session id.
+        session_id: String,
+        /// The close code.
+        code: u16,
+    },
+    /// A dropped client came back within its reconnection window.
+    Reconnect {
+        /// The client's session id.
+        session_id: String,
+    },
+    /// A client message with a MessagePack payload (already normalised: no msgpackr records).
+    Message {
+        /// Sender.
+        session_id: String,
+        /// The message type.
+        kind: MessageType,
+        /// The payload, MessagePack, empty when the client sent none.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// A client bytes message (`sendBytes`).
+    Bytes {
+        /// Sender.
+        session_id: String,
+        /// The message type.
+        kind: MessageType,
+        /// Raw bytes.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// A simulation tick, at the interval the room set.
+    Tick {
+        /// Milliseconds since the previous tick.
+        dt_ms: f64,
+    },
+    /// A timer the room set fired.
+    Timer {
+        /// The timer id the room chose.
+        id: u64,
+    },
+    /// The room is being disposed; its last event.
+    Dispose,
+}
+
+/// Something the room asks the host to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    /// Send a message to one client.
+    Send {
+        /// Recipient.
+        to: String,
+        /// The message.
+        message: Outbound,
+    },
+    /// Send a message to every joined client.
+    Broadcast {
+        /// The message.
+        message: Outbound,
+        /// Session ids that do not get it.
+        except: Vec<String>,
+    },
+    /// Send an ERROR frame to one client; its connection stays open.
+    Error {
+        /// Recipient.
+        to: String,
+        /// The error code.
+        code: u32,
+        /// The error message.
+        message: String,
+    },
+    /// Close one client's connection; `None` closes without a status code (the client sees 1005).
+    Leave {
+        /// The client.
+        session_id: String,
+        /// The close code.
+        code: Option<u16>,
+    },
+    /// Reject a join during `on_join`: the client gets ERROR(code, message) and close 4002.
+    RejectJoin {
+        /// The client.
+        session_id: String,
+        /// The error code (526 by default).
+        code: u32,
+        /// The error message.
+        message: String,
+    },
+    /// Creation failed: matchmaking answers with this code and message and the room is dropped.
+    CreateFailed {
+        /// The error code (523 by default).
+        code: u32,
+        /// The error message.
+        message: String,
+    },
+    /// Lock the room: matchmaking no longer offers it.
+    Lock,
+    /// Unlock the room.
+    Unlock,
+    /// Merge this MessagePack map into the room's listing metadata.
+    SetMetadata(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Hide or show the room from matchmaking by name.
+    SetPrivate(bool),
+    /// Set the maximum number of clients (0 = unlimited).
+    SetMaxClients(u32),
+    /// Set the patch interval in milliseconds (0 disables patches).
+    SetPatchRate(u32),
+    /// Set the simulation interval in milliseconds (0 stops ticks).
+    SetSimulationInterval(u32),
+    /// Whether the room disposes when its last client leaves (default true).
+    SetAutoDispose(bool),
+    /// Keep a dropped client's seat for this many seconds.
+    AllowReconnection {
+        /// The dropped client.
+        session_id: String,
+        /// Seconds to wait.
+        seconds: u32,
+    },
+    /// Close every client with this code and dispose the room.
+    Disconnect {
+        /// The close code.
+        code: u16,
+    },
+    /// Start a timer; `repeat` makes it an interval.
+    SetTimer {
+        /// Id chosen by the guest, echoed in [`Event::Timer`].
+        id: u64,
+        /// Delay in milliseconds.
+        delay_ms: u64,
+        /// Fire every `delay_ms` until cleared.
+        repeat: bool,
+    },
+    /// Cancel a timer.
+    ClearTimer {
+        /// The timer's id.
+        id: u64,
+    },
+}
+
+/// A room message on its way to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outbound {
+    /// The message type.
+    pub kind: MessageType,
+    /// MessagePack payload (ROOM_DATA) or raw bytes (ROOM_DATA_BYTES); `None` sends no payload.
+    pub payload: Option<serde_bytes::ByteBuf>,
+    /// Raw bytes frame instead of MessagePack.
+    pub bytes: bool,
+    /// Hold the message until after the room's next state patch.
+    pub after_patch: bool,
+}
+
+/// The effects of one guest call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Effects {
+    /// Effects in the order the room produced them.
+    pub effects: Vec<Effect>,
+}
+
+/// Encodes an ABI record.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec(value).expect("ABI records always serialize")
+}
+
+/// Decodes an ABI record.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trips() {
+        assert_eq!(unpack(pack(0xdead_beef, 7)), (0xdead_beef, 7));
+        assert_eq!(unpack(0), (0, 0));
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let batch = Batch {
+            now_ms: 42,
+            events: vec![
+                Event::Create { room_id: "r".into(), room_name: "echo".into(), options: vec![0x80] },
+                Event::Message {
+                    session_id: "s".into(),
+                    kind: MessageType::Num(3.0),
+                    payload: vec![1, 2],
+                },
+            ],
+        };
+        assert_eq!(decode::<Batch>(&encode(&batch)).unwrap(), batch);
+    }
+}

@@ -1,0 +1,207 @@
+//! Colyseus WebSocket frames: codes, close codes, the client-frame parser and server-frame builders.
+//!
+//! Every frame is a binary WebSocket message whose first byte is the code.
+
+use crate::abi::MessageType;
+use crate::codec::{self, CodecError, Cursor};
+use crate::profile::Profile;
+
+/// Frame codes.
+pub mod code {
+    /// Server: room joined (token, serializer, handshake). Client: the join ack.
+    pub const JOIN_ROOM: u8 = 10;
+    /// Server: an error with a code and message.
+    pub const ERROR: u8 = 11;
+    /// Client: consented leave. Server: asks the client to leave.
+    pub const LEAVE_ROOM: u8 = 12;
+    /// A message with a MessagePack payload.
+    pub const ROOM_DATA: u8 = 13;
+    /// Server: full state.
+    pub const ROOM_STATE: u8 = 14;
+    /// Server: state patch.
+    pub const ROOM_STATE_PATCH: u8 = 15;
+    /// A message with raw bytes.
+    pub const ROOM_DATA_BYTES: u8 = 17;
+    /// Application ping (0.17+).
+    pub const PING: u8 = 18;
+}
+
+/// WebSocket close codes Colyseus uses.
+pub mod close {
+    /// The client left, or the room disconnected it normally.
+    pub const CONSENTED: u16 = 4000;
+    /// The server is shutting down.
+    pub const SERVER_SHUTDOWN: u16 = 4001;
+    /// A protocol or room error.
+    pub const WITH_ERROR: u16 = 4002;
+    /// A reconnection was refused.
+    pub const FAILED_TO_RECONNECT: u16 = 4003;
+    /// The client may reconnect (devMode restart in 0.16).
+    pub const MAY_TRY_RECONNECT: u16 = 4010;
+    /// No status code was received (the close frame carried none).
+    pub const NO_STATUS: u16 = 1005;
+    /// The connection dropped without a close frame.
+    pub const ABNORMAL: u16 = 1006;
+}
+
+/// A decoded client frame. Borrowed from the WebSocket message; nothing is copied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame<'a> {
+    /// `[10]`: the client processed JOIN_ROOM.
+    JoinAck,
+    /// `[12]`: consented leave.
+    Leave,
+    /// `[13]`: a message; `payload` is MessagePack (possibly msgpackr records), empty if none.
+    Data {
+        /// The message type.
+        kind: MessageType,
+        /// The raw payload.
+        payload: &'a [u8],
+    },
+    /// `[17]`: a bytes message.
+    Bytes {
+        /// The message type.
+        kind: MessageType,
+        /// The raw bytes.
+        payload: &'a [u8],
+    },
+    /// `[18]`.
+    Ping,
+    /// A code this server does not handle; Colyseus ignores these.
+    Unknown(u8),
+}
+
+/// A client frame that cannot be processed; the connection is closed with 4002 and this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// An empty binary message.
+    #[error("empty frame")]
+    Empty,
+    /// A message frame without a readable type.
+    #[error("room onMessage for \"undefined\" not registered.")]
+    NoType,
+    /// The type could not be read.
+    #[error("malformed message type: {0}")]
+    Type(CodecError),
+}
+
+/// Parses a client frame.
+pub fn parse_client(bytes: &[u8], profile: Profile) -> Result<ClientFrame<'_>, FrameError> {
+    let (&first, _) = bytes.split_first().ok_or(FrameError::Empty)?;
+    // 0.18 reserves the top three bits for modifiers.
+    let code = if profile.length_prefixed_join() { first & 0x1f } else { first };
+    let mut cur = Cursor::new(&bytes[1..]);
+    Ok(match code {
+        code::JOIN_ROOM => ClientFrame::JoinAck,
+        code::LEAVE_ROOM => ClientFrame::Leave,
+        code::PING => ClientFrame::Ping,
+        code::ROOM_DATA => {
+            let kind = read_type(&mut cur)?;
+            ClientFrame::Data { kind, payload: cur.rest() }
+        }
+        code::ROOM_DATA_BYTES => {
+            let kind = read_type(&mut cur)?;
+            ClientFrame::Bytes { kind, payload: cur.rest() }
+        }
+        other => ClientFrame::Unknown(other),
+    })
+}
+
+fn read_type(cur: &mut Cursor<'_>) -> Result<MessageType, FrameError> {
+    let first = cur.peek().ok_or(FrameError::NoType)?;
+    if codec::is_string(first) {
+        let s = cur.string().map_err(FrameError::Type)?;
+        Ok(MessageType::Str(s.to_string()))
+    } else {
+        // The JS decoder yields `undefined` for anything that is not a number.
+        cur.number().map(MessageType::Num).map_err(|_| FrameError::NoType)
+    }
+}
+
+/// Builds JOIN_ROOM for a serializer with the given handshake bytes.
+pub fn join_room(profile: Profile, token: &str, serializer: &str, handshake: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + token.len() + serializer.len() + handshake.len());
+    out.push(code::JOIN_ROOM);
+    out.push(token.len() as u8);
+    out.extend_from_slice(token.as_bytes());
+    out.push(serializer.len() as u8);
+    out.extend_from_slice(serializer.as_bytes());
+    if profile.length_prefixed_join() {
+        codec::encode_int(&mut out, handshake.len() as i64);
+    }
+    out.extend_from_slice(handshake);
+    out
+}
+
+/// Builds ERROR.
+pub fn error(code: u32, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + message.len());
+    out.push(code::ERROR);
+    codec::encode_number(&mut out, code as f64);
+    codec::encode_string(&mut out, message);
+    out
+}
+
+/// Builds ROOM_DATA (`bytes == false`) or ROOM_DATA_BYTES.
+pub fn room_data(kind: &MessageType, payload: Option<&[u8]>, bytes: bool) -> Vec<u8> {
+    let payload = payload.unwrap_or_default();
+    let mut out = Vec::with_capacity(16 + payload.len());
+    out.push(if bytes { code::ROOM_DATA_BYTES } else { code::ROOM_DATA });
+    match kind {
+        MessageType::Str(s) => codec::encode_string(&mut out, s),
+        MessageType::Num(n) => codec::encode_number(&mut out, *n),
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_room_layout_per_profile() {
+        let f = join_room(Profile::V0_17, "abcdefghi", "none", &[]);
+        assert_eq!(f.len(), 16);
+        assert_eq!(&f[..2], &[0x0a, 0x09]);
+        assert_eq!(&f[11..], b"\x04none");
+        let f = join_room(Profile::V0_18, "abcdefghi", "none", &[]);
+        assert_eq!(f.len(), 17);
+        assert_eq!(f[16], 0);
+    }
+
+    #[test]
+    fn error_frame_matches_the_reference() {
+        let f = error(4321, "requested error");
+        assert_eq!(&f[..5], &[0x0b, 0xcd, 0xe1, 0x10, 0xaf]);
+        let f = error(524, "seat reservation expired.");
+        assert_eq!(&f[..5], &[0x0b, 0xcd, 0x0c, 0x02, 0xb9]);
+    }
+
+    #[test]
+    fn parses_client_frames() {
+        let p = Profile::V0_18;
+        assert_eq!(parse_client(&[10], p), Ok(ClientFrame::JoinAck));
+        assert_eq!(parse_client(&[12], p), Ok(ClientFrame::Leave));
+        assert_eq!(parse_client(&[18], p), Ok(ClientFrame::Ping));
+        assert_eq!(parse_client(&[0x1e, 0xde, 0xad], p), Ok(ClientFrame::Unknown(0x1e)));
+        assert_eq!(parse_client(&[13], p), Err(FrameError::NoType));
+        assert_eq!(parse_client(&[], p), Err(FrameError::Empty));
+        let f = [0x0d, 0xa4, b'e', b'c', b'h', b'o', 0x92, 0x01];
+        assert_eq!(
+            parse_client(&f, p),
+            Ok(ClientFrame::Data { kind: MessageType::Str("echo".into()), payload: &[0x92, 0x01] })
+        );
+        assert_eq!(
+            parse_client(&[0x11, 0x05, 1, 2], p),
+            Ok(ClientFrame::Bytes { kind: MessageType::Num(5.0), payload: &[1, 2] })
+        );
+        assert_eq!(FrameError::NoType.to_string(), "room onMessage for \"undefined\" not registered.");
+    }
+
+    #[test]
+    fn room_data_encodes_type_and_payload() {
+        let f = room_data(&MessageType::Str("bytes".into()), Some(&[3, 2, 1]), true);
+        assert_eq!(f, [0x11, 0xa5, b'b', b'y', b't', b'e', b's', 3, 2, 1]);
+    }
+}

@@ -1,0 +1,15 @@
+//! The one definition of Odeon's wire, shared by the host, the guest SDK and the tests.
+//!
+//! - [`frame`]: Colyseus WebSocket frame codes, close codes and frame builders.
+//! - [`profile`]: the three protocol profiles (0.16, 0.17, 0.18) and their differences.
+//! - [`codec`]: the @colyseus/schema number and string codecs used inside frames.
+//! - [`msgpackr`]: normalises msgpackr record payloads from the official SDKs into plain MessagePack.
+//! - [`abi`]: the guest ABI (exports, imports, records).
+//!
+//! Nothing here does I/O.
+
+pub mod abi;
+pub mod codec;
+pub mod frame;
+pub mod msgpackr;
+pub mod profile;

@@ -34,6 +34,9 @@ pub struct RoomListing {
     pub create_filters: Map<String, Value>,
     /// When the room was created, ISO 8601.
     pub created_at: String,
+    /// Host-local version of the plugin that runs the room, so operators can see mixed fleets
+    /// during a rollout.
+    pub plugin_version: u64,
     /// Address clients should connect to, when it differs from the matchmaking endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_address: Option<String>,
@@ -229,6 +232,7 @@ mod tests {
             metadata,
             create_filters,
             created_at: created.into(),
+            plugin_version: 1,
             public_address: None,
         }
     }

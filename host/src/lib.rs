@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -81,6 +82,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let addr = listener.local_addr()?;
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");
     let mm_for_shutdown = mm.clone();
+    // Game traffic is small frames that must leave now: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -125,6 +125,11 @@ impl Matchmaker {
         self.rooms.lock().expect("rooms lock").len()
     }
 
+    /// Every room listing, all types.
+    pub async fn listings(&self) -> Result<Vec<RoomListing>, crate::driver::DriverError> {
+        self.driver.query(None).await
+    }
+
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)

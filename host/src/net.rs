@@ -56,6 +56,7 @@ pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
         .route("/matchmake/{method}/{*target}", post(matchmake).options(preflight))
         .route("/odeon/health", get(health))
         .route("/odeon/admin/plugins", post(upload_plugin))
+        .route("/odeon/admin/rooms", get(list_rooms))
         .route("/{process_id}/{room_id}", get(websocket))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), cors))
@@ -97,7 +98,9 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         "processId": state.mm.process_id(),
         "protocol": state.mm.profile().to_string(),
         "rooms": state.mm.room_count(),
-        "roomTypes": state.mm.plugins().names(),
+        "roomTypes": state.mm.plugins().versions().into_iter()
+            .map(|(name, version)| json!({ "name": name, "version": version }))
+            .collect::<Vec<_>>(),
     }))
 }
 
@@ -168,18 +171,38 @@ fn reservation_json(profile: Profile, seat: &SeatReservation) -> Value {
     }
 }
 
+/// Checks the admin bearer token; `Err` is the response to send.
+fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &state.config.admin_token else {
+        return Err(json_error(StatusCode::NOT_FOUND, "admin endpoint disabled (no admin token configured)"));
+    };
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+    }
+}
+
+/// Every room listing of this deployment, with the plugin version each room runs.
+async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize_admin(&state, &headers) {
+        return denied;
+    }
+    match state.mm.listings().await {
+        Ok(rooms) => Json(json!({ "rooms": rooms })).into_response(),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
 async fn upload_plugin(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(expected) = &state.config.admin_token else {
-        return json_error(StatusCode::NOT_FOUND, "admin endpoint disabled (no admin token configured)");
-    };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-        return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    if let Err(denied) = authorize_admin(&state, &headers) {
+        return denied;
     }
     let plugins = state.mm.plugins();
     let source = query.get("file").cloned().unwrap_or_else(|| "upload".into());

@@ -188,6 +188,14 @@ impl Plugins {
         names
     }
 
+    /// Every registered room type with its current version number.
+    pub fn versions(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<_> =
+            self.current.read().expect("registry lock").iter().map(|(n, v)| (n.clone(), v.version)).collect();
+        all.sort();
+        all
+    }
+
     /// Validates `bytes` and, if they pass, makes them the current version of the room type they
     /// declare. On any failure the previous version keeps serving.
     pub async fn load(self: &Arc<Self>, source: &str, bytes: Vec<u8>) -> Result<Arc<PluginVersion>, PluginError> {

@@ -179,6 +179,8 @@ pub async fn create(
     deps: RoomDeps,
     runtime: &tokio::runtime::Handle,
 ) -> Result<(RoomHandle, RoomListing), CreateError> {
+    let mut listing = listing;
+    listing.plugin_version = plugin.version;
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let room_id: Arc<str> = listing.room_id.clone().into();
@@ -795,6 +797,7 @@ pub fn new_listing(
         metadata,
         create_filters,
         created_at: crate::clock::iso_now(),
+        plugin_version: 0,
         public_address: None,
     }
 }

@@ -1,0 +1,238 @@
+//! Host integration tests: the compiled example plugins under the real engine, without a network.
+//!
+//! They need `target/plugins/*.wasm`; `just test` builds them first (`just plugins`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use odeon_host::driver::{Driver, LocalDriver};
+use odeon_host::matchmaker::{Matchmaker, MatchmakerConfig, SeatReservation};
+use odeon_host::plugins::{GuestLimits, PluginError, Plugins};
+use odeon_host::presence::LocalPresence;
+use odeon_host::rooms::{ClientInput, Outgoing, RoomMsg};
+use odeon_protocol::abi::MessageType;
+use odeon_protocol::profile::Profile;
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+fn plugin_bytes(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/plugins/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `just plugins` first", path.display()))
+}
+
+fn limits() -> GuestLimits {
+    GuestLimits {
+        memory_bytes: 32 << 20,
+        call_deadline: Duration::from_millis(100),
+        max_instances: 32,
+        ..GuestLimits::default()
+    }
+}
+
+/// A minimal module with every required export; `abi` is what `odeon_abi_version` returns and
+/// `extra` is spliced into the module (imports, say).
+fn module(abi: i32, extra: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module {extra}
+            (memory (export "memory") 1)
+            (func (export "odeon_abi_version") (result i32) i32.const {abi})
+            (func (export "odeon_alloc") (param i32) (result i32) i32.const 0)
+            (func (export "odeon_manifest") (result i64) i64.const 0)
+            (func (export "odeon_auth") (param i32 i32) (result i64) i64.const 0)
+            (func (export "odeon_events") (param i32 i32) (result i64) i64.const 0))"#
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn refuses_bad_plugins_with_a_reason() {
+    let plugins = Plugins::new(limits()).unwrap();
+    let err = plugins.load("junk", b"not wasm at all".to_vec()).await.unwrap_err();
+    assert!(matches!(err, PluginError::Invalid(_)), "{err}");
+
+    let err = plugins.load("v2", module(1, r#"(import "odeon_room_v2" "log" (func (param i32 i32 i32)))"#)).await;
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("built for ABI odeon_room_v2") && err.contains("odeon_room_v1"), "{err}");
+
+    let fs = r#"(import "wasi_snapshot_preview1" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))"#;
+    let err = plugins.load("fs", module(1, fs)).await.unwrap_err().to_string();
+    assert!(err.contains("path_open") && err.contains("no filesystem"), "{err}");
+
+    let err = plugins.load("env", module(1, r#"(import "env" "x" (func))"#)).await.unwrap_err().to_string();
+    assert!(err.contains("unknown import module"), "{err}");
+
+    let err = plugins.load("old", module(7, "")).await.unwrap_err();
+    assert!(matches!(err, PluginError::AbiVersion { found: 7, expected: 1 }), "{err}");
+
+    let missing = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
+    let err = plugins.load("empty", missing).await.unwrap_err().to_string();
+    assert!(err.contains("odeon_abi_version") && err.contains("missing"), "{err}");
+
+    let looping = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "odeon_abi_version") (result i32) (loop br 0) i32.const 1)
+            (func (export "odeon_alloc") (param i32) (result i32) i32.const 0)
+            (func (export "odeon_manifest") (result i64) i64.const 0)
+            (func (export "odeon_auth") (param i32 i32) (result i64) i64.const 0)
+            (func (export "odeon_events") (param i32 i32) (result i64) i64.const 0))"#,
+    )
+    .unwrap();
+    let err = plugins.load("loop", looping).await.unwrap_err().to_string();
+    assert!(err.contains("canary") && err.contains("deadline"), "{err}");
+    assert!(plugins.names().is_empty(), "nothing refused may be registered");
+}
+
+#[tokio::test]
+async fn a_bad_new_version_leaves_the_old_one_serving() {
+    let plugins = Plugins::new(limits()).unwrap();
+    let v1 = plugins.load("echo.wasm", plugin_bytes("echo")).await.unwrap();
+    assert_eq!(v1.manifest.name, "echo");
+    assert_eq!(v1.manifest.filter_by, ["mode"]);
+    assert!(v1.manifest.has_auth);
+    assert!(plugins.load("echo.wasm", plugin_bytes("echo")[..1000].to_vec()).await.is_err());
+    assert_eq!(plugins.get("echo").unwrap().version, v1.version);
+    let v2 = plugins.load("echo.wasm", plugin_bytes("echo")).await.unwrap();
+    assert!(v2.version > v1.version);
+    assert_eq!(plugins.get("echo").unwrap().version, v2.version);
+}
+
+struct Harness {
+    mm: Arc<Matchmaker>,
+    driver: Arc<LocalDriver>,
+    rooms: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // A runtime cannot be dropped (blocking) inside the test's async context.
+        if let Some(rt) = self.rooms.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Harness {
+    async fn new() -> Self {
+        let plugins = Plugins::new(limits()).unwrap();
+        plugins.load("echo.wasm", plugin_bytes("echo")).await.unwrap();
+        plugins.load("faults.wasm", plugin_bytes("faults")).await.unwrap();
+        let rooms = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let driver = Arc::new(LocalDriver::default());
+        let mm = Matchmaker::new(
+            MatchmakerConfig {
+                process_id: "proc".into(),
+                profile: Profile::V0_17,
+                seat_timeout: Duration::from_secs(5),
+                public_address: None,
+            },
+            plugins,
+            driver.clone(),
+            Arc::new(LocalPresence::default()),
+            rooms.handle().clone(),
+        );
+        Self { mm, driver, rooms: Some(rooms) }
+    }
+
+    async fn seat(&self, method: &str, target: &str, options: Value) -> SeatReservation {
+        let Value::Object(options) = options else { panic!("options must be an object") };
+        self.mm.matchmake(method, target, options, None, "127.0.0.1".into()).await.unwrap()
+    }
+
+    /// Connects a fake WebSocket to a reserved seat and acks the join.
+    async fn connect(&self, seat: &SeatReservation) -> TestClient {
+        let room = self.mm.room(&seat.listing.room_id).expect("room is live");
+        let (tx, mut rx) = mpsc::channel(64);
+        let (reply, ok) = oneshot::channel();
+        let session_id = seat.session_id.clone();
+        room.send(RoomMsg::Connect { session_id: session_id.clone(), reconnection_token: None, conn_id: 1, tx, reply });
+        ok.await.unwrap().expect("seat accepted");
+        let join = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+        assert!(matches!(&join, Outgoing::Frame(f) if f[0] == 10), "JOIN_ROOM first, got {join:?}");
+        room.send(RoomMsg::Input { session_id: session_id.clone(), conn_id: 1, input: ClientInput::Ack });
+        TestClient { room, session_id, rx }
+    }
+}
+
+struct TestClient {
+    room: odeon_host::rooms::RoomHandle,
+    session_id: String,
+    rx: mpsc::Receiver<Outgoing>,
+}
+
+impl TestClient {
+    fn send(&self, kind: &str, payload: Value) {
+        let payload = if payload.is_null() { Vec::new() } else { rmp_serde::to_vec_named(&payload).unwrap() };
+        let input = ClientInput::Message(MessageType::Str(kind.into()), payload);
+        self.room.send(RoomMsg::Input { session_id: self.session_id.clone(), conn_id: 1, input });
+    }
+
+    /// The next outgoing item that is not a message of a type in `skip`.
+    async fn next(&mut self) -> Outgoing {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await.expect("timed out").expect("queue closed")
+    }
+
+    /// Waits for a ROOM_DATA of `kind` and returns its payload as JSON.
+    async fn expect_message(&mut self, kind: &str) -> Value {
+        loop {
+            if let Outgoing::Frame(f) = self.next().await
+                && f[0] == 13
+                && f[1] as usize == 0xa0 + kind.len()
+                && &f[2..2 + kind.len()] == kind.as_bytes()
+            {
+                let rest = &f[2 + kind.len()..];
+                return if rest.is_empty() { Value::Null } else { rmp_serde::from_slice(rest).unwrap() };
+            }
+        }
+    }
+
+    async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            if let Outgoing::Close(code, _) = self.next().await {
+                return code;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_room_answers_through_the_actor() {
+    let h = Harness::new().await;
+    let seat = h.seat("joinOrCreate", "echo", json!({ "mode": "duel" })).await;
+    assert_eq!(seat.listing.metadata, Map::from_iter([("mode".into(), json!("duel"))]));
+    let mut a = h.connect(&seat).await;
+    let welcome = a.expect_message("welcome").await;
+    assert_eq!(welcome["clients"], 1);
+    assert_eq!(welcome["sessionId"], json!(seat.session_id));
+    a.send("echo", json!({ "x": 1, "nested": [1, "two"] }));
+    assert_eq!(a.expect_message("echo").await, json!({ "x": 1, "nested": [1, "two"] }));
+    let listing = h.driver.find_by_id(&seat.listing.room_id).await.unwrap().unwrap();
+    assert_eq!((listing.clients, listing.max_clients, listing.locked), (1, Some(4), false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_kills_only_its_own_room() {
+    let h = Harness::new().await;
+    let echo_seat = h.seat("joinOrCreate", "echo", json!({})).await;
+    let mut echo = h.connect(&echo_seat).await;
+    echo.expect_message("welcome").await;
+
+    for fault in ["panic", "loop", "oom"] {
+        let seat = h.seat("create", "faults", json!({})).await;
+        let mut victim = h.connect(&seat).await;
+        victim.send("echo", json!(fault));
+        assert_eq!(victim.expect_message("echo").await, json!(fault), "faults room alive before {fault}");
+        victim.send(fault, Value::Null);
+        assert_eq!(victim.expect_close().await, Some(4002), "{fault} closes its clients with 4002");
+        for _ in 0..50 {
+            if h.driver.find_by_id(&seat.listing.room_id).await.unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(h.driver.find_by_id(&seat.listing.room_id).await.unwrap().is_none(), "{fault}: listing removed");
+        assert!(h.mm.room(&seat.listing.room_id).is_none(), "{fault}: room gone");
+
+        echo.send("echo", json!({ "after": fault }));
+        assert_eq!(echo.expect_message("echo").await, json!({ "after": fault }), "echo room survives {fault}");
+    }
+}

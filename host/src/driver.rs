@@ -260,7 +260,8 @@ mod tests {
         let d = LocalDriver::default();
         d.insert(listing("a", 1, None, "1")).await.unwrap();
         d.insert(listing("b", 3, None, "2")).await.unwrap();
-        let most_full = Query { name: "echo".into(), sort_by: vec![("clients".into(), -1)], ..Query::default() };
+        let most_full =
+            Query { name: "echo".into(), sort_by: vec![("clients".into(), -1)], ..Query::default() };
         assert_eq!(d.find_one(&most_full).await.unwrap().unwrap().room_id, "b");
         d.update("b", ListingUpdate { locked: Some(true), ..Default::default() }).await.unwrap();
         assert_eq!(d.find_one(&most_full).await.unwrap().unwrap().room_id, "a");

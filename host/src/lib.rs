@@ -40,7 +40,11 @@ use crate::plugins::Plugins;
 use crate::presence::LocalPresence;
 
 /// Runs a host on `listener` until `shutdown` completes, then closes rooms with 4001.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let plugins = Plugins::new(config.guest_limits()).context("starting the wasm engine")?;
     std::fs::create_dir_all(&config.plugins)
         .with_context(|| format!("creating plugins directory {}", config.plugins.display()))?;

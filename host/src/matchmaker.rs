@@ -162,7 +162,10 @@ impl Matchmaker {
         match method {
             "joinOrCreate" | "create" | "join" => {
                 let plugin = self.plugins.get(target).ok_or_else(|| {
-                    MatchmakeError::new(ErrorCode::NoHandler, format!("provided room name \"{target}\" not defined"))
+                    MatchmakeError::new(
+                        ErrorCode::NoHandler,
+                        format!("provided room name \"{target}\" not defined"),
+                    )
                 })?;
                 let (session_id, auth) = self.authenticate(&plugin, &options, token, ip).await?;
                 match method {
@@ -174,18 +177,27 @@ impl Matchmaker {
             "joinById" => {
                 let listing = self.find_by_id(target).await?;
                 if listing.locked {
-                    return Err(MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" is locked")));
+                    return Err(MatchmakeError::new(
+                        ErrorCode::InvalidRoomId,
+                        format!("room \"{target}\" is locked"),
+                    ));
                 }
                 let plugin = self.plugins.get(&listing.name).ok_or_else(|| {
                     MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found"))
                 })?;
                 let (session_id, auth) = self.authenticate(&plugin, &options, token, ip).await?;
-                self.reserve(&listing.room_id, session_id, encode(&options), auth).await.map_err(|e| match e {
-                    SeatError::Locked => {
-                        MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" is locked"))
-                    }
-                    SeatError::Gone => MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found")),
-                })
+                self.reserve(&listing.room_id, session_id, encode(&options), auth).await.map_err(
+                    |e| match e {
+                        SeatError::Locked => MatchmakeError::new(
+                            ErrorCode::InvalidRoomId,
+                            format!("room \"{target}\" is locked"),
+                        ),
+                        SeatError::Gone => MatchmakeError::new(
+                            ErrorCode::InvalidRoomId,
+                            format!("room \"{target}\" not found"),
+                        ),
+                    },
+                )
             }
             "reconnect" => {
                 let listing = self.find_by_id(target).await?;
@@ -195,7 +207,8 @@ impl Matchmaker {
                         "'reconnectionToken' must be provided for reconnection.",
                     ));
                 };
-                let expired = || MatchmakeError::new(ErrorCode::Expired, "reconnection token invalid or expired.");
+                let expired =
+                    || MatchmakeError::new(ErrorCode::Expired, "reconnection token invalid or expired.");
                 let room = self.room(&listing.room_id).ok_or_else(expired)?;
                 let (reply, rx) = oneshot::channel();
                 room.send(RoomMsg::CheckReconnectionToken { token: token.clone(), reply });
@@ -211,7 +224,9 @@ impl Matchmaker {
             .find_by_id(room_id)
             .await
             .map_err(|e| MatchmakeError::new(ErrorCode::Unhandled, e.to_string()))?
-            .ok_or_else(|| MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{room_id}\" not found")))
+            .ok_or_else(|| {
+                MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{room_id}\" not found"))
+            })
     }
 
     async fn authenticate(
@@ -228,7 +243,8 @@ impl Matchmaker {
         match plugin.auth(&request, self.plugins.limits()).await {
             Ok(AuthDecision::Accept) => Ok((crate::ids::generate(), Vec::new())),
             Ok(AuthDecision::AcceptWith { auth, session_id }) => {
-                let session_id = session_id.filter(|s| crate::ids::is_valid(s)).unwrap_or_else(crate::ids::generate);
+                let session_id =
+                    session_id.filter(|s| crate::ids::is_valid(s)).unwrap_or_else(crate::ids::generate);
                 Ok((session_id, auth))
             }
             Ok(AuthDecision::Reject { message }) => Err(MatchmakeError::new(ErrorCode::AuthFailed, message)),
@@ -261,7 +277,10 @@ impl Matchmaker {
                 .map_err(|e| MatchmakeError::new(ErrorCode::Unhandled, e.to_string()))?;
             match found {
                 Some(listing) => {
-                    match self.reserve(&listing.room_id, session_id.clone(), encode(options), auth.clone()).await {
+                    match self
+                        .reserve(&listing.room_id, session_id.clone(), encode(options), auth.clone())
+                        .await
+                    {
                         Ok(r) => return Ok(r),
                         Err(_) => continue,
                     }
@@ -270,7 +289,10 @@ impl Matchmaker {
                     return self.create_and_reserve(plugin, options, session_id, auth).await;
                 }
                 None => {
-                    return Err(MatchmakeError::new(ErrorCode::InvalidCriteria, "no rooms found with provided criteria"));
+                    return Err(MatchmakeError::new(
+                        ErrorCode::InvalidCriteria,
+                        "no rooms found with provided criteria",
+                    ));
                 }
             }
         }
@@ -308,7 +330,8 @@ impl Matchmaker {
         if self.is_shutting_down() {
             return Err(MatchmakeError::new(ErrorCode::Unhandled, "server is shutting down"));
         }
-        let mut merged: Map<String, Value> = rmp_serde::from_slice(&plugin.manifest.default_options).unwrap_or_default();
+        let mut merged: Map<String, Value> =
+            rmp_serde::from_slice(&plugin.manifest.default_options).unwrap_or_default();
         merged.extend(options.clone());
         let create_filters: Map<String, Value> = plugin
             .manifest
@@ -338,9 +361,11 @@ impl Matchmaker {
         let (handle, _) = rooms::create(plugin.clone(), listing, encode(&merged), deps, &self.room_runtime)
             .await
             .map_err(|e| match e {
-                CreateError::Refused { code, message } => {
-                    MatchmakeError { code: ErrorCode::Unhandled, custom_code: Some(code).filter(|c| *c != 523), message }
-                }
+                CreateError::Refused { code, message } => MatchmakeError {
+                    code: ErrorCode::Unhandled,
+                    custom_code: Some(code).filter(|c| *c != 523),
+                    message,
+                },
                 CreateError::Guest(g) => {
                     tracing::error!(room_type = %plugin.manifest.name, "room creation failed: {g}");
                     MatchmakeError::new(ErrorCode::Unhandled, format!("failed to create room: {g}"))
@@ -371,7 +396,8 @@ impl Matchmaker {
     /// other processes can pick the least-loaded one.
     async fn publish_load(&self) {
         let rooms = self.room_count();
-        if let Err(e) = self.presence.hset("roomcount", &self.config.process_id, &format!("{rooms},0")).await {
+        if let Err(e) = self.presence.hset("roomcount", &self.config.process_id, &format!("{rooms},0")).await
+        {
             tracing::warn!("presence: room count not published: {e}");
         }
     }

@@ -75,7 +75,10 @@ async fn cors(State(state): State<AppState>, req: Request<axum::body::Body>, nex
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Origin, X-Requested-With, Content-Type, Accept, Authorization"),
     );
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(state.mm.profile().cors_methods()));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(state.mm.profile().cors_methods()),
+    );
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("2592000"));
     res
 }
@@ -171,23 +174,26 @@ fn reservation_json(profile: Profile, seat: &SeatReservation) -> Value {
     }
 }
 
-/// Checks the admin bearer token; `Err` is the response to send.
-fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// Checks the admin bearer token; `Some` is the refusal to send.
+fn admin_refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = &state.config.admin_token else {
-        return Err(json_error(StatusCode::NOT_FOUND, "admin endpoint disabled (no admin token configured)"));
+        return Some(json_error(
+            StatusCode::NOT_FOUND,
+            "admin endpoint disabled (no admin token configured)",
+        ));
     };
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
-    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let authorized = given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()));
+    (!authorized).then(|| json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
 }
 
 /// Every room listing of this deployment, with the plugin version each room runs.
 async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize_admin(&state, &headers) {
-        return denied;
+    if let Some(refusal) = admin_refusal(&state, &headers) {
+        return refusal;
     }
     match state.mm.listings().await {
         Ok(rooms) => Json(json!({ "rooms": rooms })).into_response(),
@@ -201,8 +207,8 @@ async fn upload_plugin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = authorize_admin(&state, &headers) {
-        return denied;
+    if let Some(refusal) = admin_refusal(&state, &headers) {
+        return refusal;
     }
     let plugins = state.mm.plugins();
     let source = query.get("file").cloned().unwrap_or_else(|| "upload".into());
@@ -318,7 +324,8 @@ impl Connection {
                 Ok(Message::Close(frame)) => return frame.map_or(close::NO_STATUS, |f| f.code),
                 Err(e) => {
                     tracing::debug!(session = %self.session_id, "websocket error: {e}");
-                    let message_too_big = e.to_string().contains("too long") || e.to_string().contains("too big");
+                    let message_too_big =
+                        e.to_string().contains("too long") || e.to_string().contains("too big");
                     return if message_too_big { fail("message too large".into()) } else { close::ABNORMAL };
                 }
             };
@@ -334,7 +341,8 @@ impl Connection {
                 }
                 Ok(ClientFrame::Unknown(_)) => continue,
                 Ok(ClientFrame::Data { kind, payload }) => {
-                    let payload = if payload.is_empty() { Ok(Vec::new()) } else { msgpackr::normalize(payload) };
+                    let payload =
+                        if payload.is_empty() { Ok(Vec::new()) } else { msgpackr::normalize(payload) };
                     match payload {
                         Ok(p) => ClientInput::Message(kind, p),
                         Err(e) => {

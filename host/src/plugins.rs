@@ -198,7 +198,11 @@ impl Plugins {
 
     /// Validates `bytes` and, if they pass, makes them the current version of the room type they
     /// declare. On any failure the previous version keeps serving.
-    pub async fn load(self: &Arc<Self>, source: &str, bytes: Vec<u8>) -> Result<Arc<PluginVersion>, PluginError> {
+    pub async fn load(
+        self: &Arc<Self>,
+        source: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<PluginVersion>, PluginError> {
         let digest = digest(&bytes);
         let this = self.clone();
         let source_owned = source.to_string();
@@ -225,7 +229,9 @@ impl Plugins {
                 room_type = %version.manifest.name, source, version = version.version, previous = old.version,
                 "loaded new plugin version; running rooms keep theirs"
             ),
-            None => tracing::info!(room_type = %version.manifest.name, source, version = version.version, "loaded plugin"),
+            None => {
+                tracing::info!(room_type = %version.manifest.name, source, version = version.version, "loaded plugin")
+            }
         }
         Ok(version)
     }
@@ -345,10 +351,13 @@ const WASI_ALLOWED: &[&str] = &[
 fn check_imports(module: &Module) -> Result<(), PluginError> {
     for import in module.imports() {
         let (m, name) = (import.module(), import.name());
-        let refuse = |reason: String| PluginError::Import { module: m.to_string(), name: name.to_string(), reason };
+        let refuse =
+            |reason: String| PluginError::Import { module: m.to_string(), name: name.to_string(), reason };
         match m {
             "wasi_snapshot_preview1" if WASI_ALLOWED.contains(&name) => {}
-            "wasi_snapshot_preview1" => return Err(refuse("guests get no filesystem, network or processes".into())),
+            "wasi_snapshot_preview1" => {
+                return Err(refuse("guests get no filesystem, network or processes".into()));
+            }
             abi::IMPORT_MODULE => {
                 let expected: (&[ValKind], &[ValKind]) = match name {
                     abi::imports::LOG => (&[ValKind::I32, ValKind::I32, ValKind::I32], &[]),
@@ -425,7 +434,8 @@ fn check_exports(module: &Module) -> Result<(), PluginError> {
 }
 
 /// Listing fields that cannot be filter keys, as in Colyseus.
-const RESERVED_FILTERS: &[&str] = &["clients", "locked", "private", "metadata", "name", "processId", "roomId"];
+const RESERVED_FILTERS: &[&str] =
+    &["clients", "locked", "private", "metadata", "name", "processId", "roomId"];
 
 fn check_manifest(m: &Manifest) -> Result<(), PluginError> {
     let valid_name = !m.name.is_empty()
@@ -490,7 +500,9 @@ impl Guest {
         let missing = |name: &str| GuestError::Abi(format!("missing export {name}"));
         let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| missing("memory"))?;
         store.data_mut().memory = Some(memory);
-        let func = |store: &mut Store<RoomEnv>, name: &str| instance.get_func(&mut *store, name).ok_or_else(|| missing(name));
+        let func = |store: &mut Store<RoomEnv>, name: &str| {
+            instance.get_func(&mut *store, name).ok_or_else(|| missing(name))
+        };
         let typed_err = |e: wasmtime::Error| GuestError::Abi(format!("{e:#}"));
         let alloc = func(&mut store, abi::exports::ALLOC)?.typed(&store).map_err(typed_err)?;
         let abi_version = func(&mut store, abi::exports::ABI_VERSION)?.typed(&store).map_err(typed_err)?;

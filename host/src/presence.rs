@@ -118,7 +118,12 @@ impl State {
         pick(v).ok_or_else(|| PresenceError::WrongType(key.to_string()))
     }
 
-    fn read<T, R>(&mut self, key: &str, pick: fn(&mut Value) -> Option<&mut T>, f: impl FnOnce(&mut T) -> R) -> Result<Option<R>> {
+    fn read<T, R>(
+        &mut self,
+        key: &str,
+        pick: fn(&mut Value) -> Option<&mut T>,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Result<Option<R>> {
         match self.live(key) {
             None => Ok(None),
             Some(v) => pick(v).map(f).map(Some).ok_or_else(|| PresenceError::WrongType(key.to_string())),
@@ -206,12 +211,19 @@ impl Presence for LocalPresence {
         })
     }
     async fn hset(&self, key: &str, field: &str, value: &str) -> Result<bool> {
-        self.with(|s| Ok(s.entry(key, || Value::Hash(HashMap::new()), hash_of)?.insert(field.into(), value.into()).is_none()))
+        self.with(|s| {
+            Ok(s.entry(key, || Value::Hash(HashMap::new()), hash_of)?
+                .insert(field.into(), value.into())
+                .is_none())
+        })
     }
     async fn hincrby(&self, key: &str, field: &str, by: i64) -> Result<i64> {
         self.with(|s| {
             let h = s.entry(key, || Value::Hash(HashMap::new()), hash_of)?;
-            let current = h.get(field).map_or(Ok(0), |v| v.parse::<i64>()).map_err(|_| PresenceError::WrongType(key.into()))?;
+            let current = h
+                .get(field)
+                .map_or(Ok(0), |v| v.parse::<i64>())
+                .map_err(|_| PresenceError::WrongType(key.into()))?;
             h.insert(field.into(), (current + by).to_string());
             Ok(current + by)
         })

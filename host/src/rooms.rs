@@ -419,7 +419,8 @@ impl Room {
                 // refreshed after the batch.
             }
             RoomMsg::CheckReconnectionToken { token, reply } => {
-                let found = self.reconnections.iter().find(|(_, p)| p.token == token).map(|(sid, _)| sid.clone());
+                let found =
+                    self.reconnections.iter().find(|(_, p)| p.token == token).map(|(sid, _)| sid.clone());
                 let _ = reply.send(found);
             }
             RoomMsg::Connect { session_id, reconnection_token, conn_id, tx, reply } => {
@@ -529,7 +530,11 @@ impl Room {
                     rejected.insert(session_id);
                 }
                 Effect::CreateFailed { code, message } => {
-                    tracing::warn!(room = self.tag(), code, "CreateFailed outside creation ignored: {message}");
+                    tracing::warn!(
+                        room = self.tag(),
+                        code,
+                        "CreateFailed outside creation ignored: {message}"
+                    );
                 }
                 Effect::Lock => self.explicit_lock = true,
                 Effect::Unlock => self.explicit_lock = false,
@@ -560,7 +565,10 @@ impl Room {
                 Effect::SetTimer { id, delay_ms, repeat } => {
                     let delay = Duration::from_millis(delay_ms.max(if repeat { 1 } else { 0 }));
                     self.timer_seq += 1;
-                    self.timers.insert((Instant::now() + delay, self.timer_seq), (TimerKey::Guest(id), repeat.then_some(delay)));
+                    self.timers.insert(
+                        (Instant::now() + delay, self.timer_seq),
+                        (TimerKey::Guest(id), repeat.then_some(delay)),
+                    );
                 }
                 Effect::ClearTimer { id } => self.timers.retain(|_, (k, _)| *k != TimerKey::Guest(id)),
             }
@@ -687,8 +695,12 @@ impl Room {
             }
         }
         self.reservations.retain(|_, r| r.expires > now);
-        let expired: Vec<_> =
-            self.reconnections.iter().filter(|(_, p)| p.expires <= now).map(|(s, p)| (s.clone(), p.code)).collect();
+        let expired: Vec<_> = self
+            .reconnections
+            .iter()
+            .filter(|(_, p)| p.expires <= now)
+            .map(|(s, p)| (s.clone(), p.code))
+            .collect();
         for (session_id, code) in expired {
             self.reconnections.remove(&session_id);
             events.push(Event::Leave { session_id, code });
@@ -761,7 +773,9 @@ impl Client {
                 self.queued.push(frame);
                 true
             }
-            ClientState::Joined => !matches!(self.tx.try_send(Outgoing::Frame(frame)), Err(mpsc::error::TrySendError::Full(_))),
+            ClientState::Joined => {
+                !matches!(self.tx.try_send(Outgoing::Frame(frame)), Err(mpsc::error::TrySendError::Full(_)))
+            }
         }
     }
 }

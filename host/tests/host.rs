@@ -16,7 +16,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 fn plugin_bytes(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/plugins/{name}.wasm"));
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/plugins/{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `just plugins` first", path.display()))
 }
 
@@ -50,7 +51,8 @@ async fn refuses_bad_plugins_with_a_reason() {
     let err = plugins.load("junk", b"not wasm at all".to_vec()).await.unwrap_err();
     assert!(matches!(err, PluginError::Invalid(_)), "{err}");
 
-    let err = plugins.load("v2", module(1, r#"(import "odeon_room_v2" "log" (func (param i32 i32 i32)))"#)).await;
+    let err =
+        plugins.load("v2", module(1, r#"(import "odeon_room_v2" "log" (func (param i32 i32 i32)))"#)).await;
     let err = err.unwrap_err().to_string();
     assert!(err.contains("built for ABI odeon_room_v2") && err.contains("odeon_room_v1"), "{err}");
 
@@ -116,7 +118,8 @@ impl Harness {
         let plugins = Plugins::new(limits()).unwrap();
         plugins.load("echo.wasm", plugin_bytes("echo")).await.unwrap();
         plugins.load("faults.wasm", plugin_bytes("faults")).await.unwrap();
-        let rooms = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rooms =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let driver = Arc::new(LocalDriver::default());
         let mm = Matchmaker::new(
             MatchmakerConfig {
@@ -144,7 +147,13 @@ impl Harness {
         let (tx, mut rx) = mpsc::channel(64);
         let (reply, ok) = oneshot::channel();
         let session_id = seat.session_id.clone();
-        room.send(RoomMsg::Connect { session_id: session_id.clone(), reconnection_token: None, conn_id: 1, tx, reply });
+        room.send(RoomMsg::Connect {
+            session_id: session_id.clone(),
+            reconnection_token: None,
+            conn_id: 1,
+            tx,
+            reply,
+        });
         ok.await.unwrap().expect("seat accepted");
         let join = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         assert!(matches!(&join, Outgoing::Frame(f) if f[0] == 10), "JOIN_ROOM first, got {join:?}");
@@ -168,7 +177,10 @@ impl TestClient {
 
     /// The next outgoing item that is not a message of a type in `skip`.
     async fn next(&mut self) -> Outgoing {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await.expect("timed out").expect("queue closed")
+        tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+            .await
+            .expect("timed out")
+            .expect("queue closed")
     }
 
     /// Waits for a ROOM_DATA of `kind` and returns its payload as JSON.
@@ -229,10 +241,17 @@ async fn each_fault_kills_only_its_own_room() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(h.driver.find_by_id(&seat.listing.room_id).await.unwrap().is_none(), "{fault}: listing removed");
+        assert!(
+            h.driver.find_by_id(&seat.listing.room_id).await.unwrap().is_none(),
+            "{fault}: listing removed"
+        );
         assert!(h.mm.room(&seat.listing.room_id).is_none(), "{fault}: room gone");
 
         echo.send("echo", json!({ "after": fault }));
-        assert_eq!(echo.expect_message("echo").await, json!({ "after": fault }), "echo room survives {fault}");
+        assert_eq!(
+            echo.expect_message("echo").await,
+            json!({ "after": fault }),
+            "echo room survives {fault}"
+        );
     }
 }

@@ -391,11 +391,7 @@ mod tests {
             now_ms: 42,
             events: vec![
                 Event::Create { room_id: "r".into(), room_name: "echo".into(), options: vec![0x80] },
-                Event::Message {
-                    session_id: "s".into(),
-                    kind: MessageType::Num(3.0),
-                    payload: vec![1, 2],
-                },
+                Event::Message { session_id: "s".into(), kind: MessageType::Num(3.0), payload: vec![1, 2] },
             ],
         };
         assert_eq!(decode::<Batch>(&encode(&batch)).unwrap(), batch);

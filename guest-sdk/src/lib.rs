@@ -1,0 +1,77 @@
+//! Write Odeon rooms in safe Rust.
+//!
+//! A room type is a plugin: a `wasm32-wasip1` module the host loads and runs one instance of per
+//! room. This crate owns everything between the room's code and the guest ABI
+//! ([`odeon_protocol::abi`]), so room authors never write `unsafe`, `extern` or pointers:
+//!
+//! - [`Room`]: the lifecycle hooks (create, auth, join, leave, drop, reconnect, messages, ticks,
+//!   timers, dispose), mirroring Colyseus 0.17.
+//! - [`Ctx`]: what a hook may do. Every action is queued as an effect and carried out by the host
+//!   after the hook returns.
+//! - [`Payload`] and [`Message`]: MessagePack from clients, decoded on demand with serde.
+//! - [`export_room!`]: generates the module's exports for a room type.
+//! - [`testing`]: a native test host, so room logic is tested with `cargo test`.
+//!
+//! ```
+//! use odeon_guest::prelude::*;
+//! use serde::Serialize;
+//!
+//! pub struct Chat;
+//!
+//! #[derive(Serialize)]
+//! struct Said<'a> {
+//!     from: &'a str,
+//!     text: String,
+//! }
+//!
+//! impl Room for Chat {
+//!     const NAME: &'static str = "chat";
+//!
+//!     fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+//!         Ok(Chat)
+//!     }
+//!
+//!     fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+//!         if message.is("say") {
+//!             let text: String = message.payload.decode().unwrap_or_default();
+//!             ctx.broadcast("said", &Said { from: client.session_id(), text });
+//!         }
+//!     }
+//! }
+//!
+//! export_room!(Chat);
+//! ```
+//!
+//! Internally the crate has three layers: a private `sys` module with the host imports (native
+//! stand-ins off `wasm32`), the safe API above, and the hidden `rt` module the export macro calls.
+#![deny(missing_docs)]
+
+mod ctx;
+pub mod log;
+mod message;
+mod payload;
+pub mod prelude;
+mod room;
+#[doc(hidden)]
+pub mod rt;
+mod sys;
+pub mod testing;
+
+pub use ctx::{BroadcastOptions, Ctx, TimerId};
+pub use message::{IntoMessageType, Message, MessageTypeExt};
+/// A log level for [`Ctx::log`] and [`log::log`].
+pub use odeon_protocol::abi::LogLevel as Level;
+/// A client message type: `MessageType::Str("chat")` or `MessageType::Num(7.0)`.
+///
+/// Methods that take a type accept anything [`IntoMessageType`], so `"chat"` and `7` work too.
+pub use odeon_protocol::abi::MessageType;
+pub use payload::{Payload, PayloadError};
+pub use rmpv::Value;
+pub use room::{Auth, AuthContext, Client, Room, RoomError};
+
+/// The host's wall clock, in milliseconds since the Unix epoch, read now.
+///
+/// Prefer [`Ctx::now`], which is fixed for a batch of events and controlled by tests.
+pub fn wall_clock_ms() -> u64 {
+    sys::now_ms()
+}

@@ -1,0 +1,217 @@
+//! The [`Room`] trait and the values its hooks receive and return.
+
+use std::fmt;
+
+use crate::{Ctx, Message, MessageType, Payload, PayloadError, TimerId, Value};
+
+/// A room type: its matchmaking settings and its lifecycle hooks, as in Colyseus 0.17.
+///
+/// The host calls the hooks one at a time, in the order events happened; a hook acts on the world
+/// only through [`Ctx`], whose requests the host carries out after the hook returns. Export the
+/// type from the plugin crate with [`export_room!`](crate::export_room).
+///
+/// ```
+/// use odeon_guest::prelude::*;
+///
+/// pub struct Lobby;
+///
+/// impl Room for Lobby {
+///     const NAME: &'static str = "lobby";
+///
+///     fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+///         ctx.set_max_clients(8);
+///         Ok(Lobby)
+///     }
+///
+///     fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+///         if message.is("ping") {
+///             ctx.send_empty(client, "pong");
+///         }
+///     }
+/// }
+///
+/// export_room!(Lobby);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an Odeon room",
+    label = "needs `impl odeon_guest::Room for {Self}`",
+    note = "a room needs `const NAME: &'static str` and \
+            `fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError>`; \
+            every other hook has a default"
+)]
+pub trait Room: Sized + 'static {
+    /// The room type name clients matchmake with, e.g. `joinOrCreate("echo")`.
+    const NAME: &'static str;
+
+    /// Option keys that partition rooms (Colyseus `filterBy`).
+    const FILTER_BY: &'static [&'static str] = &[];
+
+    /// Listing fields that order candidate rooms, `1` ascending and `-1` descending (`sortBy`).
+    const SORT_BY: &'static [(&'static str, i8)] = &[];
+
+    /// Whether the host runs [`Room::on_auth`] at matchmaking.
+    const AUTH: bool = false;
+
+    /// Options merged under the creator's options at creation; must be a map.
+    fn default_options() -> Option<Value> {
+        None
+    }
+
+    /// Decides at matchmaking, before any room is chosen, whether a client may join; only called
+    /// when [`Room::AUTH`] is `true`.
+    fn on_auth(auth: &AuthContext) -> Auth {
+        let _ = auth;
+        Auth::Accept
+    }
+
+    /// Creates the room from the merged creation options; an error fails the matchmaking request.
+    fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError>;
+
+    /// A client joined; it is already in [`Ctx::clients`]. An error refuses it.
+    fn on_join(
+        &mut self,
+        ctx: &mut Ctx,
+        client: &Client,
+        options: Payload,
+        auth: Payload,
+    ) -> Result<(), RoomError> {
+        let _ = (ctx, client, options, auth);
+        Ok(())
+    }
+
+    /// A client left for good; it is no longer in [`Ctx::clients`].
+    fn on_leave(&mut self, ctx: &mut Ctx, client: &Client, code: u16) {
+        let _ = (ctx, client, code);
+    }
+
+    /// A client's connection dropped without its consent. Call [`Ctx::allow_reconnection`] here
+    /// to keep its seat; otherwise [`Room::on_leave`] runs right after with the same code.
+    fn on_drop(&mut self, ctx: &mut Ctx, client: &Client, code: u16) {
+        let _ = (ctx, client, code);
+    }
+
+    /// A dropped client came back within its reconnection window.
+    fn on_reconnect(&mut self, ctx: &mut Ctx, client: &Client) {
+        let _ = (ctx, client);
+    }
+
+    /// A client sent a message.
+    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+        let _ = (ctx, client, message);
+    }
+
+    /// A client sent a bytes message (`sendBytes`).
+    fn on_bytes(&mut self, ctx: &mut Ctx, client: &Client, kind: MessageType, bytes: &[u8]) {
+        let _ = (ctx, client, kind, bytes);
+    }
+
+    /// A simulation tick, at the interval set with [`Ctx::set_simulation_interval`].
+    fn on_tick(&mut self, ctx: &mut Ctx, dt_ms: f64) {
+        let _ = (ctx, dt_ms);
+    }
+
+    /// A timer set with [`Ctx::set_timeout`] or [`Ctx::set_interval`] fired.
+    fn on_timer(&mut self, ctx: &mut Ctx, timer: TimerId) {
+        let _ = (ctx, timer);
+    }
+
+    /// The room is being disposed; no hook runs after this one.
+    fn on_dispose(&mut self, ctx: &mut Ctx) {
+        let _ = ctx;
+    }
+}
+
+/// A joined client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Client {
+    session_id: String,
+}
+
+impl Client {
+    pub(crate) fn new(session_id: String) -> Self {
+        Self { session_id }
+    }
+
+    /// The client's session id, stable across reconnections.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+}
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.session_id)
+    }
+}
+
+/// A hook's failure, sent to the client as an error code and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RoomError {
+    /// The error code; `None` uses the default of the failing hook (523 for create, 526 for join).
+    pub code: Option<u32>,
+    /// The error message.
+    pub message: String,
+}
+
+impl RoomError {
+    /// An error with the hook's default code.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { code: None, message: message.into() }
+    }
+
+    /// An error with an explicit code.
+    pub fn with_code(code: u32, message: impl Into<String>) -> Self {
+        Self { code: Some(code), message: message.into() }
+    }
+}
+
+impl From<PayloadError> for RoomError {
+    fn from(err: PayloadError) -> Self {
+        Self::new(err.to_string())
+    }
+}
+
+/// What [`Room::on_auth`] sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthContext {
+    /// The client's join options.
+    pub options: Payload,
+    /// The bearer token from the `Authorization` header, if any.
+    pub token: Option<String>,
+    /// The client's address as the host saw it.
+    pub ip: String,
+}
+
+/// The verdict of [`Room::on_auth`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// Let the client in.
+    Accept,
+    /// Let the client in with auth data, which reaches [`Room::on_join`].
+    AcceptWith {
+        /// Auth data.
+        auth: Value,
+        /// A session id to give the client instead of a generated one.
+        session_id: Option<String>,
+    },
+    /// Refuse the client with this message.
+    Reject(String),
+}
+
+impl Auth {
+    /// Refuses the client with Colyseus's message for a falsy `onAuth`: `onAuth failed`.
+    pub fn deny() -> Self {
+        Self::Reject("onAuth failed".into())
+    }
+
+    /// Refuses the client with `message`.
+    pub fn reject(message: impl Into<String>) -> Self {
+        Self::Reject(message.into())
+    }
+
+    /// Lets the client in with `auth` data.
+    pub fn accept_with(auth: impl Into<Value>) -> Self {
+        Self::AcceptWith { auth: auth.into(), session_id: None }
+    }
+}

@@ -1,0 +1,303 @@
+//! The `echo` room: the reference room the host's tests and benchmarks play against, and the
+//! shortest tour of the guest SDK.
+//!
+//! Build it with `just plugins` (or `cargo build --target wasm32-wasip1 --profile wasm -p echo`,
+//! which writes `target/wasm32-wasip1/wasm/echo.wasm`); test it natively with
+//! `cargo test -p echo`.
+//!
+//! | message | answer |
+//! |---|---|
+//! | `echo` | `echo` to the sender, with the same payload bytes |
+//! | `broadcast` | `broadcast {from, data}` to everyone else |
+//! | bytes `bytes` | bytes `bytes` to the sender, reversed |
+//! | `count` | `count {clients}` to the sender |
+//! | `kick-me` | the sender is kicked (close without a code) |
+//! | `error-me` | error 4321 `requested error` to the sender |
+//! | `lock`, `unlock` | locks or unlocks the room |
+//!
+//! Joiners get `welcome {sessionId, roomId, clients}` and the others `joined {sessionId}`; leavers
+//! are announced with `left {sessionId}`. Dropped clients may reconnect for 10 seconds. Options
+//! are `{maxClients = 4, mode}`; rooms are filtered by `mode`, and `{token: "bad"}` fails auth.
+
+use odeon_guest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The echo room; it keeps no state of its own.
+pub struct Echo;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateOptions {
+    #[serde(default = "default_max_clients")]
+    max_clients: u32,
+    mode: Option<String>,
+}
+
+fn default_max_clients() -> u32 {
+    4
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    mode: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Welcome<'a> {
+    session_id: &'a str,
+    room_id: String,
+    clients: usize,
+}
+
+/// The body of `joined` and `left`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Who<'a> {
+    session_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Broadcast<'a> {
+    from: &'a str,
+    data: Value,
+}
+
+#[derive(Serialize)]
+struct Count {
+    clients: usize,
+}
+
+impl Room for Echo {
+    const NAME: &'static str = "echo";
+    const FILTER_BY: &'static [&'static str] = &["mode"];
+    const AUTH: bool = true;
+
+    fn on_auth(auth: &AuthContext) -> Auth {
+        if auth.options.get("token") == Some("bad".into()) { Auth::deny() } else { Auth::Accept }
+    }
+
+    fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {
+        let options: CreateOptions = options.decode()?;
+        ctx.set_max_clients(options.max_clients);
+        let mode = options.mode.as_deref().unwrap_or("default");
+        ctx.set_metadata(&Metadata { mode });
+        Ok(Echo)
+    }
+
+    fn on_join(
+        &mut self,
+        ctx: &mut Ctx,
+        client: &Client,
+        _options: Payload,
+        _auth: Payload,
+    ) -> Result<(), RoomError> {
+        let session_id = client.session_id();
+        let welcome = Welcome { session_id, room_id: ctx.room_id().to_owned(), clients: ctx.clients().len() };
+        ctx.send(client, "welcome", &welcome);
+        ctx.broadcast_except("joined", &Who { session_id }, client);
+        Ok(())
+    }
+
+    fn on_leave(&mut self, ctx: &mut Ctx, client: &Client, _code: u16) {
+        let session_id = client.session_id();
+        ctx.broadcast("left", &Who { session_id });
+    }
+
+    fn on_drop(&mut self, ctx: &mut Ctx, client: &Client, _code: u16) {
+        ctx.allow_reconnection(client, 10);
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+        match message.kind.as_str() {
+            Some("echo") => ctx.send_payload(client, "echo", &message.payload),
+            Some("broadcast") => {
+                let data = message.payload.value().unwrap_or(Value::Nil);
+                let from = client.session_id();
+                ctx.broadcast_except("broadcast", &Broadcast { from, data }, client);
+            }
+            Some("count") => {
+                let clients = ctx.clients().len();
+                ctx.send(client, "count", &Count { clients });
+            }
+            Some("kick-me") => ctx.kick(client),
+            Some("error-me") => ctx.send_error(client, 4321, "requested error"),
+            Some("lock") => ctx.lock(),
+            Some("unlock") => ctx.unlock(),
+            _ => ctx.debug(format_args!("ignoring message {:?}", message.kind)),
+        }
+    }
+
+    fn on_bytes(&mut self, ctx: &mut Ctx, client: &Client, kind: MessageType, bytes: &[u8]) {
+        if kind.is("bytes") {
+            let reversed: Vec<u8> = bytes.iter().rev().copied().collect();
+            ctx.send_bytes(client, "bytes", &reversed);
+        } else {
+            ctx.debug(format_args!("ignoring bytes message {kind:?}"));
+        }
+    }
+}
+
+export_room!(Echo);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odeon_guest::testing::{AuthDecision, TestRoom};
+    use serde_json::{Value as Json, json};
+
+    /// A room with clients `a` and `b`, and no effects recorded yet.
+    fn room_with_two() -> TestRoom<Echo> {
+        let mut room = TestRoom::<Echo>::create(json!({})).unwrap();
+        room.join("a", json!({})).unwrap();
+        room.join("b", json!({})).unwrap();
+        room.take_effects();
+        room
+    }
+
+    #[test]
+    fn auth_rejects_the_bad_token_only() {
+        let denied = TestRoom::<Echo>::auth(json!({"token": "bad"}), None);
+        assert_eq!(denied, AuthDecision::Reject { message: "onAuth failed".into() });
+        for options in [json!({"token": "good"}), json!({}), json!(null)] {
+            assert_eq!(TestRoom::<Echo>::auth(options, None), AuthDecision::Accept);
+        }
+    }
+
+    #[test]
+    fn create_applies_options_and_defaults() {
+        let room = TestRoom::<Echo>::create(()).unwrap();
+        assert_eq!(room.max_clients(), Some(4));
+        assert_eq!(room.metadata::<Json>(), Some(json!({"mode": "default"})));
+
+        let room = TestRoom::<Echo>::create(json!({"maxClients": 2, "mode": "duel"})).unwrap();
+        assert_eq!(room.max_clients(), Some(2));
+        assert_eq!(room.metadata::<Json>(), Some(json!({"mode": "duel"})));
+    }
+
+    #[test]
+    fn create_fails_on_malformed_options() {
+        let err = TestRoom::<Echo>::create(json!({"maxClients": "four"})).err().unwrap();
+        assert_eq!(err.code, Some(523));
+    }
+
+    #[test]
+    fn joiner_is_welcomed_and_announced_to_the_others() {
+        let mut room = TestRoom::<Echo>::create(()).unwrap();
+        room.join("a", ()).unwrap();
+        room.join("b", ()).unwrap();
+
+        let welcome = |sid: &str, clients: u32| json!({"sessionId": sid, "roomId": TestRoom::<Echo>::ROOM_ID, "clients": clients});
+        assert_eq!(room.sent_to::<Json>("a", "welcome"), [welcome("a", 1)]);
+        assert_eq!(room.sent_to::<Json>("b", "welcome"), [welcome("b", 2)]);
+        assert_eq!(room.sent_to::<Json>("a", "joined"), [json!({"sessionId": "b"})]);
+        assert!(room.sent_to::<Json>("b", "joined").is_empty());
+    }
+
+    #[test]
+    fn leave_is_announced() {
+        let mut room = room_with_two();
+        room.leave("b", 4000);
+        assert_eq!(room.sent_to::<Json>("a", "left"), [json!({"sessionId": "b"})]);
+        assert!(room.sent_to::<Json>("b", "left").is_empty());
+        assert_eq!(room.clients(), ["a"]);
+    }
+
+    #[test]
+    fn drop_keeps_the_seat_for_ten_seconds() {
+        let mut room = room_with_two();
+        room.drop_client("b", 1006);
+        assert_eq!(room.allowed_reconnection("b"), Some(10));
+        assert!(room.sent_to::<Json>("a", "left").is_empty());
+
+        room.reconnect("b");
+        assert_eq!(room.clients(), ["a", "b"]);
+        room.message_empty("b", "count");
+        assert_eq!(room.sent_to::<Json>("b", "count"), [json!({"clients": 2})]);
+
+        // The window passing is the host's Leave event.
+        room.drop_client("b", 1006);
+        room.leave("b", 1006);
+        assert_eq!(room.sent_to::<Json>("a", "left"), [json!({"sessionId": "b"})]);
+    }
+
+    #[test]
+    fn echo_returns_the_payload_bytes_unchanged() {
+        let mut room = room_with_two();
+        // A non-minimal encoding (uint8 1) and a float32 survive untouched.
+        let raw = vec![0x92, 0xcc, 0x01, 0xca, 0x3f, 0xc0, 0x00, 0x00];
+        room.message_raw("a", "echo", raw.clone());
+        room.message_empty("a", "echo");
+        room.message("a", "echo", &json!({"hello": [1, "two"]}));
+
+        let echoed = room.raw_sent_to("a", "echo");
+        assert_eq!(echoed[..2], [Some(raw), None]);
+        assert_eq!(room.sent_to::<Json>("a", "echo")[2], json!({"hello": [1, "two"]}));
+        assert!(room.raw_sent_to("b", "echo").is_empty());
+    }
+
+    #[test]
+    fn broadcast_reaches_everyone_but_the_sender() {
+        let mut room = room_with_two();
+        room.join("c", ()).unwrap();
+        room.message("a", "broadcast", &json!({"x": 1}));
+        room.message_empty("b", "broadcast");
+
+        let from_a = || json!({"from": "a", "data": {"x": 1}});
+        let from_b = || json!({"from": "b", "data": null});
+        assert_eq!(room.sent_to::<Json>("a", "broadcast"), [from_b()]);
+        assert_eq!(room.sent_to::<Json>("b", "broadcast"), [from_a()]);
+        assert_eq!(room.sent_to::<Json>("c", "broadcast"), [from_a(), from_b()]);
+    }
+
+    #[test]
+    fn bytes_come_back_reversed() {
+        let mut room = room_with_two();
+        room.bytes("a", "bytes", &[1, 2, 3]);
+        room.bytes("a", "other", &[4]);
+        assert_eq!(room.bytes_sent_to("a", "bytes"), [vec![3, 2, 1]]);
+        assert!(room.bytes_sent_to("b", "bytes").is_empty());
+        assert_eq!(room.take_effects().len(), 1);
+    }
+
+    #[test]
+    fn count_includes_everyone_joined() {
+        let mut room = room_with_two();
+        room.message_empty("a", "count");
+        assert_eq!(room.sent_to::<Json>("a", "count"), [json!({"clients": 2})]);
+    }
+
+    #[test]
+    fn kick_me_closes_without_a_code() {
+        let mut room = room_with_two();
+        room.message_empty("a", "kick-me");
+        assert_eq!(room.kicked("a"), Some(None));
+        assert_eq!(room.kicked("b"), None);
+    }
+
+    #[test]
+    fn error_me_sends_an_error() {
+        let mut room = room_with_two();
+        room.message_empty("b", "error-me");
+        assert_eq!(room.errors_to("b"), [(4321, "requested error".to_owned())]);
+        assert!(room.errors_to("a").is_empty());
+    }
+
+    #[test]
+    fn lock_and_unlock() {
+        let mut room = room_with_two();
+        room.message_empty("a", "lock");
+        assert!(room.is_locked());
+        room.message_empty("b", "unlock");
+        assert!(!room.is_locked());
+    }
+
+    #[test]
+    fn unknown_messages_are_ignored() {
+        let mut room = room_with_two();
+        room.message("a", "nope", &1);
+        room.message("a", 7, &1);
+        room.bytes("a", "echo", &[1]);
+        assert!(room.take_effects().is_empty());
+    }
+}

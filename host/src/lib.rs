@@ -8,6 +8,7 @@
 //! - [`rooms`]: one actor per room, owning its guest instance, clients, seats and timers.
 //! - [`plugins`]: the wasmtime engine, plugin validation, the registry of versions, hot loading.
 //! - [`imports`]: every host function a guest can call, and guest stdout/stderr.
+//! - [`services`]: presence operations and listing queries on behalf of rooms, answered as events.
 //! - [`presence`], [`driver`]: shared state and room listings behind traits, with in-process
 //!   embedded defaults.
 
@@ -21,6 +22,7 @@ pub mod net;
 pub mod plugins;
 pub mod presence;
 pub mod rooms;
+pub mod services;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -351,6 +351,7 @@ impl Matchmaker {
         let rooms_map = self.rooms.clone();
         let deps = RoomDeps {
             driver: self.driver.clone(),
+            presence: self.presence.clone(),
             on_exit: Arc::new(move |id| {
                 rooms_map.lock().expect("rooms lock").remove(id);
             }),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use odeon_protocol::abi::{Batch, Effect, Event, MessageType, Outbound};
+use odeon_protocol::abi::{Batch, Effect, Event, Listing, MessageType, Outbound, PresenceValue};
 use odeon_protocol::frame::{self, close};
 use odeon_protocol::profile::Profile;
 use serde_json::{Map, Value};
@@ -19,6 +19,8 @@ use tokio::time::Instant;
 
 use crate::driver::{Driver, ListingUpdate, RoomListing};
 use crate::plugins::{Guest, GuestError, GuestLimits, PluginVersion};
+use crate::presence::Presence;
+use crate::services::RoomServices;
 
 /// Frames queued to one client's writer; bounded so a slow client cannot grow the room's memory.
 pub const CLIENT_QUEUE: usize = 1024;
@@ -117,6 +119,27 @@ pub enum RoomMsg {
     },
     /// The host is shutting down: close everyone with 4001 and dispose.
     Shutdown,
+    /// The answer to a presence operation the room started.
+    PresenceResult {
+        /// The guest's op id.
+        op_id: u64,
+        /// The answer.
+        result: Result<PresenceValue, String>,
+    },
+    /// A message on a topic the room subscribed to.
+    PresenceMessage {
+        /// The topic as the room named it.
+        topic: String,
+        /// The message.
+        message: String,
+    },
+    /// The answer to a room-listing query.
+    Rooms {
+        /// The guest's op id.
+        op_id: u64,
+        /// The listings.
+        result: Result<Vec<Listing>, String>,
+    },
 }
 
 /// A cloneable handle to a room actor.
@@ -144,6 +167,8 @@ impl RoomHandle {
 pub struct RoomDeps {
     /// Listing storage.
     pub driver: Arc<dyn Driver>,
+    /// Shared state for guests' presence operations.
+    pub presence: Arc<dyn Presence>,
     /// Called with the room id when the actor exits.
     pub on_exit: Arc<dyn Fn(&str) + Send + Sync>,
     /// Protocol profile of this host.
@@ -184,6 +209,7 @@ pub async fn create(
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = oneshot::channel();
     let room_id: Arc<str> = listing.room_id.clone().into();
+    let inbox = tx.clone();
     let handle = RoomHandle { room_id: room_id.clone(), tx };
     runtime.spawn(async move {
         let mut guest = match plugin.instantiate(room_id.clone(), deps.limits).await {
@@ -213,7 +239,14 @@ pub async fn create(
             let _ = ready_tx.send(Err(CreateError::Refused { code, message }));
             return;
         }
-        let mut room = Room::new(plugin, guest, listing, deps, rx);
+        let services = RoomServices::new(
+            deps.presence.clone(),
+            deps.driver.clone(),
+            listing.name.clone(),
+            inbox.downgrade(),
+        );
+        drop(inbox);
+        let mut room = Room::new(plugin, guest, listing, deps, rx, services);
         room.apply(effects, &mut Vec::new()).await;
         room.publish_listing(true).await;
         let _ = ready_tx.send(Ok(room.listing.clone()));
@@ -261,6 +294,8 @@ enum TimerKey {
 }
 
 struct Room {
+    /// Presence and listing queries for the guest; dropping it ends the room's subscriptions.
+    services: RoomServices,
     plugin: Arc<PluginVersion>,
     guest: Guest,
     listing: RoomListing,
@@ -295,9 +330,11 @@ impl Room {
         listing: RoomListing,
         deps: RoomDeps,
         rx: mpsc::UnboundedReceiver<RoomMsg>,
+        services: RoomServices,
     ) -> Self {
         let now = Instant::now();
         Self {
+            services,
             plugin,
             guest,
             listing,
@@ -483,6 +520,11 @@ impl Room {
                 }
                 self.disposing = true;
             }
+            RoomMsg::PresenceResult { op_id, result } => events.push(Event::PresenceResult { op_id, result }),
+            RoomMsg::PresenceMessage { topic, message } => {
+                events.push(Event::PresenceMessage { topic, message })
+            }
+            RoomMsg::Rooms { op_id, result } => events.push(Event::Rooms { op_id, result }),
         }
     }
 
@@ -571,6 +613,8 @@ impl Room {
                     );
                 }
                 Effect::ClearTimer { id } => self.timers.retain(|_, (k, _)| *k != TimerKey::Guest(id)),
+                Effect::Presence { op_id, op } => self.services.presence(op_id, op),
+                Effect::QueryRooms { op_id, name } => self.services.query_rooms(op_id, name),
             }
         }
         rejected

@@ -25,7 +25,9 @@
 //! | `now_ms` | `() -> i64` | the host's wall clock in milliseconds since the Unix epoch |
 //!
 //! Everything a room does to the world (send, broadcast, lock, timers, presence…) is an [`Effect`]
-//! returned from `odeon_events`, so one guest call serves a whole batch of events.
+//! returned from `odeon_events`, so one guest call serves a whole batch of events. Operations that
+//! need an answer (presence, room queries) carry an id chosen by the guest, and the answer comes
+//! back later as an [`Event`] with that id: slow services never run inside a guest call.
 //!
 //! # Traps
 //! The host traps the guest (and disposes the room) when an import is given a pointer or length
@@ -250,6 +252,135 @@ pub enum Event {
     },
     /// The room is being disposed; its last event.
     Dispose,
+    /// The answer to an [`Effect::Presence`] with the same `op_id`.
+    PresenceResult {
+        /// The id the room gave the operation.
+        op_id: u64,
+        /// The value, or why the operation failed.
+        result: Result<PresenceValue, String>,
+    },
+    /// A message published on a topic the room subscribed to.
+    PresenceMessage {
+        /// The topic, as the room named it.
+        topic: String,
+        /// The message.
+        message: String,
+    },
+    /// The answer to an [`Effect::QueryRooms`] with the same `op_id`.
+    Rooms {
+        /// The id the room gave the query.
+        op_id: u64,
+        /// The listings, or why the query failed.
+        result: Result<Vec<Listing>, String>,
+    },
+}
+
+/// A presence key or topic. Names are scoped to the plugin's room type unless `global`, so rooms
+/// of different types cannot read each other's keys by accident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    /// The name as the room uses it.
+    pub name: String,
+    /// Shared by every room type.
+    pub global: bool,
+}
+
+/// A presence operation (Colyseus's `Presence` API). Its answer arrives later as
+/// [`Event::PresenceResult`]; nothing blocks the room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PresenceOp {
+    /// Set a string, optionally expiring. Answers `Nil`.
+    Set { key: Key, value: String, ttl_ms: Option<u64> },
+    /// Read a string. Answers `Str` or `Nil`.
+    Get { key: Key },
+    /// Delete a key. Answers `Nil`.
+    Del { key: Key },
+    /// Whether a key exists. Answers `Bool`.
+    Exists { key: Key },
+    /// Set a time to live. Answers `Bool` (false: no such key).
+    Expire { key: Key, ttl_ms: u64 },
+    /// Add to a counter. Answers `Int`.
+    Incr { key: Key, by: i64 },
+    /// Add a set member. Answers `Bool` (true: new).
+    SAdd { key: Key, member: String },
+    /// Remove a set member. Answers `Bool`.
+    SRem { key: Key, member: String },
+    /// Set members. Answers `List`.
+    SMembers { key: Key },
+    /// Set membership. Answers `Bool`.
+    SIsMember { key: Key, member: String },
+    /// Set size. Answers `Int`.
+    SCard { key: Key },
+    /// Set intersection. Answers `List`.
+    SInter { keys: Vec<Key> },
+    /// Set a hash field. Answers `Bool` (true: new).
+    HSet { key: Key, field: String, value: String },
+    /// Add to a hash field. Answers `Int`.
+    HIncrBy { key: Key, field: String, by: i64 },
+    /// Read a hash field. Answers `Str` or `Nil`.
+    HGet { key: Key, field: String },
+    /// Remove a hash field. Answers `Bool`.
+    HDel { key: Key, field: String },
+    /// Hash size. Answers `Int`.
+    HLen { key: Key },
+    /// Every hash field. Answers `Map`.
+    HGetAll { key: Key },
+    /// Push on the right of a list. Answers `Int` (the new length).
+    RPush { key: Key, value: String },
+    /// Push on the left of a list. Answers `Int`.
+    LPush { key: Key, value: String },
+    /// Pop from the right. Answers `Str` or `Nil`.
+    RPop { key: Key },
+    /// Pop from the left. Answers `Str` or `Nil`.
+    LPop { key: Key },
+    /// List length. Answers `Int`.
+    LLen { key: Key },
+    /// Publish on a topic. Answers `Int` (receivers).
+    Publish { topic: Key, message: String },
+    /// Receive the topic's messages as [`Event::PresenceMessage`] until unsubscribed or disposed.
+    /// Answers `Nil`.
+    Subscribe { topic: Key },
+    /// Stop receiving a topic. Answers `Nil`.
+    Unsubscribe { topic: Key },
+}
+
+/// A presence answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PresenceValue {
+    /// Nothing (a missing key, or an operation without a value).
+    Nil,
+    /// A yes/no answer.
+    Bool(bool),
+    /// A number.
+    Int(i64),
+    /// A string.
+    Str(String),
+    /// Strings (set members).
+    List(Vec<String>),
+    /// Field/value pairs (a hash).
+    Map(Vec<(String, String)>),
+}
+
+/// A room listing as rooms see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Room id.
+    pub room_id: String,
+    /// Room type name.
+    pub name: String,
+    /// The host process running it.
+    pub process_id: String,
+    /// Joined clients plus held seats.
+    pub clients: u32,
+    /// Seat limit, if any.
+    pub max_clients: Option<u32>,
+    /// Locked or full.
+    pub locked: bool,
+    /// Private.
+    pub private: bool,
+    /// Metadata, a MessagePack map.
+    #[serde(with = "serde_bytes")]
+    pub metadata: Vec<u8>,
 }
 
 /// Something the room asks the host to do.
@@ -342,6 +473,21 @@ pub enum Effect {
     ClearTimer {
         /// The timer's id.
         id: u64,
+    },
+    /// Run a presence operation; the answer arrives as [`Event::PresenceResult`].
+    Presence {
+        /// Id chosen by the guest, echoed in the answer.
+        op_id: u64,
+        /// The operation.
+        op: PresenceOp,
+    },
+    /// Query room listings (all types when `name` is `None`); the answer arrives as
+    /// [`Event::Rooms`].
+    QueryRooms {
+        /// Id chosen by the guest, echoed in the answer.
+        op_id: u64,
+        /// Room type to list.
+        name: Option<String>,
     },
 }
 

@@ -35,7 +35,8 @@ pub struct RoomListing {
     /// When the room was created, ISO 8601.
     pub created_at: String,
     /// Host-local version of the plugin that runs the room, so operators can see mixed fleets
-    /// during a rollout.
+    /// during a rollout. Not part of the listing clients see.
+    #[serde(skip)]
     pub plugin_version: u64,
     /// Address clients should connect to, when it differs from the matchmaking endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -24,7 +24,7 @@ use odeon_protocol::frame::{self, ClientFrame, close};
 use odeon_protocol::msgpackr;
 use odeon_protocol::profile::Profile;
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::matchmaker::{Matchmaker, SeatReservation};
 use crate::rooms::{CLIENT_QUEUE, ClientInput, ConnectError, Outgoing, RoomHandle, RoomMsg};
@@ -143,7 +143,12 @@ async fn matchmake(
                     .filter(|_| (100..600).contains(&code))
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             };
-            (status, Json(json!({ "code": code, "error": e.message }))).into_response()
+            let mut res = (status, Json(json!({ "code": code, "error": e.message }))).into_response();
+            // Colyseus's status line reads `525 unknown` for its non-standard codes.
+            if status.canonical_reason().is_none() {
+                res.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(b"unknown"));
+            }
+            res
         }
     }
 }
@@ -196,7 +201,17 @@ async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Respon
         return refusal;
     }
     match state.mm.listings().await {
-        Ok(rooms) => Json(json!({ "rooms": rooms })).into_response(),
+        Ok(rooms) => {
+            let rooms: Vec<Value> = rooms
+                .iter()
+                .map(|l| {
+                    let mut v = serde_json::to_value(l).expect("listing serializes");
+                    v["pluginVersion"] = json!(l.plugin_version);
+                    v
+                })
+                .collect();
+            Json(json!({ "rooms": rooms })).into_response()
+        }
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
@@ -263,6 +278,7 @@ impl Connection {
         let profile = self.state.mm.profile();
         let conn_id = self.state.next_conn.fetch_add(1, Ordering::Relaxed);
         let (out_tx, out_rx) = mpsc::channel(CLIENT_QUEUE);
+        let abort = Arc::new(Notify::new());
         let (mut sink, mut stream) = socket.split();
 
         let seated = match &room {
@@ -273,6 +289,7 @@ impl Connection {
                     reconnection_token: self.token.clone(),
                     conn_id,
                     tx: out_tx.clone(),
+                    abort: abort.clone(),
                     reply,
                 });
                 matches!(rx.await, Ok(Ok(())))
@@ -290,7 +307,8 @@ impl Connection {
         };
 
         let alive = Arc::new(AtomicBool::new(true));
-        let writer = tokio::spawn(write_loop(sink, out_rx, alive.clone(), self.state.config.heartbeat));
+        let writer =
+            tokio::spawn(write_loop(sink, out_rx, abort, alive.clone(), self.state.config.heartbeat));
         let code = self.read_loop(&mut stream, &room, conn_id, &out_tx, &alive, profile).await;
         room.send(RoomMsg::Closed { session_id: self.session_id.clone(), conn_id, code });
         drop(out_tx);
@@ -367,6 +385,7 @@ impl Connection {
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outgoing>,
+    abort: Arc<Notify>,
     alive: Arc<AtomicBool>,
     heartbeat: Duration,
 ) {
@@ -375,6 +394,12 @@ async fn write_loop(
     let mut missed = 0u8;
     loop {
         tokio::select! {
+            // The room gave up on this client (its queue filled): close now, without draining.
+            () = abort.notified() => {
+                let frame = CloseFrame { code: close::WITH_ERROR, reason: "client too slow".into() };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
             out = rx.recv() => match out {
                 Some(Outgoing::Frame(frame)) => {
                     if sink.send(Message::Binary(frame)).await.is_err() {

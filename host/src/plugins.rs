@@ -494,7 +494,7 @@ impl Guest {
             if msg.contains("maximum concurrent") || msg.contains("pooling") {
                 GuestError::Capacity(msg)
             } else {
-                classify(&e, &store, limits)
+                classify(&e, &store, limits, limits.create_deadline)
             }
         })?;
         let missing = |name: &str| GuestError::Abi(format!("missing export {name}"));
@@ -518,7 +518,7 @@ impl Guest {
         let (ptr, len) = self.write_input(&input, deadline).await?;
         self.store.set_epoch_deadline(ticks(deadline));
         let packed = self.events.call_async(&mut self.store, (ptr, len)).await;
-        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits))?;
+        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits, deadline))?;
         if packed == 0 {
             return Ok(Effects::default());
         }
@@ -529,13 +529,14 @@ impl Guest {
     async fn abi_version(&mut self) -> Result<u32, GuestError> {
         self.store.set_epoch_deadline(ticks(self.limits.create_deadline));
         let v = self.abi_version.call_async(&mut self.store, ()).await;
-        Ok(v.map_err(|e| classify(&e, &self.store, self.limits))? as u32)
+        Ok(v.map_err(|e| classify(&e, &self.store, self.limits, self.limits.create_deadline))? as u32)
     }
 
     async fn manifest(&mut self) -> Result<Manifest, GuestError> {
         self.store.set_epoch_deadline(ticks(self.limits.create_deadline));
         let packed = self.manifest.call_async(&mut self.store, ()).await;
-        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits))?;
+        let packed =
+            packed.map_err(|e| classify(&e, &self.store, self.limits, self.limits.create_deadline))?;
         let out = self.read_output(packed)?;
         abi::decode(&out).map_err(|e| GuestError::Abi(format!("undecodable manifest: {e}")))
     }
@@ -546,7 +547,7 @@ impl Guest {
         let (ptr, len) = self.write_input(&input, deadline).await?;
         self.store.set_epoch_deadline(ticks(deadline));
         let packed = self.auth.call_async(&mut self.store, (ptr, len)).await;
-        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits))?;
+        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits, deadline))?;
         let out = self.read_output(packed)?;
         abi::decode(&out).map_err(|e| GuestError::Abi(format!("undecodable auth decision: {e}")))
     }
@@ -555,7 +556,7 @@ impl Guest {
         let len = i32::try_from(bytes.len()).map_err(|_| GuestError::Abi("input too large".into()))?;
         self.store.set_epoch_deadline(ticks(deadline));
         let ptr = self.alloc.call_async(&mut self.store, len).await;
-        let ptr = ptr.map_err(|e| classify(&e, &self.store, self.limits))?;
+        let ptr = ptr.map_err(|e| classify(&e, &self.store, self.limits, deadline))?;
         self.memory
             .write(&mut self.store, ptr as u32 as usize, bytes)
             .map_err(|_| GuestError::Abi(format!("odeon_alloc returned {ptr:#x}, outside memory")))?;
@@ -578,12 +579,17 @@ fn ticks(d: Duration) -> u64 {
     (d.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1)
 }
 
-fn classify(e: &wasmtime::Error, store: &Store<RoomEnv>, limits: GuestLimits) -> GuestError {
+fn classify(
+    e: &wasmtime::Error,
+    store: &Store<RoomEnv>,
+    limits: GuestLimits,
+    deadline: Duration,
+) -> GuestError {
     if store.data().limiter.exceeded {
         return GuestError::MemoryCap(limits.memory_bytes);
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => GuestError::Deadline(limits.call_deadline),
+        Some(Trap::Interrupt) => GuestError::Deadline(deadline),
         Some(trap) => GuestError::Trap(trap.to_string()),
         None => GuestError::Trap(format!("{e:#}")),
     }

@@ -14,7 +14,7 @@ use odeon_protocol::abi::{Batch, Effect, Event, Listing, MessageType, Outbound, 
 use odeon_protocol::frame::{self, close};
 use odeon_protocol::profile::Profile;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::driver::{Driver, ListingUpdate, RoomListing};
@@ -96,6 +96,8 @@ pub enum RoomMsg {
         conn_id: u64,
         /// The connection's writer queue.
         tx: mpsc::Sender<Outgoing>,
+        /// Closes the connection at once, skipping the queue (a client too slow to keep up).
+        abort: Arc<Notify>,
         /// Ok once the client has a slot; JOIN_ROOM follows on `tx`.
         reply: oneshot::Sender<Result<(), ConnectError>>,
     },
@@ -148,6 +150,16 @@ pub struct RoomHandle {
     /// The room id.
     pub room_id: Arc<str>,
     tx: mpsc::UnboundedSender<RoomMsg>,
+    stats: Arc<RoomStats>,
+}
+
+/// Counters a room keeps about itself.
+#[derive(Debug, Default)]
+pub struct RoomStats {
+    /// Calls into the guest.
+    pub guest_calls: std::sync::atomic::AtomicU64,
+    /// Events delivered to the guest; more events than calls means batching is working.
+    pub events: std::sync::atomic::AtomicU64,
 }
 
 impl RoomHandle {
@@ -159,6 +171,11 @@ impl RoomHandle {
     /// Whether the actor has exited.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// The room's counters.
+    pub fn stats(&self) -> &RoomStats {
+        &self.stats
     }
 }
 
@@ -210,7 +227,8 @@ pub async fn create(
     let (ready_tx, ready_rx) = oneshot::channel();
     let room_id: Arc<str> = listing.room_id.clone().into();
     let inbox = tx.clone();
-    let handle = RoomHandle { room_id: room_id.clone(), tx };
+    let stats = Arc::new(RoomStats::default());
+    let handle = RoomHandle { room_id: room_id.clone(), tx, stats: stats.clone() };
     runtime.spawn(async move {
         let mut guest = match plugin.instantiate(room_id.clone(), deps.limits).await {
             Ok(g) => g,
@@ -246,7 +264,7 @@ pub async fn create(
             inbox.downgrade(),
         );
         drop(inbox);
-        let mut room = Room::new(plugin, guest, listing, deps, rx, services);
+        let mut room = Room::new(plugin, guest, listing, deps, rx, services, stats);
         room.apply(effects, &mut Vec::new()).await;
         room.publish_listing(true).await;
         let _ = ready_tx.send(Ok(room.listing.clone()));
@@ -270,6 +288,7 @@ enum ClientState {
 struct Client {
     conn_id: u64,
     tx: mpsc::Sender<Outgoing>,
+    abort: Arc<Notify>,
     token: String,
     state: ClientState,
     /// Frames sent before the ack, flushed on it.
@@ -296,6 +315,7 @@ enum TimerKey {
 struct Room {
     /// Presence and listing queries for the guest; dropping it ends the room's subscriptions.
     services: RoomServices,
+    stats: Arc<RoomStats>,
     plugin: Arc<PluginVersion>,
     guest: Guest,
     listing: RoomListing,
@@ -304,6 +324,8 @@ struct Room {
     clients: HashMap<String, Client>,
     reservations: HashMap<String, Reservation>,
     reconnections: HashMap<String, PendingReconnection>,
+    /// Clients dropped for being too slow, reported to the guest with the next batch.
+    slow: Vec<String>,
     /// Dropped clients' tokens and close codes, until the guest has seen the drop.
     dropped: HashMap<String, (String, u16)>,
     /// Explicit `lock()`; the listing is also locked while full.
@@ -331,10 +353,12 @@ impl Room {
         deps: RoomDeps,
         rx: mpsc::UnboundedReceiver<RoomMsg>,
         services: RoomServices,
+        stats: Arc<RoomStats>,
     ) -> Self {
         let now = Instant::now();
         Self {
             services,
+            stats,
             plugin,
             guest,
             listing,
@@ -344,6 +368,7 @@ impl Room {
             reservations: HashMap::new(),
             reconnections: HashMap::new(),
             dropped: HashMap::new(),
+            slow: Vec::new(),
             explicit_lock: false,
             auto_dispose: true,
             patch_rate: Duration::from_millis(50),
@@ -382,6 +407,7 @@ impl Room {
                 }
                 _ = sleep_until(deadline) => self.fire_due(&mut events),
             }
+            self.drop_slow_clients(&mut events);
             if !events.is_empty() && !self.call(&mut events).await {
                 return;
             }
@@ -412,6 +438,8 @@ impl Room {
             })
             .collect();
         let batch = Batch { now_ms: crate::clock::now_ms(), events: std::mem::take(events) };
+        self.stats.guest_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats.events.fetch_add(batch.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let effects = match self.guest.events(&batch, self.deps.limits.call_deadline).await {
             Ok(e) => e.effects,
             Err(e) => {
@@ -434,6 +462,7 @@ impl Room {
                 let _ = c.tx.try_send(Outgoing::Frame(frame.into()));
             }
         }
+        self.drop_slow_clients(&mut follow_up);
         self.refresh_listing().await;
         events.extend(follow_up);
         true
@@ -460,7 +489,7 @@ impl Room {
                     self.reconnections.iter().find(|(_, p)| p.token == token).map(|(sid, _)| sid.clone());
                 let _ = reply.send(found);
             }
-            RoomMsg::Connect { session_id, reconnection_token, conn_id, tx, reply } => {
+            RoomMsg::Connect { session_id, reconnection_token, conn_id, tx, abort, reply } => {
                 if let Some(token) = reconnection_token {
                     let valid = self.reconnections.get(&session_id).is_some_and(|p| p.token == token);
                     if !valid {
@@ -468,7 +497,8 @@ impl Room {
                         return;
                     }
                     self.reconnections.remove(&session_id);
-                    let client = Client::new(conn_id, tx, token);
+                    let client =
+                        Client { conn_id, tx, abort, token, state: ClientState::Joining, queued: Vec::new() };
                     self.clients.insert(session_id.clone(), client);
                     events.push(Event::Reconnect { session_id });
                     let _ = reply.send(Ok(()));
@@ -478,7 +508,9 @@ impl Room {
                     let _ = reply.send(Err(ConnectError::Expired));
                     return;
                 };
-                let client = Client::new(conn_id, tx, crate::ids::generate());
+                let token = crate::ids::generate();
+                let client =
+                    Client { conn_id, tx, abort, token, state: ClientState::Joining, queued: Vec::new() };
                 self.clients.insert(session_id.clone(), client);
                 events.push(Event::Join { session_id, options: seat.options, auth: seat.auth });
                 let _ = reply.send(Ok(()));
@@ -645,11 +677,19 @@ impl Room {
         }
     }
 
-    /// A client whose queue is full is closed; the room carries on.
+    /// A client whose queue is full is closed at once and dropped from the room (the guest sees a
+    /// non-consented drop); the room carries on.
     fn drop_slow(&mut self, session_id: &str) {
         if let Some(c) = self.clients.get(session_id) {
             tracing::warn!(room = self.tag(), session = session_id, "client too slow; closing it");
-            let _ = c.tx.try_send(Outgoing::Close(Some(close::WITH_ERROR), "too slow".into()));
+            c.abort.notify_one();
+            self.slow.push(session_id.to_string());
+        }
+    }
+
+    fn drop_slow_clients(&mut self, events: &mut Vec<Event>) {
+        for sid in std::mem::take(&mut self.slow) {
+            self.drop_client(sid, close::WITH_ERROR, events);
         }
     }
 
@@ -806,10 +846,6 @@ impl Room {
 }
 
 impl Client {
-    fn new(conn_id: u64, tx: mpsc::Sender<Outgoing>, token: String) -> Self {
-        Self { conn_id, tx, token, state: ClientState::Joining, queued: Vec::new() }
-    }
-
     /// Queues a frame; returns false when the client's queue is full.
     fn push(&mut self, frame: Bytes) -> bool {
         match self.state {

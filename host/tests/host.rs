@@ -143,8 +143,13 @@ impl Harness {
 
     /// Connects a fake WebSocket to a reserved seat and acks the join.
     async fn connect(&self, seat: &SeatReservation) -> TestClient {
+        self.connect_with_queue(seat, odeon_host::rooms::CLIENT_QUEUE).await
+    }
+
+    async fn connect_with_queue(&self, seat: &SeatReservation, queue: usize) -> TestClient {
         let room = self.mm.room(&seat.listing.room_id).expect("room is live");
-        let (tx, mut rx) = mpsc::channel(64);
+        let (tx, mut rx) = mpsc::channel(queue);
+        let abort = Arc::new(tokio::sync::Notify::new());
         let (reply, ok) = oneshot::channel();
         let session_id = seat.session_id.clone();
         room.send(RoomMsg::Connect {
@@ -152,13 +157,14 @@ impl Harness {
             reconnection_token: None,
             conn_id: 1,
             tx,
+            abort: abort.clone(),
             reply,
         });
         ok.await.unwrap().expect("seat accepted");
         let join = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         assert!(matches!(&join, Outgoing::Frame(f) if f[0] == 10), "JOIN_ROOM first, got {join:?}");
         room.send(RoomMsg::Input { session_id: session_id.clone(), conn_id: 1, input: ClientInput::Ack });
-        TestClient { room, session_id, rx }
+        TestClient { room, session_id, rx, abort }
     }
 }
 
@@ -166,6 +172,7 @@ struct TestClient {
     room: odeon_host::rooms::RoomHandle,
     session_id: String,
     rx: mpsc::Receiver<Outgoing>,
+    abort: Arc<tokio::sync::Notify>,
 }
 
 impl TestClient {
@@ -254,4 +261,46 @@ async fn each_fault_kills_only_its_own_room() {
             "echo room survives {fault}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_messages_reaches_the_guest_in_batches() {
+    let h = Harness::new().await;
+    let seat = h.seat("joinOrCreate", "echo", json!({})).await;
+    let mut a = h.connect(&seat).await;
+    a.expect_message("welcome").await;
+    let before = a.room.stats().guest_calls.load(std::sync::atomic::Ordering::Relaxed);
+    const BURST: u64 = 500;
+    for i in 0..BURST {
+        a.send("echo", json!(i));
+    }
+    for i in 0..BURST {
+        assert_eq!(a.expect_message("echo").await, json!(i), "echoes arrive in order");
+    }
+    let calls = a.room.stats().guest_calls.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(calls < BURST / 4, "{BURST} messages took {calls} guest calls: not batched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
+    let h = Harness::new().await;
+    let seat = h.seat("joinOrCreate", "echo", json!({ "maxClients": 10 })).await;
+    let mut reader = h.connect(&seat).await;
+    reader.expect_message("welcome").await;
+    let seat2 = h.seat("joinById", &seat.listing.room_id, json!({})).await;
+    let stalled = h.connect_with_queue(&seat2, 8).await;
+    reader.expect_message("joined").await;
+    // The stalled client never reads; broadcasts fill its queue.
+    for i in 0..64 {
+        reader.send("broadcast", json!(i));
+    }
+    tokio::time::timeout(Duration::from_secs(5), stalled.abort.notified())
+        .await
+        .expect("slow client aborted");
+    // The guest saw a non-consented drop: echo keeps the seat for a reconnection, so the client
+    // is gone from the room's clients but no "left" is sent yet.
+    reader.send("count", Value::Null);
+    assert_eq!(reader.expect_message("count").await, json!({ "clients": 1 }));
+    let listing = h.driver.find_by_id(&seat.listing.room_id).await.unwrap().unwrap();
+    assert_eq!(listing.clients, 2, "the reconnection seat still counts");
 }

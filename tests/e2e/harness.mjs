@@ -1,0 +1,695 @@
+// Shared harness for the Odeon end-to-end tests.
+//
+// - starts the real host binary on a free loopback port and stops it by PID;
+// - wraps node:test cases with a hard timeout, per-test cleanup and the host's
+//   stderr tail on failure;
+// - an Inbox that records everything an SDK room reports (messages, leave,
+//   drop, reconnect, error) and lets tests wait for / assert the absence of items;
+// - a tiny raw WebSocket client speaking the Colyseus frame format with plain
+//   MessagePack (no msgpackr records);
+// - the per-profile expectations (error codes, reservation shape, JOIN_ROOM tail).
+
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import net from "node:net";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { it } from "node:test";
+import assert from "node:assert/strict";
+import WebSocket from "ws";
+import { Packr, Unpackr } from "msgpackr";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const TESTS_DIR = resolve(HERE, "..");
+
+export const HOST_BIN = process.env.ODEON_HOST_BIN
+    ? resolve(process.env.ODEON_HOST_BIN)
+    : resolve(TESTS_DIR, "../target/debug/odeon-host");
+export const PLUGINS_DIR = process.env.ODEON_PLUGINS_DIR
+    ? resolve(process.env.ODEON_PLUGINS_DIR)
+    : resolve(TESTS_DIR, "../target/plugins");
+
+/** Default per-test budget (ms). node:test gets a few seconds more so our own timer fires first. */
+export const TEST_TIMEOUT = 20000;
+
+// ---------------------------------------------------------------------------
+// Per-profile expectations (colyseus-behaviour-notes.md)
+// ---------------------------------------------------------------------------
+
+export const PROFILES = {
+    "0.16": {
+        profile: "0.16",
+        // matchmaking errors: HTTP 200 with body {code, error}
+        codes: { noHandler: 4210, invalidCriteria: 4211, invalidRoomId: 4212, unhandled: 4213, expired: 4214, authFailed: 4215 },
+        httpStatusForError: () => 200,
+        // ERROR frame code for a WebSocket without a seat reservation
+        wsSeatExpiredCode: 0,
+        reservation: "nested",
+        joinRoomTail: [],
+        ping: false,
+    },
+    "0.17": {
+        profile: "0.17",
+        codes: { noHandler: 520, invalidCriteria: 521, invalidRoomId: 522, unhandled: 523, expired: 524, authFailed: 525 },
+        httpStatusForError: (code) => code,
+        wsSeatExpiredCode: 524,
+        reservation: "flat",
+        joinRoomTail: [],
+        ping: true,
+    },
+    "0.18": {
+        profile: "0.18",
+        codes: { noHandler: 520, invalidCriteria: 521, invalidRoomId: 522, unhandled: 523, expired: 524, authFailed: 525 },
+        httpStatusForError: (code) => code,
+        wsSeatExpiredCode: 524,
+        reservation: "flat",
+        joinRoomTail: [0x00],
+        ping: true,
+    },
+};
+
+export const MSG = {
+    noRooms: "no rooms found with provided criteria",
+    roomNotFound: (id) => `room "${id}" not found`,
+    roomLocked: (id) => `room "${id}" is locked`,
+    roomNotDefined: (name) => `provided room name "${name}" not defined`,
+    authFailed: "onAuth failed",
+    invalidMethod: (m) => `invalid method "${m}"`,
+    reconnectBadToken: "reconnection token invalid or expired.",
+    reconnectNoToken: "'reconnectionToken' must be provided for reconnection.",
+    seatExpired: "seat reservation expired.",
+    undefinedHandler: 'room onMessage for "undefined" not registered.',
+    uptimeTooShort: "Room uptime too short for reconnection.",
+};
+
+export const ID_RE = /^[A-Za-z0-9_-]{9}$/;
+
+// ---------------------------------------------------------------------------
+// Small utilities
+// ---------------------------------------------------------------------------
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Race a promise against a timer; rejects with a descriptive error. */
+export function waitFor(promise, ms, what) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    });
+    return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer));
+}
+
+let uniqCounter = 0;
+/** A unique filter value so that tests never share rooms by accident. */
+export function uniq(prefix = "m") {
+    uniqCounter += 1;
+    return `${prefix}-${process.pid}-${uniqCounter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export const hex = (buf) => Buffer.from(buf).toString("hex").replace(/(..)/g, "$1 ").trim();
+
+/** Pick a free loopback port: bind port 0, read it, close. */
+export function freePort() {
+    return new Promise((resolvePort, reject) => {
+        const srv = net.createServer();
+        srv.unref();
+        srv.on("error", reject);
+        srv.listen(0, "127.0.0.1", () => {
+            const { port } = srv.address();
+            srv.close(() => resolvePort(port));
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Host process
+// ---------------------------------------------------------------------------
+
+export class Host {
+    constructor({ profile, seatReservationSecs, extraArgs = [], label } = {}) {
+        this.profile = profile;
+        this.seatReservationSecs = seatReservationSecs;
+        this.extraArgs = extraArgs;
+        this.label = label ?? `host ${profile}`;
+        this.logs = [];
+        this.child = null;
+        this.port = 0;
+        this.processId = null;
+        this.exited = null;
+    }
+
+    get http() { return `http://127.0.0.1:${this.port}`; }
+    get endpoint() { return `ws://127.0.0.1:${this.port}`; }
+
+    logTail(lines = 150) {
+        // strip ANSI colour codes in case the logger ignores NO_COLOR
+        const all = this.logs.join("").replace(/\x1b\[[0-9;]*m/g, "").split("\n");
+        return all.slice(-lines).join("\n");
+    }
+
+    async start() {
+        if (!existsSync(HOST_BIN)) {
+            throw new Error(`host binary not found: ${HOST_BIN} (build it, or set ODEON_HOST_BIN)`);
+        }
+        for (const p of ["echo.wasm", "faults.wasm"]) {
+            if (!existsSync(resolve(PLUGINS_DIR, p))) {
+                throw new Error(`plugin not found: ${resolve(PLUGINS_DIR, p)} (set ODEON_PLUGINS_DIR)`);
+            }
+        }
+        this.port = await freePort();
+        const args = [
+            "--bind", "127.0.0.1",
+            "--port", String(this.port),
+            "--plugins", PLUGINS_DIR,
+            "--protocol", this.profile,
+        ];
+        if (this.seatReservationSecs !== undefined) {
+            args.push("--seat-reservation-secs", String(this.seatReservationSecs));
+        }
+        args.push(...this.extraArgs);
+        this.args = args;
+
+        this.child = spawn(HOST_BIN, args, {
+            stdio: ["ignore", "pipe", "pipe"],
+            env: { ...process.env, NO_COLOR: process.env.NO_COLOR ?? "1" },
+        });
+        const verbose = !!process.env.ODEON_TEST_VERBOSE;
+        const capture = (chunk) => {
+            const s = chunk.toString();
+            this.logs.push(s);
+            if (verbose) process.stderr.write(`[${this.label}] ${s}`);
+        };
+        this.child.stdout.on("data", capture);
+        this.child.stderr.on("data", capture);
+        this.exitPromise = new Promise((r) => {
+            this.child.on("exit", (code, signal) => {
+                this.exited = { code, signal };
+                r(this.exited);
+            });
+            this.child.on("error", (err) => {
+                this.logs.push(`spawn error: ${err.message}\n`);
+                this.exited = { code: null, signal: null, error: err };
+                r(this.exited);
+            });
+        });
+
+        const deadline = Date.now() + 15000;
+        let lastErr = "no answer yet";
+        while (Date.now() < deadline) {
+            if (this.exited) {
+                throw new Error(`${this.label} exited early (${JSON.stringify(this.exited)}) while starting: ${HOST_BIN} ${args.join(" ")}\n--- host output ---\n${this.logTail()}`);
+            }
+            try {
+                const res = await fetch(`${this.http}/odeon/health`, { signal: AbortSignal.timeout(1000) });
+                const text = await res.text();
+                if (res.status === 200) {
+                    const body = JSON.parse(text);
+                    if (body.status === "ok" && typeof body.processId === "string") {
+                        this.processId = body.processId;
+                        return this;
+                    }
+                    lastErr = `unexpected health body ${text}`;
+                } else {
+                    lastErr = `health status ${res.status} ${text}`;
+                }
+            } catch (e) {
+                lastErr = e.message;
+            }
+            await sleep(100);
+        }
+        await this.stop();
+        throw new Error(`${this.label} did not answer GET /odeon/health within 15 s (${lastErr}): ${HOST_BIN} ${args.join(" ")}\n--- host output ---\n${this.logTail()}`);
+    }
+
+    /** Stop by PID: SIGTERM, then SIGKILL after 3 s. */
+    async stop() {
+        if (!this.child || this.exited) return;
+        this.child.kill("SIGTERM");
+        const killed = await Promise.race([this.exitPromise, sleep(3000).then(() => null)]);
+        if (!killed && !this.exited) {
+            this.child.kill("SIGKILL");
+            await Promise.race([this.exitPromise, sleep(2000)]);
+        }
+    }
+
+    /** True while the process is alive (a fault must never take the host down). */
+    get alive() { return this.child && !this.exited; }
+}
+
+/** Start a host in `before` and stop it in `after` of the enclosing describe. */
+export function useHost(hooks, opts) {
+    const host = new Host(opts);
+    hooks.before(async () => { await host.start(); });
+    hooks.after(async () => { await host.stop(); });
+    return host;
+}
+
+// ---------------------------------------------------------------------------
+// Test wrapper: timeout, cleanup, host logs on failure
+// ---------------------------------------------------------------------------
+
+/**
+ * Define a test with a hard timeout. `fn(s)` receives a Session that tracks
+ * every room/socket it opens and closes them afterwards. On failure the
+ * error message gets the tail of the host's output appended.
+ */
+export function hostTest(getHost, name, fn, { timeout = TEST_TIMEOUT, skip } = {}) {
+    it(name, { timeout: timeout + 8000, skip }, async () => {
+        const host = typeof getHost === "function" ? getHost() : getHost;
+        const s = new Session(host);
+        let timer;
+        try {
+            await Promise.race([
+                fn(s),
+                new Promise((_, reject) => {
+                    timer = setTimeout(() => reject(new Error(`test body exceeded ${timeout} ms`)), timeout);
+                }),
+            ]);
+        } catch (err) {
+            if (host && host.logs) {
+                const extra = `\n--- ${host.label} (port ${host.port}${host.exited ? `, EXITED ${JSON.stringify(host.exited)}` : ""}) output tail ---\n${host.logTail(80)}\n--- end host output ---`;
+                try { err.message += extra; } catch { /* frozen error */ }
+            }
+            throw err;
+        } finally {
+            clearTimeout(timer);
+            await s.close();
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Inbox: everything a room reports, in order
+// ---------------------------------------------------------------------------
+
+export const isMsg = (type) => (it) => it.kind === "msg" && it.type === type;
+export const isKind = (kind) => (it) => it.kind === kind;
+
+export class Inbox {
+    constructor(label) {
+        this.label = label;
+        this.items = [];
+        this.waiters = [];
+    }
+
+    push(item) {
+        item.at = Date.now();
+        item.consumed = false;
+        this.items.push(item);
+        for (const w of [...this.waiters]) {
+            if (!item.consumed && w.match(item)) {
+                item.consumed = true;
+                this.waiters.splice(this.waiters.indexOf(w), 1);
+                w.resolve(item);
+            }
+        }
+    }
+
+    /** Wait for the first not-yet-consumed item that matches; consumes it. */
+    next(match, ms = 5000, what = "item") {
+        const found = this.items.find((it) => !it.consumed && match(it));
+        if (found) {
+            found.consumed = true;
+            return Promise.resolve(found);
+        }
+        let waiter;
+        const p = new Promise((resolveItem) => {
+            waiter = { match, resolve: resolveItem };
+            this.waiters.push(waiter);
+        });
+        return waitFor(p, ms, `${this.label}: ${what}`).catch((err) => {
+            const i = this.waiters.indexOf(waiter);
+            if (i >= 0) this.waiters.splice(i, 1);
+            err.message += `\n  ${this.label} got so far: ${this.describe()}`;
+            throw err;
+        });
+    }
+
+    nextMsg(type, ms = 5000) {
+        return this.next(isMsg(type), ms, `message "${type}"`).then((it) => it.payload);
+    }
+
+    /** Assert that no not-yet-consumed item matching is present or arrives within `ms`. */
+    async none(match, ms, what) {
+        const start = this.items.length;
+        const already = this.items.filter((it) => !it.consumed && match(it));
+        assert.equal(already.length, 0, `${this.label}: expected no ${what}, got ${this.describe(already)}`);
+        await sleep(ms);
+        const later = this.items.slice(start).filter(match);
+        assert.equal(later.length, 0, `${this.label}: expected no ${what} within ${ms} ms, got ${this.describe(later)}`);
+    }
+
+    types() {
+        return this.items.filter((it) => it.kind === "msg").map((it) => it.type);
+    }
+
+    describe(items = this.items) {
+        return "[" + items.map((it) => {
+            if (it.kind === "msg") {
+                const p = it.payload instanceof Uint8Array ? `bytes(${hex(it.payload)})` : JSON.stringify(it.payload);
+                return `msg ${it.type} ${p}`;
+            }
+            if (it.kind === "leave" || it.kind === "drop") return `${it.kind}(${it.code}, ${JSON.stringify(it.reason)})`;
+            if (it.kind === "error") return `error(${it.code}, ${JSON.stringify(it.message)})`;
+            return it.kind;
+        }).join(", ") + "]";
+    }
+}
+
+/** Subscribe an inbox to a room of any of the three SDKs. */
+export function attachInbox(room, label) {
+    const inbox = new Inbox(label);
+    room.onMessage("*", (type, payload) => inbox.push({ kind: "msg", type, payload }));
+    room.onLeave((code, reason) => inbox.push({ kind: "leave", code, reason }));
+    room.onError((code, message) => inbox.push({ kind: "error", code, message }));
+    if (typeof room.onDrop === "function") room.onDrop((code, reason) => inbox.push({ kind: "drop", code, reason }));
+    if (typeof room.onReconnect === "function") room.onReconnect(() => inbox.push({ kind: "reconnect" }));
+    return inbox;
+}
+
+// ---------------------------------------------------------------------------
+// Session: a per-test set of peers, closed afterwards
+// ---------------------------------------------------------------------------
+
+let peerCounter = 0;
+
+export class Peer {
+    constructor(sdk, client, room, label) {
+        this.sdk = sdk;
+        this.client = client;
+        this.room = room;
+        this.label = label;
+        this.inbox = attachInbox(room, label);
+    }
+    get sessionId() { return this.room.sessionId; }
+    get roomId() { return this.room.roomId; }
+    get ws() { return this.room.connection?.transport?.ws; }
+    send(type, payload) { this.room.send(type, payload); }
+    nextMsg(type, ms) { return this.inbox.nextMsg(type, ms); }
+    next(kind, ms = 5000) { return this.inbox.next(isKind(kind), ms, kind); }
+    noMsg(type, ms = 400) { return this.inbox.none(isMsg(type), ms, `message "${type}"`); }
+    noKind(kind, ms = 400) { return this.inbox.none(isKind(kind), ms, kind); }
+    /** Send and wait for the reply of the same type. */
+    async roundTrip(type, payload, ms = 5000) {
+        this.send(type, payload);
+        return this.nextMsg(type, ms);
+    }
+    /** Replace the underlying room (0.16 explicit reconnection returns a new Room). */
+    replaceRoom(room) {
+        this.room = room;
+        this.inbox = attachInbox(room, this.label);
+    }
+}
+
+export class Session {
+    constructor(host) {
+        this.host = host;
+        this.peers = [];
+        this.raws = [];
+        this.closers = [];
+    }
+
+    /** Join with an SDK adapter: method is joinOrCreate | create | join | joinById. */
+    async join(sdk, method, nameOrId, options = {}, { label } = {}) {
+        const client = sdk.client(this.host);
+        const room = await waitFor(client[method](nameOrId, options), 8000, `${sdk.id} ${method}(${nameOrId})`);
+        const peer = new Peer(sdk, client, room, label ?? `${sdk.id}#${++peerCounter}`);
+        this.peers.push(peer);
+        return peer;
+    }
+
+    track(peer) { this.peers.push(peer); return peer; }
+    trackRaw(raw) { this.raws.push(raw); return raw; }
+    onClose(fn) { this.closers.push(fn); }
+
+    async raw(method, roomNameOrId, options = {}, opts = {}) {
+        const raw = await RawClient.join(this.host, method, roomNameOrId, options, opts);
+        this.raws.push(raw);
+        return raw;
+    }
+
+    async close() {
+        for (const fn of this.closers) {
+            try { await fn(); } catch { /* best effort */ }
+        }
+        await Promise.all(this.peers.map((p) => closePeer(p)));
+        for (const r of this.raws) r.terminate();
+    }
+}
+
+async function closePeer(peer) {
+    const room = peer.room;
+    if (!room) return;
+    if (room.reconnection) room.reconnection.enabled = false;
+    const ws = room.connection?.transport?.ws;
+    try {
+        if (ws && ws.readyState === WebSocket.OPEN) {
+            await waitFor(room.leave(true), 2000, "leave");
+        }
+    } catch { /* fall through to terminate */ }
+    try {
+        const w = room.connection?.transport?.ws;
+        if (w && w.readyState !== WebSocket.CLOSED) w.terminate();
+    } catch { /* ignore */ }
+}
+
+// ---------------------------------------------------------------------------
+// Matchmaking over plain HTTP
+// ---------------------------------------------------------------------------
+
+export async function matchmake(host, method, roomNameOrId, body = {}) {
+    const res = await fetch(`${host.http}/matchmake/${method}/${roomNameOrId}`, {
+        method: "POST",
+        headers: { "Accept": "application/json", "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(8000),
+    });
+    const text = await res.text();
+    let json;
+    try { json = JSON.parse(text); } catch { json = undefined; }
+    return { status: res.status, statusText: res.statusText, body: json, text, headers: res.headers };
+}
+
+/** The fields a client needs from a reservation, for either shape. */
+export function reservationTarget(res) {
+    const room = res.room ?? res;
+    return { roomId: room.roomId, processId: room.processId, name: room.name, sessionId: res.sessionId };
+}
+
+export async function expectMatchmakeError(host, method, roomNameOrId, body, code, message) {
+    const prof = PROFILES[host.profile];
+    const r = await matchmake(host, method, roomNameOrId, body);
+    assert.equal(r.status, prof.httpStatusForError(code), `HTTP status of POST /matchmake/${method}/${roomNameOrId} (body ${r.text})`);
+    assert.deepEqual(r.body, { code, error: message }, `body of POST /matchmake/${method}/${roomNameOrId}`);
+    return r;
+}
+
+/** Await an SDK matchmaking call that must fail with MatchMakeError(code, message); message null = not checked. */
+export async function expectMatchMakeError(s, sdk, promise, code, message, what) {
+    const outcome = await waitFor(promise.then((room) => ({ room }), (err) => ({ err })), 8000, what);
+    if (outcome.room) {
+        s.onClose(() => outcome.room.leave(true));
+        assert.fail(`${what}: expected MatchMakeError(${code}, ${JSON.stringify(message)}) but joined room ${outcome.room.roomId}`);
+    }
+    const err = outcome.err;
+    assert.equal(err.name, "MatchMakeError", `${what}: error name (got ${err.name}: ${err.message} code=${err.code})`);
+    assert.ok(err instanceof sdk.MatchMakeError, `${what}: instanceof the SDK's MatchMakeError`);
+    assert.equal(err.code, code, `${what}: err.code (message ${JSON.stringify(err.message)})`);
+    if (message !== null) assert.equal(err.message, message, `${what}: err.message`);
+    return err;
+}
+
+// ---------------------------------------------------------------------------
+// Colyseus frame codecs (schema string/number: little-endian, see protocol §4)
+// ---------------------------------------------------------------------------
+
+export const Code = { JOIN_ROOM: 10, ERROR: 11, LEAVE_ROOM: 12, ROOM_DATA: 13, ROOM_DATA_BYTES: 17, PING: 18 };
+
+export function encodeSchemaString(str) {
+    const bytes = Buffer.from(str, "utf8");
+    const n = bytes.length;
+    let head;
+    if (n < 32) head = Buffer.from([0xa0 | n]);
+    else if (n < 0x100) head = Buffer.from([0xd9, n]);
+    else if (n < 0x10000) head = Buffer.from([0xda, n & 0xff, n >> 8]);
+    else { head = Buffer.alloc(5); head[0] = 0xdb; head.writeUInt32LE(n, 1); }
+    return Buffer.concat([head, bytes]);
+}
+
+/** Decode a schema string or number at `it.offset` (the type of ROOM_DATA, the code of ERROR...). */
+export function decodeSchemaValue(buf, it) {
+    const b = buf[it.offset++];
+    const readStr = (len) => { const s = buf.subarray(it.offset, it.offset + len).toString("utf8"); it.offset += len; return s; };
+    if (b >= 0xa0 && b <= 0xbf) return readStr(b & 0x1f);
+    if (b === 0xd9) { const l = buf[it.offset]; it.offset += 1; return readStr(l); }
+    if (b === 0xda) { const l = buf.readUInt16LE(it.offset); it.offset += 2; return readStr(l); }
+    if (b === 0xdb) { const l = buf.readUInt32LE(it.offset); it.offset += 4; return readStr(l); }
+    if (b < 0x80) return b;
+    if (b >= 0xe0) return b - 0x100;
+    switch (b) {
+        case 0xcc: { const v = buf[it.offset]; it.offset += 1; return v; }
+        case 0xcd: { const v = buf.readUInt16LE(it.offset); it.offset += 2; return v; }
+        case 0xce: { const v = buf.readUInt32LE(it.offset); it.offset += 4; return v; }
+        case 0xd0: { const v = buf.readInt8(it.offset); it.offset += 1; return v; }
+        case 0xd1: { const v = buf.readInt16LE(it.offset); it.offset += 2; return v; }
+        case 0xd2: { const v = buf.readInt32LE(it.offset); it.offset += 4; return v; }
+        case 0xca: { const v = buf.readFloatLE(it.offset); it.offset += 4; return v; }
+        case 0xcb: { const v = buf.readDoubleLE(it.offset); it.offset += 8; return v; }
+        default: throw new Error(`cannot decode schema value tag 0x${b.toString(16)} at ${it.offset - 1} in ${hex(buf)}`);
+    }
+}
+
+// Plain MessagePack: no msgpackr records, no structured clone extensions.
+export const plainPackr = new Packr({ useRecords: false, structuredClone: false, moreTypes: false });
+export const plainUnpackr = new Unpackr({ useRecords: false, structuredClone: false, mapsAsObjects: true });
+
+export function roomData(type, payloadBytes) {
+    const parts = [Buffer.from([Code.ROOM_DATA]), encodeSchemaString(type)];
+    if (payloadBytes !== undefined) parts.push(Buffer.from(payloadBytes));
+    return Buffer.concat(parts);
+}
+
+export function roomDataBytes(type, bytes) {
+    return Buffer.concat([Buffer.from([Code.ROOM_DATA_BYTES]), encodeSchemaString(type), Buffer.from(bytes)]);
+}
+
+/** Parse a server frame into {code, ...}. */
+export function parseFrame(buf) {
+    buf = Buffer.from(buf);
+    const code = buf[0];
+    const it = { offset: 1 };
+    if (code === Code.ROOM_DATA) {
+        const type = decodeSchemaValue(buf, it);
+        const payloadBytes = buf.subarray(it.offset);
+        const payload = payloadBytes.length ? plainUnpackr.unpack(payloadBytes) : undefined;
+        return { code, type, payload, payloadBytes, raw: buf };
+    }
+    if (code === Code.ROOM_DATA_BYTES) {
+        const type = decodeSchemaValue(buf, it);
+        return { code, type, bytes: buf.subarray(it.offset), raw: buf };
+    }
+    if (code === Code.ERROR) {
+        const errCode = decodeSchemaValue(buf, it);
+        const message = decodeSchemaValue(buf, it);
+        return { code, errCode, message, raw: buf };
+    }
+    if (code === Code.JOIN_ROOM) {
+        const tl = buf[it.offset++];
+        const token = buf.subarray(it.offset, it.offset + tl).toString("utf8"); it.offset += tl;
+        const sl = buf[it.offset++];
+        const serializer = buf.subarray(it.offset, it.offset + sl).toString("utf8"); it.offset += sl;
+        return { code, token, serializer, rest: buf.subarray(it.offset), raw: buf };
+    }
+    return { code, raw: buf };
+}
+
+// ---------------------------------------------------------------------------
+// Raw WebSocket client
+// ---------------------------------------------------------------------------
+
+export class RawClient {
+    /**
+     * Matchmake over HTTP, connect, and (unless ack: false) consume JOIN_ROOM and send the [10] ack.
+     */
+    static async join(host, method, roomNameOrId, options = {}, { ack = true } = {}) {
+        const r = await matchmake(host, method, roomNameOrId, options);
+        assert.equal(r.status, 200, `matchmake ${method}/${roomNameOrId} should succeed, got ${r.status} ${r.text}`);
+        return RawClient.fromReservation(host, r.body, { ack });
+    }
+
+    /** Connect with a reservation obtained over HTTP (either shape). */
+    static async fromReservation(host, reservation, { ack = true } = {}) {
+        const t = reservationTarget(reservation);
+        const raw = new RawClient(`${host.endpoint}/${t.processId}/${t.roomId}?sessionId=${t.sessionId}`);
+        raw.reservation = reservation;
+        raw.roomId = t.roomId;
+        raw.sessionId = t.sessionId;
+        await raw.opened;
+        if (ack) {
+            const join = await raw.nextFrame(3000, "JOIN_ROOM");
+            assert.equal(join[0], Code.JOIN_ROOM, `first frame should be JOIN_ROOM, got ${hex(join)}`);
+            raw.joinFrame = join;
+            raw.send([Code.JOIN_ROOM]);
+        }
+        return raw;
+    }
+
+    constructor(url) {
+        this.url = url;
+        this.frames = [];
+        this.waiters = [];
+        this.ws = new WebSocket(url);
+        this.ws.binaryType = "nodebuffer";
+        this.closeInfo = null;
+        this.opened = new Promise((resolveOpen, reject) => {
+            this.ws.once("open", resolveOpen);
+            this.ws.once("error", (e) => reject(new Error(`raw ws ${url}: ${e.message}`)));
+            this.ws.once("close", (code) => reject(new Error(`raw ws closed before open (${code})`)));
+        });
+        this.opened.catch(() => {});
+        this.closed = new Promise((resolveClose) => {
+            this.ws.on("close", (code, reason) => {
+                this.closeInfo = { code, reason: reason.toString("utf8"), at: Date.now() };
+                resolveClose(this.closeInfo);
+                for (const w of this.waiters.splice(0)) w.reject(new Error(`socket closed (${code} ${JSON.stringify(reason.toString())}) while waiting for ${w.what}`));
+            });
+        });
+        this.ws.on("error", () => { /* surfaced through close */ });
+        this.ws.on("message", (data, isBinary) => {
+            const buf = Buffer.from(data);
+            buf.isBinary = isBinary;
+            const w = this.waiters.shift();
+            if (w) w.resolve(buf); else this.frames.push(buf);
+        });
+    }
+
+    get isOpen() { return this.ws.readyState === WebSocket.OPEN; }
+
+    send(bytes) { this.ws.send(Buffer.from(bytes)); }
+
+    sendData(type, payloadBytes) { this.send(roomData(type, payloadBytes)); }
+
+    nextFrame(ms = 3000, what = "a frame") {
+        if (this.frames.length) return Promise.resolve(this.frames.shift());
+        if (this.closeInfo) return Promise.reject(new Error(`socket already closed (${this.closeInfo.code}) while waiting for ${what}`));
+        let w;
+        const p = new Promise((resolveFrame, reject) => { w = { resolve: resolveFrame, reject, what }; this.waiters.push(w); });
+        return waitFor(p, ms, `raw frame: ${what}`).catch((e) => {
+            const i = this.waiters.indexOf(w);
+            if (i >= 0) this.waiters.splice(i, 1);
+            throw e;
+        });
+    }
+
+    /** Next ROOM_DATA frame of the given type (other frames are skipped). */
+    async nextData(type, ms = 3000) {
+        const deadline = Date.now() + ms;
+        for (;;) {
+            const left = deadline - Date.now();
+            if (left <= 0) throw new Error(`timed out waiting for ROOM_DATA "${type}"`);
+            const f = parseFrame(await this.nextFrame(left, `ROOM_DATA "${type}"`));
+            if (f.code === Code.ROOM_DATA && f.type === type) return f;
+        }
+    }
+
+    /** Assert that no frame arrives within ms. */
+    async noFrame(ms, what = "no frame") {
+        assert.equal(this.frames.length, 0, `${what}: unexpected queued frame ${this.frames.map(hex).join(" | ")}`);
+        await sleep(ms);
+        assert.equal(this.frames.length, 0, `${what}: unexpected frame ${this.frames.map(hex).join(" | ")}`);
+    }
+
+    waitClose(ms = 5000, what = "close") { return waitFor(this.closed, ms, what); }
+
+    /** Send echo with a plain msgpack payload and return the parsed reply. */
+    async echo(value, ms = 3000) {
+        this.sendData("echo", plainPackr.pack(value));
+        return this.nextData("echo", ms);
+    }
+
+    leave() { if (this.isOpen) this.send([Code.LEAVE_ROOM]); }
+
+    terminate() {
+        try { this.ws.terminate(); } catch { /* ignore */ }
+    }
+}

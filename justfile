@@ -7,7 +7,7 @@ plugins_dir := "target/plugins"
 # Build the example plugins and start a host on 127.0.0.1:2567 with the embedded presence and
 # driver; extra arguments go to the host, e.g. `just run --protocol 0.17`.
 run *ARGS: plugins
-    cargo run -p odeon-host -- --bind 127.0.0.1 --port 2567 --plugins {{plugins_dir}} {{ARGS}}
+    cargo run -p odeon-host -- --plugins {{plugins_dir}} {{ARGS}}
 
 # Build every crate under plugins/ to wasm32-wasip1 and copy it to target/plugins/.
 plugins:

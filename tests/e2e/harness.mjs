@@ -126,8 +126,9 @@ export function freePort() {
 // ---------------------------------------------------------------------------
 
 export class Host {
-    constructor({ profile, seatReservationSecs, extraArgs = [], label } = {}) {
+    constructor({ profile, seatReservationSecs, extraArgs = [], label, pluginsDir = PLUGINS_DIR } = {}) {
         this.profile = profile;
+        this.pluginsDir = pluginsDir;
         this.seatReservationSecs = seatReservationSecs;
         this.extraArgs = extraArgs;
         this.label = label ?? `host ${profile}`;
@@ -152,15 +153,15 @@ export class Host {
             throw new Error(`host binary not found: ${HOST_BIN} (build it, or set ODEON_HOST_BIN)`);
         }
         for (const p of ["echo.wasm", "faults.wasm"]) {
-            if (!existsSync(resolve(PLUGINS_DIR, p))) {
-                throw new Error(`plugin not found: ${resolve(PLUGINS_DIR, p)} (set ODEON_PLUGINS_DIR)`);
+            if (!existsSync(resolve(this.pluginsDir, p))) {
+                throw new Error(`plugin not found: ${resolve(this.pluginsDir, p)} (set ODEON_PLUGINS_DIR)`);
             }
         }
         this.port = await freePort();
         const args = [
             "--bind", "127.0.0.1",
             "--port", String(this.port),
-            "--plugins", PLUGINS_DIR,
+            "--plugins", this.pluginsDir,
             "--protocol", this.profile,
         ];
         if (this.seatReservationSecs !== undefined) {

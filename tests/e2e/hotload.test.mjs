@@ -1,0 +1,156 @@
+// Hot loading: a new plugin version written into a running host's plugins directory (write, then
+// rename) or POSTed to the admin endpoint serves new rooms; running rooms keep their version until
+// they dispose; a bad version is refused with a reason while the old one keeps serving.
+
+import { describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, copyFileSync, readFileSync, writeFileSync, renameSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Host, hostTest, PLUGINS_DIR, sleep, uniq } from "./harness.mjs";
+import { SDK18 as sdk } from "./sdks.mjs";
+
+const TOKEN = "test-admin-token";
+const ECHO = readFileSync(resolve(PLUGINS_DIR, "echo.wasm"));
+
+/** The same module with a custom section appended: identical behaviour, different bytes. */
+function variant(label) {
+    const name = Buffer.from("odeon-test");
+    const payload = Buffer.from(label);
+    const body = Buffer.concat([leb(name.length), name, payload]);
+    return Buffer.concat([ECHO, Buffer.from([0x00]), leb(body.length), body]);
+}
+
+function leb(n) {
+    const out = [];
+    do {
+        let byte = n & 0x7f;
+        n >>>= 7;
+        if (n) byte |= 0x80;
+        out.push(byte);
+    } while (n);
+    return Buffer.from(out);
+}
+
+function pluginsCopy() {
+    const dir = mkdtempSync(join(tmpdir(), "odeon-plugins-"));
+    for (const p of ["echo.wasm", "faults.wasm"]) copyFileSync(resolve(PLUGINS_DIR, p), join(dir, p));
+    return dir;
+}
+
+/** Write then rename, as a deploy would, so the watcher never sees a half-written file. */
+function deploy(dir, file, bytes) {
+    const tmp = join(dir, `.${file}.tmp`);
+    writeFileSync(tmp, bytes);
+    renameSync(tmp, join(dir, file));
+}
+
+async function echoVersion(host) {
+    const health = await (await fetch(`${host.http}/odeon/health`)).json();
+    return health.roomTypes.find((t) => t.name === "echo")?.version;
+}
+
+async function waitForEchoVersion(host, predicate, what, ms = 10000) {
+    const deadline = Date.now() + ms;
+    let v;
+    while (Date.now() < deadline) {
+        v = await echoVersion(host);
+        if (predicate(v)) return v;
+        await sleep(100);
+    }
+    assert.fail(`${what}: echo version stayed ${v}`);
+}
+
+async function roomVersions(host) {
+    const res = await fetch(`${host.http}/odeon/admin/rooms`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.status, 200);
+    const { rooms } = await res.json();
+    return Object.fromEntries(rooms.map((r) => [r.roomId, r.pluginVersion]));
+}
+
+function upload(host, bytes, token = TOKEN) {
+    const headers = token === null ? {} : { Authorization: `Bearer ${token}` };
+    return fetch(`${host.http}/odeon/admin/plugins?file=echo.wasm`, { method: "POST", headers, body: bytes });
+}
+
+describe("hot loading (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)", () => {
+    const dir = pluginsCopy();
+    const host = new Host({ profile: "0.18", pluginsDir: dir, extraArgs: ["--admin-token", TOKEN], label: "host 0.18 (hot load)" });
+    before(async () => { await host.start(); });
+    after(async () => {
+        await host.stop();
+        rmSync(dir, { recursive: true, force: true });
+    });
+    const test = (name, fn, opts) => hostTest(() => host, `[hot load] ${name}`, fn, opts);
+
+    test("a new version renamed into the plugins directory serves new rooms; running rooms keep theirs", async (s) => {
+        const before = await echoVersion(host);
+        const old = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "old" });
+        await old.nextMsg("welcome");
+
+        deploy(dir, "echo.wasm", variant("rename"));
+        const after = await waitForEchoVersion(host, (v) => v > before, "the renamed file was not loaded");
+
+        assert.deepEqual(await old.roundTrip("echo", { still: "here" }), { still: "here" }, "the running room keeps serving");
+        const fresh = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "new" });
+        assert.deepEqual(await fresh.roundTrip("echo", { fresh: true }), { fresh: true });
+        const versions = await roomVersions(host);
+        assert.equal(versions[old.roomId], before, "the running room keeps the version that created it");
+        assert.equal(versions[fresh.roomId], after, "a new room runs the new version");
+    });
+
+    test("a bad version in the directory is refused with a reason and the old one keeps serving", async (s) => {
+        const before = await echoVersion(host);
+        deploy(dir, "echo.wasm", Buffer.from("this is not a wasm module"));
+        const deadline = Date.now() + 10000;
+        while (!host.logTail(400).includes("refused plugin") && Date.now() < deadline) await sleep(100);
+        assert.match(host.logTail(400), /refused plugin: not a valid wasm module/, "the refusal is logged with its reason");
+        assert.equal(await echoVersion(host), before, "the registered version is unchanged");
+        const peer = await s.join(sdk, "joinOrCreate", "echo", { mode: uniq() });
+        assert.deepEqual(await peer.roundTrip("echo", [1, 2, 3]), [1, 2, 3], "echo still serves");
+        deploy(dir, "echo.wasm", variant("restore"));
+        await waitForEchoVersion(host, (v) => v > before, "the restored file was not loaded");
+    });
+
+    test("the admin endpoint requires the bearer token and answers JSON errors", async () => {
+        for (const token of [null, "wrong"]) {
+            const res = await upload(host, variant("unauthorised"), token);
+            assert.equal(res.status, 401);
+            assert.match((await res.json()).error, /bearer token/);
+        }
+        const bad = await upload(host, Buffer.from([0x00, 0x61, 0x73, 0x6d, 0x02]));
+        assert.equal(bad.status, 400);
+        assert.match((await bad.json()).error, /not a valid wasm module/);
+        const rooms = await fetch(`${host.http}/odeon/admin/rooms`);
+        assert.equal(rooms.status, 401);
+    });
+
+    test("a version POSTed to the admin endpoint serves new rooms at once", async (s) => {
+        const before = await echoVersion(host);
+        const old = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "old" });
+        const res = await upload(host, variant("admin"));
+        assert.equal(res.status, 200);
+        const body = await res.json();
+        assert.equal(body.name, "echo");
+        assert.ok(body.version > before, `new version ${body.version} after ${before}`);
+        assert.equal(await echoVersion(host), body.version);
+        const fresh = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "new" });
+        const versions = await roomVersions(host);
+        assert.equal(versions[fresh.roomId], body.version);
+        assert.equal(versions[old.roomId], before);
+        assert.deepEqual(await old.roundTrip("echo", "old"), "old");
+        assert.deepEqual(await fresh.roundTrip("echo", "new"), "new");
+    });
+});
+
+describe("admin endpoint without a token", () => {
+    const host = new Host({ profile: "0.18", label: "host 0.18 (no admin)" });
+    before(async () => { await host.start(); });
+    after(async () => { await host.stop(); });
+
+    hostTest(() => host, "[hot load] uploads are refused when no admin token is configured", async () => {
+        const res = await upload(host, variant("disabled"));
+        assert.equal(res.status, 404);
+        assert.match((await res.json()).error, /admin endpoint disabled/);
+    });
+});

@@ -2,12 +2,17 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-plugins_dir := "target/plugins"
+target_dir := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
+plugins_dir := target_dir / "plugins"
+
+# Where the tests find the built plugins and host.
+export ODEON_PLUGINS_DIR := plugins_dir
+export ODEON_HOST_BIN := target_dir / "debug" / "odeon-host"
 
 # Build the example plugins and start a host on 127.0.0.1:2567 with the embedded presence and
 # driver; extra arguments go to the host, e.g. `just run --protocol 0.17`.
 run *ARGS: plugins
-    cargo run -p odeon-host -- --plugins {{plugins_dir}} {{ARGS}}
+    cargo run -p odeon-host -- --plugins "{{plugins_dir}}" {{ARGS}}
 
 # Build every crate under plugins/ to wasm32-wasip1 and copy it to target/plugins/.
 plugins:
@@ -15,10 +20,10 @@ plugins:
     set -euo pipefail
     names=$(ls plugins)
     cargo build --target wasm32-wasip1 --profile wasm $(printf -- '-p %s ' $names)
-    mkdir -p {{plugins_dir}}
+    mkdir -p "{{plugins_dir}}"
     for name in $names; do
         # Copy then rename, so a running host's watcher never sees a half-written file.
-        cp "target/wasm32-wasip1/wasm/$name.wasm" "{{plugins_dir}}/.$name.wasm.tmp"
+        cp "{{target_dir}}/wasm32-wasip1/wasm/$name.wasm" "{{plugins_dir}}/.$name.wasm.tmp"
         mv "{{plugins_dir}}/.$name.wasm.tmp" "{{plugins_dir}}/$name.wasm"
     done
 

@@ -284,10 +284,10 @@ impl Plugins {
         if bytes.len() > self.limits.max_plugin_bytes {
             return Err(PluginError::TooLarge(bytes.len(), self.limits.max_plugin_bytes));
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let module = Module::new(&self.engine, bytes).map_err(|e| PluginError::Invalid(one_line(&e)))?;
         check_imports(&module)?;
         check_exports(&module)?;
-        let pre = self.linker.instantiate_pre(&module).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| PluginError::Invalid(one_line(&e)))?;
         Ok((module, pre))
     }
 
@@ -322,6 +322,11 @@ impl PluginVersion {
 pub fn is_plugin_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "wasm")
         && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// An error chain on one line, so each refusal is one log line.
+fn one_line(e: &wasmtime::Error) -> String {
+    format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn digest(bytes: &[u8]) -> u64 {

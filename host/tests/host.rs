@@ -1,6 +1,7 @@
 //! Host integration tests: the compiled example plugins under the real engine, without a network.
 //!
-//! They need `target/plugins/*.wasm`; `just test` builds them first (`just plugins`).
+//! They need the built plugins in `$ODEON_PLUGINS_DIR` (default `target/plugins`); `just test`
+//! builds them first (`just plugins`).
 
 use std::sync::Arc;
 use std::time::Duration;

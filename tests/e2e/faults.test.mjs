@@ -64,6 +64,10 @@ for (const { profile, faults } of PLAN) {
                 const took = Date.now() - t0;
 
                 assert.ok(host.alive, `host still running after "${fault}"`);
+                // The failure is in the host log, tagged with the room it killed.
+                const cause = { panic: /requested panic/, loop: /deadline/, oom: /memory cap/ }[fault];
+                const line = host.logTail(400).split("\n").find((l) => l.includes(f1.roomId) && cause.test(l));
+                assert.ok(line, `the host log names room ${f1.roomId} and the cause of "${fault}":\n${host.logTail(40)}`);
                 assert.deepEqual(await echo.roundTrip("echo", { after: fault }), { after: fault }, "echo room keeps answering");
                 assert.deepEqual(await echo.roundTrip("count"), { clients: 1 });
                 assert.deepEqual(await other.roundTrip("echo", { after: fault }), { after: fault }, "the other faults room keeps answering");

@@ -154,3 +154,25 @@ describe("admin endpoint without a token", () => {
         assert.match((await res.json()).error, /admin endpoint disabled/);
     });
 });
+
+describe("a bad plugin at start-up", () => {
+    const dir = pluginsCopy();
+    writeFileSync(join(dir, "broken.wasm"), "not wasm");
+    writeFileSync(join(dir, "truncated.wasm"), ECHO.subarray(0, 4096));
+    const host = new Host({ profile: "0.18", pluginsDir: dir, label: "host 0.18 (bad plugin at start)" });
+    before(async () => { await host.start(); });
+    after(async () => {
+        await host.stop();
+        rmSync(dir, { recursive: true, force: true });
+    });
+
+    hostTest(() => host, "[hot load] is refused with a reason while the host serves the others", async (s) => {
+        const logs = host.logTail(400);
+        assert.match(logs, /refused plugin: not a valid wasm module.*plugin="?broken\.wasm/);
+        assert.match(logs, /refused plugin: .*plugin="?truncated\.wasm/);
+        const health = await (await fetch(`${host.http}/odeon/health`)).json();
+        assert.deepEqual(health.roomTypes.map((t) => t.name).sort(), ["echo", "faults"]);
+        const peer = await s.join(sdk, "joinOrCreate", "echo", { mode: uniq() });
+        assert.deepEqual(await peer.roundTrip("echo", "served"), "served");
+    });
+});

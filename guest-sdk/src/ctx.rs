@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde_bytes::ByteBuf;
 
 use crate::payload::encode_named;
-use crate::{Client, IntoMessageType, Level, MessageType, Payload};
+use crate::presence::OpKind;
+use crate::{Client, IntoMessageType, Level, MessageType, OpId, Payload, Presence};
 
 /// The room a hook runs in.
 ///
@@ -24,6 +25,9 @@ pub struct Ctx {
     /// Live timers and whether they repeat; one-shot timers are forgotten once they fire.
     timers: BTreeMap<u64, bool>,
     last_timer: u64,
+    /// Presence operations and room queries waiting for their answer.
+    ops: BTreeMap<u64, OpKind>,
+    last_op: u64,
 }
 
 /// Identifies a timer set with [`Ctx::set_timeout`] or [`Ctx::set_interval`].
@@ -256,6 +260,29 @@ impl Ctx {
         }
     }
 
+    /// The room's presence: shared keys, hashes, sets, counters, lists and pub/sub.
+    ///
+    /// Each operation returns an [`OpId`] at once; its answer arrives in a later call as
+    /// [`Room::on_presence`](crate::Room::on_presence) with that id.
+    ///
+    /// ```
+    /// # use odeon_guest::prelude::*;
+    /// # fn hook(ctx: &mut Ctx) {
+    /// ctx.presence().subscribe(Key::global("news"));
+    /// let op: OpId = ctx.presence().hget("scores", "alice");
+    /// # }
+    /// ```
+    pub fn presence(&mut self) -> Presence<'_> {
+        Presence::new(self)
+    }
+
+    /// Lists the rooms of type `name` (every type for `None`), on every host; the answer arrives
+    /// in a later call as [`Room::on_rooms`](crate::Room::on_rooms) with the returned id.
+    pub fn query_rooms(&mut self, name: Option<&str>) -> OpId {
+        let name = name.map(str::to_owned);
+        self.issue(OpKind::Rooms, |op_id| Effect::QueryRooms { op_id, name })
+    }
+
     /// Writes a log line, tagged by the host with the room's id.
     pub fn log(&self, level: Level, message: impl Display) {
         crate::log::log(level, message);
@@ -287,6 +314,15 @@ impl Ctx {
         self.timers.insert(id, repeat);
         self.effects.push(Effect::SetTimer { id, delay_ms, repeat });
         TimerId(id)
+    }
+
+    /// Queues an operation that needs an answer, under a fresh id.
+    pub(crate) fn issue(&mut self, kind: OpKind, effect: impl FnOnce(u64) -> Effect) -> OpId {
+        self.last_op += 1;
+        let id = self.last_op;
+        self.ops.insert(id, kind);
+        self.effects.push(effect(id));
+        OpId::new(id)
     }
 
     fn send_encoded<T: Serialize + ?Sized>(
@@ -348,6 +384,18 @@ impl Ctx {
             Some(true) => true,
             Some(false) => self.timers.remove(&id).is_some(),
             None => false,
+        }
+    }
+
+    /// The id of the `kind` operation `id` answers, forgotten from now on; `None` if no such
+    /// operation is waiting.
+    pub(crate) fn answer(&mut self, id: u64, kind: OpKind) -> Option<OpId> {
+        match self.ops.get(&id) {
+            Some(&waiting) if waiting == kind => {
+                self.ops.remove(&id);
+                Some(OpId::new(id))
+            }
+            _ => None,
         }
     }
 

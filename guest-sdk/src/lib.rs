@@ -9,6 +9,9 @@
 //! - [`Ctx`]: what a hook may do. Every action is queued as an effect and carried out by the host
 //!   after the hook returns.
 //! - [`Payload`] and [`Message`]: MessagePack from clients, decoded on demand with serde.
+//! - [`Presence`] (from [`Ctx::presence`]) and [`Ctx::query_rooms`]: shared state, pub/sub and
+//!   room listings. Nothing blocks: each request returns an [`OpId`] and its answer arrives in a
+//!   later hook ([`Room::on_presence`], [`Room::on_rooms`], [`Room::on_presence_message`]).
 //! - [`export_room!`]: generates the module's exports for a room type.
 //! - [`testing`]: a native test host, so room logic is tested with `cargo test`.
 //!
@@ -51,6 +54,7 @@ pub mod log;
 mod message;
 mod payload;
 pub mod prelude;
+mod presence;
 mod room;
 #[doc(hidden)]
 pub mod rt;
@@ -59,13 +63,25 @@ pub mod testing;
 
 pub use ctx::{BroadcastOptions, Ctx, TimerId};
 pub use message::{IntoMessageType, Message, MessageTypeExt};
+/// A presence key or topic: build one with [`KeyExt`] (`Key::global("visits")`), or pass a
+/// `&str` for a name scoped to the room type.
+pub use odeon_protocol::abi::Key;
+/// A room listing, the answer to [`Ctx::query_rooms`] in [`Room::on_rooms`].
+///
+/// Its `metadata` is a MessagePack map: `Payload::new(listing.metadata.clone()).decode()`.
+pub use odeon_protocol::abi::Listing;
 /// A log level for [`Ctx::log`] and [`log::log`].
 pub use odeon_protocol::abi::LogLevel as Level;
 /// A client message type: `MessageType::Str("chat")` or `MessageType::Num(7.0)`.
 ///
 /// Methods that take a type accept anything [`IntoMessageType`], so `"chat"` and `7` work too.
 pub use odeon_protocol::abi::MessageType;
+/// A presence operation, as [`Presence::run`] takes it and tests inspect it.
+pub use odeon_protocol::abi::PresenceOp;
+/// A presence answer, read with [`PresenceValueExt`]: `value.as_int()`.
+pub use odeon_protocol::abi::PresenceValue;
 pub use payload::{Payload, PayloadError};
+pub use presence::{IntoKey, KeyExt, OpId, Presence, PresenceValueExt};
 pub use rmpv::Value;
 pub use room::{Auth, AuthContext, Client, Room, RoomError};
 

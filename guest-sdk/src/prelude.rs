@@ -2,6 +2,6 @@
 
 pub use crate::export_room;
 pub use crate::{
-    Auth, AuthContext, BroadcastOptions, Client, Ctx, Level, Message, MessageType, MessageTypeExt, Payload,
-    Room, RoomError, TimerId, Value,
+    Auth, AuthContext, BroadcastOptions, Client, Ctx, Key, KeyExt, Level, Listing, Message, MessageType,
+    MessageTypeExt, OpId, Payload, PresenceValue, PresenceValueExt, Room, RoomError, TimerId, Value,
 };

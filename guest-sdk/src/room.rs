@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{Ctx, Message, MessageType, Payload, PayloadError, TimerId, Value};
+use crate::{Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, PresenceValue, TimerId, Value};
 
 /// A room type: its matchmaking settings and its lifecycle hooks, as in Colyseus 0.17.
 ///
@@ -113,6 +113,24 @@ pub trait Room: Sized + 'static {
     /// A timer set with [`Ctx::set_timeout`] or [`Ctx::set_interval`] fired.
     fn on_timer(&mut self, ctx: &mut Ctx, timer: TimerId) {
         let _ = (ctx, timer);
+    }
+
+    /// The answer to the presence operation `op`, issued through [`Ctx::presence`] in an earlier
+    /// hook: the value, or why the operation failed. Each operation is answered once.
+    fn on_presence(&mut self, ctx: &mut Ctx, op: OpId, result: Result<PresenceValue, String>) {
+        let _ = (ctx, op, result);
+    }
+
+    /// A message was published on `topic`, which the room subscribed to with
+    /// [`Presence::subscribe`](crate::Presence::subscribe); `topic` is the name as the room gave
+    /// it. The room's own publications arrive here too.
+    fn on_presence_message(&mut self, ctx: &mut Ctx, topic: &str, message: &str) {
+        let _ = (ctx, topic, message);
+    }
+
+    /// The answer to the room query `op`, issued with [`Ctx::query_rooms`] in an earlier hook.
+    fn on_rooms(&mut self, ctx: &mut Ctx, op: OpId, result: Result<Vec<Listing>, String>) {
+        let _ = (ctx, op, result);
     }
 
     /// The room is being disposed; no hook runs after this one.

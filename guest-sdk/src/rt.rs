@@ -7,6 +7,7 @@
 use odeon_protocol::abi::{self, AuthDecision, AuthRequest, Batch, Effect, Effects, Event, Manifest};
 
 use crate::ctx::TimerId;
+use crate::presence::OpKind;
 use crate::{Auth, AuthContext, Client, Ctx, Message, Payload, Room, Value};
 
 /// The code of [`Effect::CreateFailed`] when [`Room::on_create`] gives none.
@@ -180,6 +181,15 @@ fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, event: Event) {
             }
         }
         Event::Dispose => room.on_dispose(ctx),
+        Event::PresenceResult { op_id, result } => match ctx.answer(op_id, OpKind::Presence) {
+            Some(op) => room.on_presence(ctx, op, result),
+            None => crate::log::warn(format_args!("ignoring an answer to unknown presence op {op_id}")),
+        },
+        Event::PresenceMessage { topic, message } => room.on_presence_message(ctx, &topic, &message),
+        Event::Rooms { op_id, result } => match ctx.answer(op_id, OpKind::Rooms) {
+            Some(op) => room.on_rooms(ctx, op, result),
+            None => crate::log::warn(format_args!("ignoring an answer to unknown room query {op_id}")),
+        },
     }
 }
 
@@ -195,6 +205,9 @@ fn event_name(event: &Event) -> &'static str {
         Event::Tick { .. } => "Tick",
         Event::Timer { .. } => "Timer",
         Event::Dispose => "Dispose",
+        Event::PresenceResult { .. } => "PresenceResult",
+        Event::PresenceMessage { .. } => "PresenceMessage",
+        Event::Rooms { .. } => "Rooms",
     }
 }
 
@@ -420,7 +433,7 @@ macro_rules! export_room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MessageType, RoomError, TimerId};
+    use crate::{Key, KeyExt, Listing, MessageType, OpId, PresenceOp, PresenceValue, RoomError, TimerId};
     use odeon_protocol::abi::Outbound;
 
     /// Records every hook call; its options steer the failure paths.
@@ -499,6 +512,24 @@ mod tests {
                 let timer = ctx.set_interval(10);
                 self.calls.push(format!("set {timer}"));
             }
+            if message.is("presence") {
+                ctx.presence().get("k");
+            }
+            if message.is("rooms") {
+                ctx.query_rooms(Some("probe"));
+            }
+        }
+
+        fn on_presence(&mut self, _ctx: &mut Ctx, op: OpId, result: Result<PresenceValue, String>) {
+            self.calls.push(format!("{op} {result:?}"));
+        }
+
+        fn on_presence_message(&mut self, _ctx: &mut Ctx, topic: &str, message: &str) {
+            self.calls.push(format!("{topic}: {message}"));
+        }
+
+        fn on_rooms(&mut self, _ctx: &mut Ctx, op: OpId, result: Result<Vec<Listing>, String>) {
+            self.calls.push(format!("rooms {op} {result:?}"));
         }
 
         fn on_bytes(&mut self, _ctx: &mut Ctx, client: &Client, kind: MessageType, bytes: &[u8]) {
@@ -614,6 +645,13 @@ mod tests {
         assert!(runtime.room().is_none());
         assert!(runtime.ctx().clients().is_empty());
         assert!(runtime.handle_batch(batch(vec![join("b"), Event::Dispose])).effects.is_empty());
+        let answers = vec![
+            Event::PresenceResult { op_id: 1, result: Ok(PresenceValue::Nil) },
+            Event::PresenceMessage { topic: "t".into(), message: "m".into() },
+            Event::Rooms { op_id: 2, result: Ok(vec![]) },
+        ];
+        assert!(runtime.handle_batch(batch(answers)).effects.is_empty());
+        assert!(runtime.room().is_none());
 
         // {"fail": 4000}
         let mut runtime = Runtime::<Probe>::new();
@@ -671,6 +709,58 @@ mod tests {
         assert_eq!(effects.effects, [Effect::ClearTimer { id: 2 }]);
         let fired: Vec<&str> = calls(&runtime).into_iter().filter(|c| c.ends_with("fired")).collect();
         assert_eq!(fired, ["timer 1 fired", "timer 2 fired"]);
+    }
+
+    #[test]
+    fn presence_and_room_answers_reach_their_hooks_once() {
+        let mut runtime = live();
+        let effects = runtime.handle_batch(batch(vec![
+            join("a"),
+            message("a", "presence"),
+            message("a", "rooms"),
+            Event::PresenceMessage { topic: "news".into(), message: "early".into() },
+        ]));
+        assert_eq!(
+            effects.effects,
+            [
+                Effect::Presence { op_id: 1, op: PresenceOp::Get { key: Key::local("k") } },
+                Effect::QueryRooms { op_id: 2, name: Some("probe".into()) },
+            ]
+        );
+        let listing = Listing {
+            room_id: "r1".into(),
+            name: "probe".into(),
+            process_id: "p".into(),
+            clients: 1,
+            max_clients: None,
+            locked: false,
+            private: false,
+            metadata: vec![0x80],
+        };
+        runtime.handle_batch(batch(vec![
+            // The wrong kind of answer, an unknown id and a second answer are ignored.
+            Event::Rooms { op_id: 1, result: Ok(vec![]) },
+            Event::PresenceResult { op_id: 2, result: Ok(PresenceValue::Nil) },
+            Event::PresenceResult { op_id: 1, result: Ok(PresenceValue::Str("v".into())) },
+            Event::PresenceResult { op_id: 1, result: Ok(PresenceValue::Nil) },
+            Event::PresenceResult { op_id: 99, result: Err("late".into()) },
+            Event::Rooms { op_id: 2, result: Ok(vec![listing.clone()]) },
+            Event::Rooms { op_id: 2, result: Err("twice".into()) },
+            Event::PresenceMessage { topic: "news".into(), message: "hi".into() },
+        ]));
+        let answers: Vec<&str> = calls(&runtime)
+            .into_iter()
+            .filter(|c| !c.starts_with("join") && !c.starts_with("message"))
+            .collect();
+        assert_eq!(answers[0], "news: early");
+        assert_eq!(answers[1], "op 1 Ok(Str(\"v\"))");
+        assert_eq!(answers[2], format!("rooms op 2 {:?}", Ok::<_, String>(vec![listing])));
+        assert_eq!(answers[3], "news: hi");
+        assert_eq!(answers.len(), 4);
+
+        // Ids keep counting across hooks and kinds.
+        let effects = runtime.handle_batch(batch(vec![message("a", "rooms")]));
+        assert_eq!(effects.effects, [Effect::QueryRooms { op_id: 3, name: Some("probe".into()) }]);
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum PresenceError {
     /// The key holds another kind of value.
     #[error("wrong kind of value at key {0:?}")]
     WrongType(String),
+    /// A global name inside the space reserved for room types' own keys.
+    #[error("global name {0:?} is reserved: names starting with \"plugin:\" belong to room types")]
+    Reserved(String),
 }
 
 type Result<T> = std::result::Result<T, PresenceError>;

@@ -340,8 +340,10 @@ struct Room {
     /// Messages held until after the next patch.
     after_patch: Vec<(Option<String>, Bytes, Vec<String>)>,
     next_patch: Option<Instant>,
-    /// When an empty room with no seats disposes.
-    empty_since: Option<Instant>,
+    /// Whether a seat was ever reserved; until then the room waits for its first seat until
+    /// `first_seat_by`, as Colyseus does, whatever else happens in it.
+    ever_seated: bool,
+    first_seat_by: Instant,
     disposing: bool,
 }
 
@@ -356,6 +358,7 @@ impl Room {
         stats: Arc<RoomStats>,
     ) -> Self {
         let now = Instant::now();
+        let first_seat_by = now + deps.seat_timeout;
         Self {
             services,
             stats,
@@ -379,7 +382,8 @@ impl Room {
             timer_seq: 0,
             after_patch: Vec::new(),
             next_patch: None,
-            empty_since: Some(now),
+            ever_seated: false,
+            first_seat_by,
             disposing: false,
         }
     }
@@ -392,20 +396,10 @@ impl Room {
         tracing::debug!(room = self.tag(), room_type = %self.listing.name, version = self.plugin.version, "room created");
         let mut events = Vec::new();
         loop {
-            let deadline = self.next_deadline();
-            tokio::select! {
-                msg = self.rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    self.handle(msg, &mut events);
-                    // Drain what else is already queued, so one guest call serves the batch.
-                    for _ in 0..256 {
-                        match self.rx.try_recv() {
-                            Ok(msg) => self.handle(msg, &mut events),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                _ = sleep_until(deadline) => self.fire_due(&mut events),
+            // Follow-up events from the last call (drops after a kick, say) go to the guest at
+            // once; otherwise wait for the inbox or the next deadline.
+            if events.is_empty() {
+                self.wait(&mut events).await;
             }
             self.drop_slow_clients(&mut events);
             if !events.is_empty() && !self.call(&mut events).await {
@@ -416,7 +410,30 @@ impl Room {
                 return;
             }
         }
-        self.dispose().await;
+    }
+
+    /// Waits for inbox messages or the next deadline and turns them into events.
+    async fn wait(&mut self, events: &mut Vec<Event>) {
+        let deadline = self.next_deadline();
+        tokio::select! {
+            msg = self.rx.recv() => {
+                // The matchmaker holds a handle to every live room, so the inbox never closes
+                // while the room runs; `None` can only mean the host is going away.
+                let Some(msg) = msg else {
+                    self.disposing = true;
+                    return;
+                };
+                self.handle(msg, events);
+                // Drain what else is already queued, so one guest call serves the batch.
+                for _ in 0..256 {
+                    match self.rx.try_recv() {
+                        Ok(msg) => self.handle(msg, events),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = sleep_until(deadline) => self.fire_due(events),
+        }
     }
 
     /// Delivers the pending events to the guest and applies its effects. Returns false when the
@@ -477,7 +494,7 @@ impl Room {
                 }
                 let expires = Instant::now() + self.deps.seat_timeout;
                 self.reservations.insert(session_id, Reservation { options, auth, expires });
-                self.empty_since = None;
+                self.ever_seated = true;
                 self.listing.clients = self.seats();
                 self.listing.locked = self.is_locked();
                 let _ = reply.send(Ok(self.listing.clone()));
@@ -722,11 +739,6 @@ impl Room {
         self.listing.clients = clients;
         self.listing.locked = locked;
         self.publish_listing(false).await;
-        if self.seats() == 0 {
-            self.empty_since.get_or_insert_with(Instant::now);
-        } else {
-            self.empty_since = None;
-        }
     }
 
     /// Writes the listing to the driver. Returns an owned future: holding `&self` across the
@@ -755,14 +767,17 @@ impl Room {
     }
 
     fn should_dispose(&self) -> bool {
-        self.auto_dispose && self.seats() == 0 && self.empty_since.is_some()
+        // Auto-dispose applies once the room has had a seat (its last one is gone) or its first
+        // seat is overdue; a room busy with its own work before the first join stays.
+        self.auto_dispose && self.seats() == 0 && (self.ever_seated || Instant::now() >= self.first_seat_by)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let timers = self.timers.keys().next().map(|(t, _)| *t);
         let seats = self.reservations.values().map(|r| r.expires).min();
         let reconnects = self.reconnections.values().map(|r| r.expires).min();
-        [timers, seats, reconnects, self.next_tick, self.next_patch].into_iter().flatten().min()
+        let first_seat = (!self.ever_seated).then_some(self.first_seat_by);
+        [timers, seats, reconnects, self.next_tick, self.next_patch, first_seat].into_iter().flatten().min()
     }
 
     fn fire_due(&mut self, events: &mut Vec<Event>) {
@@ -805,9 +820,6 @@ impl Room {
                     None => self.broadcast(frame, &except),
                 }
             }
-        }
-        if self.seats() == 0 {
-            self.empty_since.get_or_insert(now);
         }
     }
 

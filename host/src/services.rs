@@ -39,6 +39,10 @@ impl RoomServices {
 
     /// Starts a presence operation; its answer arrives as [`RoomMsg::PresenceResult`].
     pub fn presence(&mut self, op_id: u64, op: PresenceOp) {
+        if let Err(e) = check_global(&op) {
+            self.answer(op_id, Err(e.to_string()));
+            return;
+        }
         match op {
             PresenceOp::Subscribe { topic } => self.subscribe(op_id, topic),
             PresenceOp::Unsubscribe { topic } => {
@@ -124,11 +128,52 @@ impl Drop for RoomServices {
 
 /// The store key for a room's key: room-type keys live under `plugin:<type>:`.
 fn scoped(room_type: &str, key: &Key) -> String {
-    if key.global { key.name.clone() } else { format!("plugin:{room_type}:{}", key.name) }
+    if key.global { key.name.clone() } else { format!("{LOCAL_PREFIX}{room_type}:{}", key.name) }
+}
+
+/// Global names may not reach into a room type's scope.
+const LOCAL_PREFIX: &str = "plugin:";
+
+fn check_global(op: &PresenceOp) -> Result<(), PresenceError> {
+    let keys: Vec<&Key> = match op {
+        PresenceOp::SInter { keys } => keys.iter().collect(),
+        PresenceOp::Publish { topic, .. }
+        | PresenceOp::Subscribe { topic }
+        | PresenceOp::Unsubscribe { topic } => {
+            vec![topic]
+        }
+        PresenceOp::Set { key, .. }
+        | PresenceOp::Get { key }
+        | PresenceOp::Del { key }
+        | PresenceOp::Exists { key }
+        | PresenceOp::Expire { key, .. }
+        | PresenceOp::Incr { key, .. }
+        | PresenceOp::SAdd { key, .. }
+        | PresenceOp::SRem { key, .. }
+        | PresenceOp::SMembers { key }
+        | PresenceOp::SIsMember { key, .. }
+        | PresenceOp::SCard { key }
+        | PresenceOp::HSet { key, .. }
+        | PresenceOp::HIncrBy { key, .. }
+        | PresenceOp::HGet { key, .. }
+        | PresenceOp::HDel { key, .. }
+        | PresenceOp::HLen { key }
+        | PresenceOp::HGetAll { key }
+        | PresenceOp::RPush { key, .. }
+        | PresenceOp::LPush { key, .. }
+        | PresenceOp::RPop { key }
+        | PresenceOp::LPop { key }
+        | PresenceOp::LLen { key } => vec![key],
+    };
+    match keys.iter().find(|k| k.global && k.name.starts_with(LOCAL_PREFIX)) {
+        Some(k) => Err(PresenceError::Reserved(k.name.clone())),
+        None => Ok(()),
+    }
 }
 
 async fn run(p: &dyn Presence, scope: &str, op: PresenceOp) -> Result<PresenceValue, PresenceError> {
     use PresenceValue::{Bool, Int, List, Nil, Str};
+    check_global(&op)?;
     let k = |key: &Key| scoped(scope, key);
     let ms = std::time::Duration::from_millis;
     Ok(match op {
@@ -208,6 +253,9 @@ mod tests {
             .unwrap();
         let seen = run(&p, "board", PresenceOp::Get { key: global }).await.unwrap();
         assert_eq!(seen, PresenceValue::Str("g".into()));
+        let sneaky = Key { name: "plugin:chat:n".into(), global: true };
+        let refused = run(&p, "board", PresenceOp::Get { key: sneaky }).await;
+        assert!(matches!(refused, Err(PresenceError::Reserved(_))), "{refused:?}");
     }
 
     #[tokio::test]

@@ -1,0 +1,54 @@
+// The README's promise: after `just run`, a script using the official 0.18 SDK joins `echo` and
+// gets its echo back. Runs the real recipe (plugins build + host) on a free port.
+
+import { describe, it, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { resolve } from "node:path";
+import { TESTS_DIR, freePort, sleep, waitFor } from "./harness.mjs";
+import { SDK18 } from "./sdks.mjs";
+
+describe("just run", () => {
+    let child;
+    let exited = null;
+    const logs = [];
+    after(async () => {
+        if (!child || exited) return;
+        // `just` starts cargo, which starts the host: signal the whole process group, by its id.
+        process.kill(-child.pid, "SIGTERM");
+        for (let i = 0; i < 30 && !exited; i++) await sleep(100);
+        if (!exited) process.kill(-child.pid, "SIGKILL");
+    });
+
+    it("serves echo to @colyseus/sdk 0.18 on the embedded default", { timeout: 300000 }, async () => {
+        const port = await freePort();
+        child = spawn("just", ["run", "--port", String(port)], {
+            cwd: resolve(TESTS_DIR, ".."),
+            detached: true,
+            stdio: ["ignore", "pipe", "pipe"],
+            env: { ...process.env, NO_COLOR: "1" },
+        });
+        child.stdout.on("data", (c) => logs.push(c.toString()));
+        child.stderr.on("data", (c) => logs.push(c.toString()));
+        child.on("exit", (code, signal) => { exited = { code, signal }; });
+
+        const deadline = Date.now() + 280000;
+        let health = null;
+        while (!health && !exited && Date.now() < deadline) {
+            try {
+                const res = await fetch(`http://127.0.0.1:${port}/odeon/health`, { signal: AbortSignal.timeout(1000) });
+                if (res.ok) health = await res.json();
+            } catch { await sleep(250); }
+        }
+        assert.ok(health, `just run never answered on port ${port} (exit ${JSON.stringify(exited)}):\n${logs.join("").slice(-4000)}`);
+        assert.ok(health.roomTypes.some((t) => t.name === "echo"), "echo is served");
+
+        const client = new SDK18.Client(`ws://127.0.0.1:${port}`);
+        const room = await waitFor(client.joinOrCreate("echo"), 8000, "joinOrCreate(echo)");
+        const reply = new Promise((r) => room.onMessage("echo", r));
+        room.onMessage("*", () => {});
+        room.send("echo", { hello: "world" });
+        assert.deepEqual(await waitFor(reply, 5000, "echo reply"), { hello: "world" });
+        assert.equal(await waitFor(room.leave(), 5000, "leave"), 4000);
+    });
+});

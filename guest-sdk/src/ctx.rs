@@ -106,6 +106,9 @@ impl Ctx {
     }
 
     /// Sends `message` to `to` as a MessagePack map (structs are encoded by field name).
+    ///
+    /// JavaScript clients decode 64-bit integers beyond 32 bits as `BigInt`; send timestamps
+    /// and other large numbers as `f64` to get plain numbers, as a Colyseus server would.
     pub fn send<T: Serialize + ?Sized>(&mut self, to: &Client, kind: impl IntoMessageType, message: &T) {
         self.send_encoded(to, kind.into_message_type(), message, false);
     }

@@ -190,6 +190,11 @@ fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, event: Event) {
             Some(op) => room.on_rooms(ctx, op, result),
             None => crate::log::warn(format_args!("ignoring an answer to unknown room query {op_id}")),
         },
+        // Rooms without schema state never announce a serializer, so the host never asks.
+        Event::FullState | Event::Patch => crate::log::debug(format_args!(
+            "ignoring {}: this room has no synchronised state",
+            event_name(&event)
+        )),
     }
 }
 
@@ -208,6 +213,8 @@ fn event_name(event: &Event) -> &'static str {
         Event::PresenceResult { .. } => "PresenceResult",
         Event::PresenceMessage { .. } => "PresenceMessage",
         Event::Rooms { .. } => "Rooms",
+        Event::FullState => "FullState",
+        Event::Patch => "Patch",
     }
 }
 

@@ -639,7 +639,11 @@ impl<R: Room> TestRoom<R> {
             | Effect::RejectJoin { .. }
             | Effect::CreateFailed { .. }
             | Effect::SetPatchRate(_)
-            | Effect::SetAutoDispose(_) => {}
+            | Effect::SetAutoDispose(_)
+            | Effect::SetSerializer { .. }
+            | Effect::StateChanged
+            | Effect::FullState(_)
+            | Effect::StatePatch(_) => {}
         }
         self.recorded.push(Recorded { effect, recipients });
     }

@@ -262,8 +262,9 @@ async fn websocket(
     ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
         let session_id = query.get("sessionId").cloned().unwrap_or_default();
         let token = query.get("reconnectionToken").cloned().filter(|t| !t.is_empty());
+        let skip_handshake = query.contains_key("skipHandshake");
         let room = state.mm.room(&room_id);
-        Connection { state, session_id, token }.run(socket, room).await;
+        Connection { state, session_id, token, skip_handshake }.run(socket, room).await;
     })
 }
 
@@ -271,6 +272,7 @@ struct Connection {
     state: AppState,
     session_id: String,
     token: Option<String>,
+    skip_handshake: bool,
 }
 
 impl Connection {
@@ -290,6 +292,7 @@ impl Connection {
                     conn_id,
                     tx: out_tx.clone(),
                     abort: abort.clone(),
+                    skip_handshake: self.skip_handshake,
                     reply,
                 });
                 matches!(rx.await, Ok(Ok(())))

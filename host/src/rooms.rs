@@ -98,6 +98,8 @@ pub enum RoomMsg {
         tx: mpsc::Sender<Outgoing>,
         /// Closes the connection at once, skipping the queue (a client too slow to keep up).
         abort: Arc<Notify>,
+        /// The client already has the state's reflection (`skipHandshake` on reconnection).
+        skip_handshake: bool,
         /// Ok once the client has a slot; JOIN_ROOM follows on `tx`.
         reply: oneshot::Sender<Result<(), ConnectError>>,
     },
@@ -281,6 +283,8 @@ pub async fn create(
 enum ClientState {
     /// Connected, JOIN_ROOM sent or about to be; frames are queued until the ack.
     Joining,
+    /// Acked in a room with state: frames stay queued until its full state is sent.
+    AwaitingState,
     /// Acked: frames flow.
     Joined,
 }
@@ -289,6 +293,7 @@ struct Client {
     conn_id: u64,
     tx: mpsc::Sender<Outgoing>,
     abort: Arc<Notify>,
+    skip_handshake: bool,
     token: String,
     state: ClientState,
     /// Frames sent before the ack, flushed on it.
@@ -305,6 +310,12 @@ struct PendingReconnection {
     token: String,
     code: u16,
     expires: Instant,
+}
+
+/// The reflection handshake of a room's schema state, per layout.
+struct Serializer {
+    reflection_v4: Vec<u8>,
+    reflection_v5: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -340,6 +351,13 @@ struct Room {
     /// Messages held until after the next patch.
     after_patch: Vec<(Option<String>, Bytes, Vec<String>)>,
     next_patch: Option<Instant>,
+    last_patch: Instant,
+    /// Reflection of the room's schema state; `None` is the "none" serializer.
+    serializer: Option<Serializer>,
+    /// The guest reported state changes not yet patched.
+    state_dirty: bool,
+    /// A Patch event is in flight: held messages go out after its patch.
+    patch_pending: bool,
     /// Whether a seat was ever reserved; until then the room waits for its first seat until
     /// `first_seat_by`, as Colyseus does, whatever else happens in it.
     ever_seated: bool,
@@ -382,6 +400,10 @@ impl Room {
             timer_seq: 0,
             after_patch: Vec::new(),
             next_patch: None,
+            last_patch: now,
+            serializer: None,
+            state_dirty: false,
+            patch_pending: false,
             ever_seated: false,
             first_seat_by,
             disposing: false,
@@ -475,9 +497,26 @@ impl Room {
                 continue;
             }
             if let Some(c) = self.clients.get(&sid) {
-                let frame = frame::join_room(self.deps.profile, &c.token, "none", &[]);
+                let frame = match &self.serializer {
+                    Some(_) if c.skip_handshake => {
+                        frame::join_room(self.deps.profile, &c.token, "schema", &[])
+                    }
+                    Some(s) => {
+                        let reflection = if self.deps.profile.length_prefixed_join() {
+                            &s.reflection_v5
+                        } else {
+                            &s.reflection_v4
+                        };
+                        frame::join_room(self.deps.profile, &c.token, "schema", reflection)
+                    }
+                    None => frame::join_room(self.deps.profile, &c.token, "none", &[]),
+                };
                 let _ = c.tx.try_send(Outgoing::Frame(frame.into()));
             }
+        }
+        if std::mem::take(&mut self.patch_pending) {
+            // The guest had nothing to patch after all: held messages go out now.
+            self.flush_after_patch();
         }
         self.drop_slow_clients(&mut follow_up);
         self.refresh_listing().await;
@@ -506,7 +545,15 @@ impl Room {
                     self.reconnections.iter().find(|(_, p)| p.token == token).map(|(sid, _)| sid.clone());
                 let _ = reply.send(found);
             }
-            RoomMsg::Connect { session_id, reconnection_token, conn_id, tx, abort, reply } => {
+            RoomMsg::Connect {
+                session_id,
+                reconnection_token,
+                conn_id,
+                tx,
+                abort,
+                skip_handshake,
+                reply,
+            } => {
                 if let Some(token) = reconnection_token {
                     let valid = self.reconnections.get(&session_id).is_some_and(|p| p.token == token);
                     if !valid {
@@ -514,8 +561,15 @@ impl Room {
                         return;
                     }
                     self.reconnections.remove(&session_id);
-                    let client =
-                        Client { conn_id, tx, abort, token, state: ClientState::Joining, queued: Vec::new() };
+                    let client = Client {
+                        conn_id,
+                        tx,
+                        abort,
+                        token,
+                        skip_handshake,
+                        state: ClientState::Joining,
+                        queued: Vec::new(),
+                    };
                     self.clients.insert(session_id.clone(), client);
                     events.push(Event::Reconnect { session_id });
                     let _ = reply.send(Ok(()));
@@ -526,8 +580,15 @@ impl Room {
                     return;
                 };
                 let token = crate::ids::generate();
-                let client =
-                    Client { conn_id, tx, abort, token, state: ClientState::Joining, queued: Vec::new() };
+                let client = Client {
+                    conn_id,
+                    tx,
+                    abort,
+                    token,
+                    skip_handshake,
+                    state: ClientState::Joining,
+                    queued: Vec::new(),
+                };
                 self.clients.insert(session_id.clone(), client);
                 events.push(Event::Join { session_id, options: seat.options, auth: seat.auth });
                 let _ = reply.send(Ok(()));
@@ -539,9 +600,14 @@ impl Room {
                 match input {
                     ClientInput::Ack => {
                         if client.state == ClientState::Joining {
-                            client.state = ClientState::Joined;
-                            for frame in client.queued.drain(..) {
-                                let _ = client.tx.try_send(Outgoing::Frame(frame));
+                            if self.serializer.is_some() {
+                                // Full state first, then what was queued during the join.
+                                client.state = ClientState::AwaitingState;
+                                if !events.iter().any(|e| matches!(e, Event::FullState)) {
+                                    events.push(Event::FullState);
+                                }
+                            } else {
+                                client.release();
                             }
                         }
                     }
@@ -635,7 +701,11 @@ impl Room {
                 },
                 Effect::SetPrivate(p) => self.listing.private = p,
                 Effect::SetMaxClients(n) => self.listing.max_clients = (n > 0).then_some(n),
-                Effect::SetPatchRate(ms) => self.patch_rate = Duration::from_millis(ms as u64),
+                Effect::SetPatchRate(ms) => {
+                    self.patch_rate = Duration::from_millis(ms as u64);
+                    self.next_patch = None;
+                    self.schedule_patch();
+                }
                 Effect::SetSimulationInterval(ms) => {
                     self.simulation_interval = (ms > 0).then(|| Duration::from_millis(ms as u64));
                     self.last_tick = Instant::now();
@@ -662,6 +732,41 @@ impl Room {
                     );
                 }
                 Effect::ClearTimer { id } => self.timers.retain(|_, (k, _)| *k != TimerKey::Guest(id)),
+                Effect::SetSerializer { reflection_v4, reflection_v5 } => {
+                    self.serializer = Some(Serializer { reflection_v4, reflection_v5 });
+                }
+                Effect::StateChanged => {
+                    self.state_dirty = true;
+                    self.schedule_patch();
+                }
+                Effect::FullState(bytes) => {
+                    let mut frame = Vec::with_capacity(bytes.len() + 1);
+                    frame.push(frame::code::ROOM_STATE);
+                    frame.extend_from_slice(&bytes);
+                    let frame = Bytes::from(frame);
+                    for c in self.clients.values_mut().filter(|c| c.state == ClientState::AwaitingState) {
+                        let _ = c.tx.try_send(Outgoing::Frame(frame.clone()));
+                        c.release();
+                    }
+                }
+                Effect::StatePatch(bytes) => {
+                    // Encoded once by the guest, shared by every joined client.
+                    let mut frame = Vec::with_capacity(bytes.len() + 1);
+                    frame.push(frame::code::ROOM_STATE_PATCH);
+                    frame.extend_from_slice(&bytes);
+                    let frame = Bytes::from(frame);
+                    let mut slow = Vec::new();
+                    for (sid, c) in self.clients.iter_mut().filter(|(_, c)| c.state == ClientState::Joined) {
+                        if !c.push(frame.clone()) {
+                            slow.push(sid.clone());
+                        }
+                    }
+                    for sid in slow {
+                        self.drop_slow(&sid);
+                    }
+                    self.patch_pending = false;
+                    self.flush_after_patch();
+                }
                 Effect::Presence { op_id, op } => self.services.presence(op_id, op),
                 Effect::QueryRooms { op_id, name } => self.services.query_rooms(op_id, name),
             }
@@ -712,8 +817,31 @@ impl Room {
 
     fn hold_after_patch(&mut self, to: Option<String>, frame: Bytes, except: Vec<String>) {
         self.after_patch.push((to, frame, except));
-        if self.next_patch.is_none() {
-            self.next_patch = Some(Instant::now() + self.patch_rate.max(Duration::from_millis(1)));
+        if self.patch_rate.is_zero() {
+            // Patches are off: there is no "next patch" to wait for.
+            self.flush_after_patch();
+        } else {
+            self.schedule_patch();
+        }
+    }
+
+    /// Plans the next patch tick, at most one patch interval after the previous one, when there
+    /// is something to patch or held messages to release. Idle rooms get no patch ticks.
+    fn schedule_patch(&mut self) {
+        if self.next_patch.is_some() || self.patch_rate.is_zero() {
+            return;
+        }
+        if self.state_dirty || !self.after_patch.is_empty() {
+            self.next_patch = Some((self.last_patch + self.patch_rate).max(Instant::now()));
+        }
+    }
+
+    fn flush_after_patch(&mut self) {
+        for (to, frame, except) in std::mem::take(&mut self.after_patch) {
+            match to {
+                Some(sid) => self.send_to(&sid, frame),
+                None => self.broadcast(frame, &except),
+            }
         }
     }
 
@@ -814,11 +942,12 @@ impl Room {
         }
         if self.next_patch.is_some_and(|at| at <= now) {
             self.next_patch = None;
-            for (to, frame, except) in std::mem::take(&mut self.after_patch) {
-                match to {
-                    Some(sid) => self.send_to(&sid, frame),
-                    None => self.broadcast(frame, &except),
-                }
+            self.last_patch = now;
+            if self.serializer.is_some() && std::mem::take(&mut self.state_dirty) {
+                events.push(Event::Patch);
+                self.patch_pending = true;
+            } else {
+                self.flush_after_patch();
             }
         }
     }
@@ -858,10 +987,18 @@ impl Room {
 }
 
 impl Client {
+    /// The client may receive frames now: send what was held for it.
+    fn release(&mut self) {
+        self.state = ClientState::Joined;
+        for frame in self.queued.drain(..) {
+            let _ = self.tx.try_send(Outgoing::Frame(frame));
+        }
+    }
+
     /// Queues a frame; returns false when the client's queue is full.
     fn push(&mut self, frame: Bytes) -> bool {
         match self.state {
-            ClientState::Joining => {
+            ClientState::Joining | ClientState::AwaitingState => {
                 self.queued.push(frame);
                 true
             }

@@ -159,6 +159,7 @@ impl Harness {
             conn_id: 1,
             tx,
             abort: abort.clone(),
+            skip_handshake: false,
             reply,
         });
         ok.await.unwrap().expect("seat accepted");

@@ -266,6 +266,11 @@ pub enum Event {
         /// The message.
         message: String,
     },
+    /// The host needs the full state (a client acked its join): answer with [`Effect::FullState`].
+    FullState,
+    /// A patch interval elapsed after [`Effect::StateChanged`]: answer with [`Effect::StatePatch`]
+    /// holding the changes since the last patch (none if nothing changed after all).
+    Patch,
     /// The answer to an [`Effect::QueryRooms`] with the same `op_id`.
     Rooms {
         /// The id the room gave the query.
@@ -481,6 +486,22 @@ pub enum Effect {
         /// The operation.
         op: PresenceOp,
     },
+    /// The room has schema state: clients get the "schema" serializer with this reflection
+    /// (v4 layout for the 0.16 and 0.17 profiles, v5 for 0.18). Sent once, at creation.
+    SetSerializer {
+        /// Reflection bytes in the @colyseus/schema v3/v4 layout.
+        #[serde(with = "serde_bytes")]
+        reflection_v4: Vec<u8>,
+        /// Reflection bytes in the @colyseus/schema v5 layout.
+        #[serde(with = "serde_bytes")]
+        reflection_v5: Vec<u8>,
+    },
+    /// The state changed during this call; the host asks for a patch at the next patch interval.
+    StateChanged,
+    /// The full state (ROOM_STATE body), answering [`Event::FullState`].
+    FullState(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A state patch (ROOM_STATE_PATCH body), answering [`Event::Patch`].
+    StatePatch(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Query room listings (all types when `name` is `None`); the answer arrives as
     /// [`Event::Rooms`].
     QueryRooms {

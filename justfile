@@ -33,10 +33,23 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --target wasm32-wasip1 -p odeon-guest $(ls plugins | sed 's/^/-p /') -- -D warnings
 
-# Everything CI checks: lint, unit and host integration tests, then the end-to-end suite.
+# Everything CI checks: lint, unit and host integration tests (real redis-server and a
+# MongoDB-wire server), the schema encoder against the official @colyseus/schema, then the
+# end-to-end suite.
 test: plugins lint
     cargo test --workspace
+    just schema
     just e2e
+
+# The Rust schema encoder checked byte for byte and by decoding against @colyseus/schema 4 and 5.
+schema:
+    cd tests/schema && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi && npm test
+
+# Benchmarks (not part of `just test`): state encoding for the 50-player arena, against the
+# official @colyseus/schema encoder measured in the same run as the baseline.
+bench:
+    cargo bench -p odeon-schema --bench encode
+    cd tests/schema && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi && CARGO_TARGET_DIR="{{target_dir}}" node bench.mjs
 
 # The end-to-end suite: the real host binary driven by the official Colyseus SDKs from npm.
 e2e: plugins

@@ -12,6 +12,8 @@
 //! - [`Presence`] (from [`Ctx::presence`]) and [`Ctx::query_rooms`]: shared state, pub/sub and
 //!   room listings. Nothing blocks: each request returns an [`OpId`] and its answer arrives in a
 //!   later hook ([`Room::on_presence`], [`Room::on_rooms`], [`Room::on_presence_message`]).
+//! - [`StateEncoder`] and `#[derive(Schema)]`: room state in plain Rust structs, synchronised to
+//!   clients as `room.state` (return it from [`Room::state`]).
 //! - [`export_room!`]: generates the module's exports for a room type.
 //! - [`testing`]: a native test host, so room logic is tested with `cargo test`.
 //!
@@ -58,6 +60,7 @@ mod presence;
 mod room;
 #[doc(hidden)]
 pub mod rt;
+mod state;
 mod sys;
 pub mod testing;
 
@@ -80,10 +83,16 @@ pub use odeon_protocol::abi::MessageType;
 pub use odeon_protocol::abi::PresenceOp;
 /// A presence answer, read with [`PresenceValueExt`]: `value.as_int()`.
 pub use odeon_protocol::abi::PresenceValue;
+/// The schema library itself, for what the prelude leaves out.
+pub use odeon_schema as schema;
+/// Synchronised state: derive [`Schema`] on plain structs, keep the root in a [`StateEncoder`],
+/// and return it from [`Room::state`]; every official client sees it as `room.state`.
+pub use odeon_schema::{ArraySchema, MapSchema, Schema, Shared, StateEncoder};
 pub use payload::{Payload, PayloadError};
 pub use presence::{IntoKey, KeyExt, OpId, Presence, PresenceValueExt};
 pub use rmpv::Value;
 pub use room::{Auth, AuthContext, Client, Room, RoomError};
+pub use state::SyncedState;
 
 /// The host's wall clock, in milliseconds since the Unix epoch, read now.
 ///

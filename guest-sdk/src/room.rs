@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::state::SyncedState;
 use crate::{Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, PresenceValue, TimerId, Value};
 
 /// A room type: its matchmaking settings and its lifecycle hooks, as in Colyseus 0.17.
@@ -136,6 +137,14 @@ pub trait Room: Sized + 'static {
     /// The room is being disposed; no hook runs after this one.
     fn on_dispose(&mut self, ctx: &mut Ctx) {
         let _ = ctx;
+    }
+
+    /// The room's synchronised state (Colyseus's `this.state`), if it has one: usually a
+    /// `StateEncoder<MyState>` field. A room with state is announced with the "schema"
+    /// serializer; one without keeps "none". Change the state from any hook; the runtime sends
+    /// patches at the room's patch rate.
+    fn state(&mut self) -> Option<&mut dyn SyncedState> {
+        None
     }
 }
 

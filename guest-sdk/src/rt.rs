@@ -61,6 +61,13 @@ impl<R: Room> Runtime<R> {
         for event in batch.events {
             self.handle(event);
         }
+        // Tell the host there is something to patch; it asks at the room's next patch tick.
+        if self.phase == Phase::Live
+            && let Some(state) = self.room.as_mut().and_then(|r| r.state())
+            && state.has_changes()
+        {
+            self.ctx.push_effect(Effect::StateChanged);
+        }
         Effects { effects: self.ctx.take_effects() }
     }
 
@@ -112,7 +119,11 @@ impl<R: Room> Runtime<R> {
         self.ctx.set_room(room_id, room_name);
         let start = self.ctx.effect_count();
         match R::on_create(&mut self.ctx, options) {
-            Ok(room) => {
+            Ok(mut room) => {
+                if let Some(state) = room.state() {
+                    let (reflection_v4, reflection_v5) = (state.reflection_v4(), state.reflection_v5());
+                    self.ctx.push_effect(Effect::SetSerializer { reflection_v4, reflection_v5 });
+                }
                 self.room = Some(room);
                 self.phase = Phase::Live;
             }
@@ -191,10 +202,18 @@ fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, event: Event) {
             None => crate::log::warn(format_args!("ignoring an answer to unknown room query {op_id}")),
         },
         // Rooms without schema state never announce a serializer, so the host never asks.
-        Event::FullState | Event::Patch => crate::log::debug(format_args!(
-            "ignoring {}: this room has no synchronised state",
-            event_name(&event)
-        )),
+        Event::FullState => match room.state() {
+            Some(state) => {
+                let bytes = state.full_state();
+                ctx.push_effect(Effect::FullState(bytes));
+            }
+            None => crate::log::warn("ignoring FullState: this room has no synchronised state"),
+        },
+        Event::Patch => {
+            if let Some(bytes) = room.state().and_then(|s| s.patch()) {
+                ctx.push_effect(Effect::StatePatch(bytes));
+            }
+        }
     }
 }
 

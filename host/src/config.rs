@@ -49,6 +49,12 @@ pub struct Config {
     /// Largest WebSocket message accepted from a client, in bytes.
     #[arg(long, env = "ODEON_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
+    /// Redis URL for presence shared by several hosts; unset keeps the in-process presence.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// MongoDB URI for room listings shared by several hosts; unset keeps the in-process driver.
+    #[arg(long, env = "MONGO_URI")]
+    pub mongo_uri: Option<String>,
     /// Do not watch the plugins directory for new versions.
     #[arg(long, env = "ODEON_NO_WATCH")]
     pub no_watch: bool,

@@ -36,10 +36,10 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
-use crate::driver::LocalDriver;
+use crate::driver::{Driver, LocalDriver, MongoDriver};
 use crate::matchmaker::{Matchmaker, MatchmakerConfig};
 use crate::plugins::Plugins;
-use crate::presence::LocalPresence;
+use crate::presence::{LocalPresence, Presence, RedisPresence};
 
 /// Runs a host on `listener` until `shutdown` completes, then closes rooms with 4001.
 pub async fn run(
@@ -64,6 +64,14 @@ pub async fn run(
         .build()
         .context("starting the room runtime")?;
     let process_id = config.process_id.clone().unwrap_or_else(ids::generate);
+    let presence: Arc<dyn Presence> = match &config.redis_url {
+        Some(url) => Arc::new(RedisPresence::connect(url).await.context("connecting to Redis presence")?),
+        None => Arc::new(LocalPresence::default()),
+    };
+    let driver: Arc<dyn Driver> = match &config.mongo_uri {
+        Some(uri) => Arc::new(MongoDriver::connect(uri).await.context("connecting to the MongoDB driver")?),
+        None => Arc::new(LocalDriver::default()),
+    };
     let mm = Matchmaker::new(
         MatchmakerConfig {
             process_id: process_id.clone(),
@@ -72,8 +80,8 @@ pub async fn run(
             public_address: config.public_address.clone(),
         },
         plugins,
-        Arc::new(LocalDriver::default()),
-        Arc::new(LocalPresence::default()),
+        driver,
+        presence,
         room_runtime.handle().clone(),
     );
     let app = net::router(

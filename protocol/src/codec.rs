@@ -3,31 +3,64 @@
 //! They look like MessagePack but carry **little-endian** payloads, and a reader must treat
 //! `0xA1–0xBF`, `0xD9`, `0xDA` and `0xDB` as a string (an empty string `0xA0` reads as a number).
 
-/// Appends a schema `number`: integers use the smallest tag, non-integers float32 when
-/// lossless to 1e-4, else float64. NaN is written as 0 and infinities as ±MAX_SAFE_INTEGER.
-pub fn encode_number(out: &mut Vec<u8>, value: f64) {
-    const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
-    let value = if value.is_nan() {
-        0.0
-    } else if value.is_infinite() {
-        value.signum() * MAX_SAFE_INTEGER
-    } else {
-        value
-    };
-    // Mirrors the JS encoder's `value !== (value | 0)`: only int32-range integers take the
-    // integer path, everything else goes as a float.
-    if value.fract() != 0.0 || value < i32::MIN as f64 || value > i32::MAX as f64 {
-        let as_f32 = value as f32;
-        if value.abs() <= f32::MAX as f64 && (as_f32 as f64 - value).abs() < 1e-4 {
-            out.push(0xca);
-            out.extend_from_slice(&as_f32.to_le_bytes());
+/// How a schema `number` goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NumberRepr {
+    /// An integer within int32 range, with the smallest integer tag.
+    Int(i64),
+    /// A non-integer that float32 holds to within 1e-4.
+    F32(f32),
+    /// Anything else.
+    F64(f64),
+}
+
+impl NumberRepr {
+    /// The wire form of `value`: integers use the smallest tag, non-integers float32 when
+    /// lossless to 1e-4, else float64. NaN is written as 0 and infinities as ±MAX_SAFE_INTEGER.
+    pub fn of(value: f64) -> Self {
+        const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+        let value = if value.is_nan() {
+            0.0
+        } else if value.is_infinite() {
+            value.signum() * MAX_SAFE_INTEGER
         } else {
-            out.push(0xcb);
-            out.extend_from_slice(&value.to_le_bytes());
+            value
+        };
+        // Mirrors the JS encoder's `value !== (value | 0)`: only int32-range integers take the
+        // integer path, everything else goes as a float.
+        if value.fract() != 0.0 || value < i32::MIN as f64 || value > i32::MAX as f64 {
+            let as_f32 = value as f32;
+            if value.abs() <= f32::MAX as f64 && (as_f32 as f64 - value).abs() < 1e-4 {
+                return Self::F32(as_f32);
+            }
+            return Self::F64(value);
         }
-        return;
+        Self::Int(value as i64)
     }
-    encode_int(out, value as i64);
+
+    /// The value a client decodes.
+    pub fn decoded(self) -> f64 {
+        match self {
+            Self::Int(v) => v as f64,
+            Self::F32(v) => v as f64,
+            Self::F64(v) => v,
+        }
+    }
+}
+
+/// Appends a schema `number` (see [`NumberRepr::of`]).
+pub fn encode_number(out: &mut Vec<u8>, value: f64) {
+    match NumberRepr::of(value) {
+        NumberRepr::Int(v) => encode_int(out, v),
+        NumberRepr::F32(v) => {
+            out.push(0xca);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        NumberRepr::F64(v) => {
+            out.push(0xcb);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
 }
 
 /// Appends an integer with the schema `number` tags.

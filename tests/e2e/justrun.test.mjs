@@ -1,5 +1,5 @@
 // The README's promise: after `just run`, a script using the official 0.18 SDK joins `echo` and
-// gets its echo back. Runs the real recipe (plugins build + host) on a free port.
+// gets its echo back, and joins `arena` with live state. Runs the real recipe (plugins build + host) on a free port.
 
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
@@ -50,5 +50,18 @@ describe("just run", () => {
         room.send("echo", { hello: "world" });
         assert.deepEqual(await waitFor(reply, 5000, "echo reply"), { hello: "world" });
         assert.equal(await waitFor(room.leave(), 5000, "leave"), 4000);
+
+        // ... and serves arena with live state.
+        const arena = await waitFor(client.joinOrCreate("arena"), 8000, "joinOrCreate(arena)");
+        const $ = SDK18.getStateCallbacks(arena);
+        const moved = new Promise((resolveMoved) => {
+            $(arena.state).players.onAdd((player, key) => {
+                if (key !== arena.sessionId) return;
+                $(player).listen("x", (x) => { if (x === 42) resolveMoved(player.y); });
+            });
+        });
+        arena.send("move", { x: 42, y: -1 });
+        assert.equal(await waitFor(moved, 5000, "own move through state"), -1);
+        await waitFor(arena.leave(), 5000, "leave arena");
     });
 });

@@ -18,6 +18,7 @@ function common(id, mod, profile, label) {
         profile,
         expect: PROFILES[profile],
         Client: mod.Client,
+        getStateCallbacks: mod.getStateCallbacks,
         MatchMakeError: mod.MatchMakeError,
         ServerError: mod.ServerError,
         client(host) { return new mod.Client(host.endpoint); },

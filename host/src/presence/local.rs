@@ -1,6 +1,4 @@
-//! Presence: shared keys, hashes, sets, counters, lists and pub/sub between rooms and hosts
-//! (Colyseus's `Presence` API). [`LocalPresence`] is the embedded default, in this process's
-//! memory; a deployment with several hosts plugs in a shared implementation behind the same trait.
+//! [`LocalPresence`]: the embedded presence, in this process's memory.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -8,83 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-/// Presence failures.
-#[derive(Debug, thiserror::Error)]
-pub enum PresenceError {
-    /// The backing store could not be reached or refused the operation.
-    #[error("presence unavailable: {0}")]
-    Unavailable(String),
-    /// The key holds another kind of value.
-    #[error("wrong kind of value at key {0:?}")]
-    WrongType(String),
-    /// A global name inside the space reserved for room types' own keys.
-    #[error("global name {0:?} is reserved: names starting with \"plugin:\" belong to room types")]
-    Reserved(String),
-}
-
-type Result<T> = std::result::Result<T, PresenceError>;
-
-/// A subscription: messages published to the topic arrive here until it is dropped.
-pub type Subscription = mpsc::UnboundedReceiver<String>;
-
-/// Shared state between rooms and host processes.
-#[async_trait::async_trait]
-pub trait Presence: Send + Sync + 'static {
-    /// Sets a string value.
-    async fn set(&self, key: &str, value: &str) -> Result<()>;
-    /// Sets a string value that expires.
-    async fn setex(&self, key: &str, value: &str, ttl: Duration) -> Result<()>;
-    /// Reads a string value.
-    async fn get(&self, key: &str) -> Result<Option<String>>;
-    /// Deletes a key of any kind.
-    async fn del(&self, key: &str) -> Result<()>;
-    /// Whether a key exists.
-    async fn exists(&self, key: &str) -> Result<bool>;
-    /// Sets a key's time to live; false if there is no such key.
-    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool>;
-    /// Adds to a set; true if it was new.
-    async fn sadd(&self, key: &str, member: &str) -> Result<bool>;
-    /// Members of a set.
-    async fn smembers(&self, key: &str) -> Result<Vec<String>>;
-    /// Whether a set holds a member.
-    async fn sismember(&self, key: &str, member: &str) -> Result<bool>;
-    /// Removes from a set; true if it was there.
-    async fn srem(&self, key: &str, member: &str) -> Result<bool>;
-    /// Size of a set.
-    async fn scard(&self, key: &str) -> Result<usize>;
-    /// Intersection of sets.
-    async fn sinter(&self, keys: &[&str]) -> Result<Vec<String>>;
-    /// Sets a hash field; true if it was new.
-    async fn hset(&self, key: &str, field: &str, value: &str) -> Result<bool>;
-    /// Adds to an integer hash field.
-    async fn hincrby(&self, key: &str, field: &str, by: i64) -> Result<i64>;
-    /// Reads a hash field.
-    async fn hget(&self, key: &str, field: &str) -> Result<Option<String>>;
-    /// Removes a hash field; true if it was there.
-    async fn hdel(&self, key: &str, field: &str) -> Result<bool>;
-    /// Number of fields in a hash.
-    async fn hlen(&self, key: &str) -> Result<usize>;
-    /// Every field of a hash.
-    async fn hgetall(&self, key: &str) -> Result<HashMap<String, String>>;
-    /// Adds to an integer value.
-    async fn incrby(&self, key: &str, by: i64) -> Result<i64>;
-    /// Pushes on the right of a list; returns its length.
-    async fn rpush(&self, key: &str, value: &str) -> Result<usize>;
-    /// Pushes on the left of a list; returns its length.
-    async fn lpush(&self, key: &str, value: &str) -> Result<usize>;
-    /// Pops from the right of a list.
-    async fn rpop(&self, key: &str) -> Result<Option<String>>;
-    /// Pops from the left of a list.
-    async fn lpop(&self, key: &str) -> Result<Option<String>>;
-    /// Length of a list.
-    async fn llen(&self, key: &str) -> Result<usize>;
-    /// Publishes to a topic; returns how many subscribers got it.
-    async fn publish(&self, topic: &str, message: &str) -> Result<usize>;
-    /// Subscribes to a topic; drop the receiver to unsubscribe.
-    async fn subscribe(&self, topic: &str) -> Result<Subscription>;
-    /// Topics with subscribers that match a glob pattern (`*` only).
-    async fn channels(&self, pattern: &str) -> Result<Vec<String>>;
-}
+use super::{Presence, PresenceError, Result, Subscription};
 
 #[derive(Debug)]
 enum Value {
@@ -121,6 +43,26 @@ impl State {
         pick(v).ok_or_else(|| PresenceError::WrongType(key.to_string()))
     }
 
+    /// Removes a collection left empty, as Redis does: an empty set, hash or list is no key.
+    fn prune(&mut self, key: &str) {
+        let empty = match self.values.get(key) {
+            Some((Value::Set(s), _)) => s.is_empty(),
+            Some((Value::Hash(h), _)) => h.is_empty(),
+            Some((Value::List(l), _)) => l.is_empty(),
+            _ => false,
+        };
+        if empty {
+            self.values.remove(key);
+        }
+    }
+
+    fn hincrby(&mut self, key: &str, field: &str, by: i64) -> Result<i64> {
+        let h = self.entry(key, || Value::Hash(HashMap::new()), hash_of)?;
+        let n = incremented(key, h.get(field).map(String::as_str), by)?;
+        h.insert(field.into(), n.to_string());
+        Ok(n)
+    }
+
     fn read<T, R>(
         &mut self,
         key: &str,
@@ -132,6 +74,18 @@ impl State {
             Some(v) => pick(v).map(f).map(Some).ok_or_else(|| PresenceError::WrongType(key.to_string())),
         }
     }
+}
+
+/// When a key set to live for `ttl` expires; never, past the clock's range.
+fn deadline(ttl: Duration) -> Option<Instant> {
+    Instant::now().checked_add(ttl)
+}
+
+/// `current` (a missing value counts as 0) plus `by`, as Redis's INCRBY and HINCRBY compute it.
+fn incremented(key: &str, current: Option<&str>, by: i64) -> Result<i64> {
+    let current =
+        current.map_or(Ok(0), str::parse::<i64>).map_err(|_| PresenceError::WrongType(key.into()))?;
+    current.checked_add(by).ok_or_else(|| PresenceError::Overflow(key.into()))
 }
 
 fn set_of(v: &mut Value) -> Option<&mut HashSet<String>> {
@@ -166,7 +120,7 @@ impl Presence for LocalPresence {
         Ok(())
     }
     async fn setex(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
-        self.with(|s| s.values.insert(key.into(), (Value::Str(value.into()), Some(Instant::now() + ttl))));
+        self.with(|s| s.values.insert(key.into(), (Value::Str(value.into()), deadline(ttl))));
         Ok(())
     }
     async fn get(&self, key: &str) -> Result<Option<String>> {
@@ -182,7 +136,7 @@ impl Presence for LocalPresence {
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         Ok(self.with(|s| {
             s.live(key);
-            s.values.get_mut(key).map(|(_, exp)| *exp = Some(Instant::now() + ttl)).is_some()
+            s.values.get_mut(key).map(|(_, exp)| *exp = deadline(ttl)).is_some()
         }))
     }
     async fn sadd(&self, key: &str, member: &str) -> Result<bool> {
@@ -195,7 +149,11 @@ impl Presence for LocalPresence {
         self.with(|s| Ok(s.read(key, set_of, |v| v.contains(member))?.unwrap_or(false)))
     }
     async fn srem(&self, key: &str, member: &str) -> Result<bool> {
-        self.with(|s| Ok(s.read(key, set_of, |v| v.remove(member))?.unwrap_or(false)))
+        self.with(|s| {
+            let removed = s.read(key, set_of, |v| v.remove(member))?.unwrap_or(false);
+            s.prune(key);
+            Ok(removed)
+        })
     }
     async fn scard(&self, key: &str) -> Result<usize> {
         self.with(|s| Ok(s.read(key, set_of, |v| v.len())?.unwrap_or(0)))
@@ -221,21 +179,26 @@ impl Presence for LocalPresence {
         })
     }
     async fn hincrby(&self, key: &str, field: &str, by: i64) -> Result<i64> {
+        self.with(|s| s.hincrby(key, field, by))
+    }
+    async fn hincrbyex(&self, key: &str, field: &str, by: i64, ttl: Duration) -> Result<i64> {
         self.with(|s| {
-            let h = s.entry(key, || Value::Hash(HashMap::new()), hash_of)?;
-            let current = h
-                .get(field)
-                .map_or(Ok(0), |v| v.parse::<i64>())
-                .map_err(|_| PresenceError::WrongType(key.into()))?;
-            h.insert(field.into(), (current + by).to_string());
-            Ok(current + by)
+            let n = s.hincrby(key, field, by)?;
+            if let Some((_, exp)) = s.values.get_mut(key) {
+                *exp = deadline(ttl);
+            }
+            Ok(n)
         })
     }
     async fn hget(&self, key: &str, field: &str) -> Result<Option<String>> {
         self.with(|s| Ok(s.read(key, hash_of, |h| h.get(field).cloned())?.flatten()))
     }
     async fn hdel(&self, key: &str, field: &str) -> Result<bool> {
-        self.with(|s| Ok(s.read(key, hash_of, |h| h.remove(field).is_some())?.unwrap_or(false)))
+        self.with(|s| {
+            let removed = s.read(key, hash_of, |h| h.remove(field).is_some())?.unwrap_or(false);
+            s.prune(key);
+            Ok(removed)
+        })
     }
     async fn hlen(&self, key: &str) -> Result<usize> {
         self.with(|s| Ok(s.read(key, hash_of, |h| h.len())?.unwrap_or(0)))
@@ -246,7 +209,7 @@ impl Presence for LocalPresence {
     async fn incrby(&self, key: &str, by: i64) -> Result<i64> {
         self.with(|s| {
             let v = s.entry(key, || Value::Str("0".into()), str_of)?;
-            let n = v.parse::<i64>().map_err(|_| PresenceError::WrongType(key.into()))? + by;
+            let n = incremented(key, Some(v), by)?;
             *v = n.to_string();
             Ok(n)
         })
@@ -266,10 +229,18 @@ impl Presence for LocalPresence {
         })
     }
     async fn rpop(&self, key: &str) -> Result<Option<String>> {
-        self.with(|s| Ok(s.read(key, list_of, |l| l.pop_back())?.flatten()))
+        self.with(|s| {
+            let popped = s.read(key, list_of, |l| l.pop_back())?.flatten();
+            s.prune(key);
+            Ok(popped)
+        })
     }
     async fn lpop(&self, key: &str) -> Result<Option<String>> {
-        self.with(|s| Ok(s.read(key, list_of, |l| l.pop_front())?.flatten()))
+        self.with(|s| {
+            let popped = s.read(key, list_of, |l| l.pop_front())?.flatten();
+            s.prune(key);
+            Ok(popped)
+        })
     }
     async fn llen(&self, key: &str) -> Result<usize> {
         self.with(|s| Ok(s.read(key, list_of, |l| l.len())?.unwrap_or(0)))

@@ -1,11 +1,18 @@
 //! Room listings: what matchmaking searches. [`Driver`] is the storage trait; [`LocalDriver`] is the
-//! embedded default (an in-process map), so a single host needs no database.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! embedded default (an in-process map), so a single host needs no database. [`MongoDriver`] keeps
+//! the listings in MongoDB, so that several host processes share them.
+//!
+//! [`Query::matches`] and [`Query::compare`] define what a query means; every driver returns the
+//! same answers for the same listings (`host/tests/driver.rs` runs one suite against each).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+mod local;
+mod mongo;
+
+pub use local::LocalDriver;
+pub use mongo::MongoDriver;
 
 /// A room as matchmaking sees it (Colyseus's `IRoomCache`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,7 +39,8 @@ pub struct RoomListing {
     /// The creator's filterBy option values; 0.16 matches (and shows) these top level.
     #[serde(skip)]
     pub create_filters: Map<String, Value>,
-    /// When the room was created, ISO 8601.
+    /// When the room was created, ISO 8601 UTC with milliseconds (`crate::clock::iso`), so that
+    /// string order is time order.
     pub created_at: String,
     /// Host-local version of the plugin that runs the room, so operators can see mixed fleets
     /// during a rollout. Not part of the listing clients see.
@@ -74,70 +82,35 @@ pub struct ListingUpdate {
 /// Listing storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    /// The backing store could not be reached or refused the operation.
+    /// The backing store could not be reached, did not answer in time, or refused the operation.
     #[error("room listing store unavailable: {0}")]
     Unavailable(String),
+    /// The store's address or options are not valid.
+    #[error("invalid room listing store uri: {0}")]
+    InvalidUri(String),
+    /// A listing could not be stored as it is, or a stored document is not a listing.
+    #[error("invalid room listing: {0}")]
+    InvalidListing(String),
 }
 
 /// Storage for room listings, shared by every host of a deployment.
 #[async_trait::async_trait]
 pub trait Driver: Send + Sync + 'static {
-    /// Adds a new room.
+    /// Adds a room; a listing with the same room id is replaced.
     async fn insert(&self, listing: RoomListing) -> Result<(), DriverError>;
-    /// Applies a change to a room's listing.
+    /// Applies a change to a room's listing; an unknown room is not an error.
     async fn update(&self, room_id: &str, update: ListingUpdate) -> Result<(), DriverError>;
-    /// Removes a room.
+    /// Removes a room; an unknown room is not an error.
     async fn remove(&self, room_id: &str) -> Result<(), DriverError>;
     /// A room by id, locked or not.
     async fn find_by_id(&self, room_id: &str) -> Result<Option<RoomListing>, DriverError>;
     /// The best joinable room for a query: unlocked, public, matching filters, first by sort order.
     async fn find_one(&self, query: &Query) -> Result<Option<RoomListing>, DriverError>;
-    /// Every listing of a room type (all types if `name` is `None`).
+    /// Every listing of a room type (all types if `name` is `None`), locked and private ones too,
+    /// oldest first.
     async fn query(&self, name: Option<&str>) -> Result<Vec<RoomListing>, DriverError>;
-}
-
-/// The embedded driver: listings in this process's memory.
-#[derive(Debug, Default)]
-pub struct LocalDriver {
-    rooms: Mutex<HashMap<String, RoomListing>>,
-}
-
-#[async_trait::async_trait]
-impl Driver for LocalDriver {
-    async fn insert(&self, listing: RoomListing) -> Result<(), DriverError> {
-        self.rooms.lock().expect("listing lock").insert(listing.room_id.clone(), listing);
-        Ok(())
-    }
-
-    async fn update(&self, room_id: &str, update: ListingUpdate) -> Result<(), DriverError> {
-        if let Some(l) = self.rooms.lock().expect("listing lock").get_mut(room_id) {
-            update.apply(l);
-        }
-        Ok(())
-    }
-
-    async fn remove(&self, room_id: &str) -> Result<(), DriverError> {
-        self.rooms.lock().expect("listing lock").remove(room_id);
-        Ok(())
-    }
-
-    async fn find_by_id(&self, room_id: &str) -> Result<Option<RoomListing>, DriverError> {
-        Ok(self.rooms.lock().expect("listing lock").get(room_id).cloned())
-    }
-
-    async fn find_one(&self, query: &Query) -> Result<Option<RoomListing>, DriverError> {
-        let rooms = self.rooms.lock().expect("listing lock");
-        let mut found: Vec<&RoomListing> = rooms.values().filter(|l| query.matches(l)).collect();
-        found.sort_by(|a, b| query.compare(a, b));
-        Ok(found.first().map(|l| (*l).clone()))
-    }
-
-    async fn query(&self, name: Option<&str>) -> Result<Vec<RoomListing>, DriverError> {
-        let rooms = self.rooms.lock().expect("listing lock");
-        let mut all: Vec<_> = rooms.values().filter(|l| name.is_none_or(|n| l.name == n)).cloned().collect();
-        all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
-        Ok(all)
-    }
+    /// Removes every listing of a process (one that died); returns how many were removed.
+    async fn cleanup(&self, process_id: &str) -> Result<u64, DriverError>;
 }
 
 impl ListingUpdate {
@@ -162,7 +135,9 @@ impl ListingUpdate {
 }
 
 impl Query {
-    /// Whether a listing is joinable for this query.
+    /// Whether a listing is joinable for this query. A filter value matches a value of the same
+    /// JSON type that is equal to it (`1` does not match `1.0`, `"1"` or `[1]`; `null` does not
+    /// match a missing key).
     pub fn matches(&self, l: &RoomListing) -> bool {
         l.name == self.name
             && !l.locked
@@ -173,7 +148,11 @@ impl Query {
             })
     }
 
-    /// Orders two listings by the sort keys, oldest first on ties.
+    /// Orders two listings by the sort keys, then oldest first, then by room id.
+    ///
+    /// Under a sort key, numbers come first, then strings, then booleans, then arrays and objects
+    /// (all tied), then null or missing values; descending reverses all of it. Numbers compare by
+    /// value, strings byte-wise, `false` before `true`.
     pub fn compare(&self, a: &RoomListing, b: &RoomListing) -> std::cmp::Ordering {
         for (key, dir) in &self.sort_by {
             let ord = compare_values(&sort_value(a, key), &sort_value(b, key));
@@ -182,10 +161,11 @@ impl Query {
                 return ord;
             }
         }
-        a.created_at.cmp(&b.created_at)
+        a.created_at.cmp(&b.created_at).then_with(|| a.room_id.cmp(&b.room_id))
     }
 }
 
+/// The value a sort key reads from a listing: a listing field or a metadata key.
 fn sort_value(l: &RoomListing, key: &str) -> Value {
     match key {
         "clients" => l.clients.into(),
@@ -195,18 +175,26 @@ fn sort_value(l: &RoomListing, key: &str) -> Value {
     }
 }
 
+/// Where a value sorts among values of other types; `MongoDriver` computes the same ranks.
+fn sort_rank(v: &Value) -> u8 {
+    match v {
+        Value::Number(_) => 0,
+        Value::String(_) => 1,
+        Value::Bool(_) => 2,
+        Value::Array(_) | Value::Object(_) => 3,
+        Value::Null => 4,
+    }
+}
+
 fn compare_values(a: &Value, b: &Value) -> std::cmp::Ordering {
-    match (a, b) {
+    sort_rank(a).cmp(&sort_rank(b)).then_with(|| match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             x.as_f64().unwrap_or(0.0).total_cmp(&y.as_f64().unwrap_or(0.0))
         }
         (Value::String(x), Value::String(y)) => x.cmp(y),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
-        (Value::Null, _) => std::cmp::Ordering::Greater,
-        (_, Value::Null) => std::cmp::Ordering::Less,
         _ => std::cmp::Ordering::Equal,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -271,5 +259,44 @@ mod tests {
         assert!(d.find_by_id("a").await.unwrap().is_some());
         d.remove("a").await.unwrap();
         assert!(d.find_by_id("a").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn cleanup_removes_only_the_dead_process() {
+        let d = LocalDriver::default();
+        for (id, pid) in [("a", "p1"), ("b", "p2"), ("c", "p1")] {
+            d.insert(RoomListing { process_id: pid.into(), ..listing(id, 0, None, id) }).await.unwrap();
+        }
+        assert_eq!(d.cleanup("p1").await.unwrap(), 2);
+        assert_eq!(d.cleanup("p1").await.unwrap(), 0);
+        let left: Vec<_> = d.query(None).await.unwrap().into_iter().map(|l| l.room_id).collect();
+        assert_eq!(left, ["b"]);
+    }
+
+    #[test]
+    fn mixed_types_sort_in_a_total_order() {
+        // Numbers, strings, booleans, other, null: a total order, so sorting never sees a cycle
+        // such as 1 = "x" = 2 < 1.
+        let values = [json!(2), json!("b"), json!(null), json!(true), json!([1]), json!(1), json!("a")];
+        let mut sorted = values.to_vec();
+        sorted.sort_by(compare_values);
+        assert_eq!(
+            sorted,
+            [json!(1), json!(2), json!("a"), json!("b"), json!(true), json!([1]), json!(null)]
+        );
+        for a in &values {
+            for b in &values {
+                assert_eq!(compare_values(a, b), compare_values(b, a).reverse(), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_oldest_then_the_room_id() {
+        let q = Query { sort_by: vec![("clients".into(), -1)], ..Query::default() };
+        let (a, b, c) = (listing("a", 2, None, "2"), listing("b", 2, None, "1"), listing("c", 2, None, "1"));
+        let mut all = [&a, &c, &b];
+        all.sort_by(|x, y| q.compare(x, y));
+        assert_eq!(all.map(|l| l.room_id.as_str()), ["b", "c", "a"]);
     }
 }

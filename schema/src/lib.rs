@@ -1,0 +1,125 @@
+//! Room state in plain Rust structs, synchronised to the official Colyseus clients.
+//!
+//! A room keeps its state in `#[derive(Schema)]` structs. Every change made through the
+//! generated setters and the collection methods is recorded, and a [`StateEncoder`] turns the
+//! state into the `@colyseus/schema` wire format: the reflection handshake (schema v4 and v5
+//! layouts), full states and patches. Every official client then sees it as `room.state`,
+//! with its change callbacks, as if a Colyseus server were behind it.
+//!
+//! ```
+//! use odeon_schema::{MapSchema, Schema, SchemaVersion, StateEncoder};
+//!
+//! #[derive(Schema, Default)]
+//! struct Player {
+//!     x: f64,
+//!     y: f64,
+//! }
+//!
+//! #[derive(Schema, Default)]
+//! struct State {
+//!     players: MapSchema<Player>,
+//! }
+//!
+//! let handshake = StateEncoder::<State>::reflection(SchemaVersion::V4);
+//! let mut state = StateEncoder::new(State::default());
+//! state.state_mut().players_mut().insert("sid", Player { x: 1.5, y: 0.0 });
+//! let full = state.full_state(); // ROOM_STATE body, for a joining client
+//! if let Some(p) = state.state().players.get("sid") {
+//!     p.borrow_mut().set_x(7.0);
+//! }
+//! assert_eq!(state.patch().unwrap(), [0xff, 0x02, 0x80, 0x07]); // ROOM_STATE_PATCH body
+//! # let _ = (handshake, full);
+//! ```
+//!
+//! # Types
+//!
+//! | Rust field type | schema type |
+//! |---|---|
+//! | `String`, `bool` | `string`, `boolean` |
+//! | `i8` … `u64` | `int8` … `uint64` |
+//! | `f32` | `float32` |
+//! | `f64` | `number` (`#[schema(float64)]` for `float64`) |
+//! | any integer or float with `#[schema(number)]` | `number` |
+//! | `Option<primitive>` | the primitive; `None` is `undefined` on the client |
+//! | [`Shared<T>`], `Option<Shared<T>>` | a child struct (`ref`) |
+//! | [`MapSchema<V>`], [`ArraySchema<V>`] | `map`, `array` of primitives or structs |
+//!
+//! Field indexes follow declaration order (at most 63 synchronised fields). `#[schema(skip)]`
+//! keeps a field out of the state; `#[schema(rename = "...")]` and, on the struct,
+//! `#[schema(rename_all = "camelCase")]` choose the names clients see. The generated code names
+//! this crate `::odeon_schema`; a crate that reaches it through a re-export says where with
+//! `#[schema(crate = "odeon_guest::schema")]`.
+//!
+//! # Changing the state
+//!
+//! The derive generates `{Struct}Mut`, returned by [`StateEncoder::state_mut`] and
+//! [`Shared::borrow_mut`]: `set_{field}` for every field, `{field}_mut` for collections and
+//! skipped fields. Reading goes through `Deref`, [`StateEncoder::state`] and
+//! [`Shared::borrow`]. Child structs live in [`Shared`] handles so one instance can be placed
+//! twice; it is the same object on every client.
+//!
+//! # Encoding rules
+//!
+//! RefIds are assigned depth first, monotonically, and never reused: a struct or collection
+//! that a patch removes is garbage-collected by every client, and placed again later it is
+//! sent whole under a new refId. A map key inserted again after a patch removed it gets a new
+//! index. Sessions follow the tree depth first, so a parent's operation always introduces a
+//! refId before the stream switches to it. See [`ArraySchema`] for the array rules.
+
+#![deny(missing_docs)]
+
+mod array;
+mod encoder;
+mod field;
+mod map;
+mod reflection;
+mod shared;
+mod value;
+mod walk;
+
+pub use array::ArraySchema;
+pub use encoder::StateEncoder;
+pub use field::{Element, Field, FieldWith};
+pub use map::MapSchema;
+pub use reflection::{SchemaVersion, reflection};
+pub use shared::{Shared, Tracked};
+pub use value::{Prim, Primitive};
+
+/// Derives [`Schema`] for a struct with named fields, and generates its `{Struct}Mut` type.
+pub use odeon_schema_derive::Schema;
+
+/// A struct that can be (part of) the state. Implemented by `#[derive(Schema)]`.
+pub trait Schema: Sized + 'static {
+    /// The generated `{Struct}Mut` type: setters that record changes.
+    type Mut<'a>;
+
+    /// The wire names of the synchronised fields, in index order.
+    #[doc(hidden)]
+    const __FIELDS: &'static [&'static str];
+
+    /// The fields' schema types, in index order.
+    #[doc(hidden)]
+    fn __describe(registry: &mut reflection::Registry) -> Vec<reflection::FieldType>;
+
+    /// Field `index` of this instance.
+    #[doc(hidden)]
+    fn __field(&self, index: u8) -> field::FieldRef<'_>;
+
+    /// Wraps write access in the generated `{Struct}Mut`.
+    #[doc(hidden)]
+    fn __wrap(tracked: Tracked<'_, Self>) -> Self::Mut<'_>;
+}
+
+/// What the generated code refers to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::field::{FieldRef, ItemRef};
+    pub use crate::reflection::{ChildType, FieldType, Registry};
+    pub use crate::value::{Codec, Float64, Number};
+    pub use crate::walk::ChildRef;
+
+    /// The `FieldRef` of a field that is not one (never produced for valid indexes).
+    pub fn missing<'a>() -> FieldRef<'a> {
+        FieldRef::Prim(None)
+    }
+}

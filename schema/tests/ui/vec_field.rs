@@ -1,0 +1,9 @@
+use odeon_schema::Schema;
+
+#[derive(Schema)]
+struct State {
+    names: Vec<String>,
+    counter: usize,
+}
+
+fn main() {}

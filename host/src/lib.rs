@@ -5,6 +5,7 @@
 //! - [`net`]: matchmaking HTTP, the room WebSocket, health and admin endpoints; with
 //!   `odeon_protocol`, the only code that knows the wire format.
 //! - [`matchmaker`]: joinOrCreate/create/join/joinById/reconnect, filters, locks, seat reservations.
+//! - [`cluster`]: the process registry and calls between host processes.
 //! - [`rooms`]: one actor per room, owning its guest instance, clients, seats and timers.
 //! - [`plugins`]: the wasmtime engine, plugin validation, the registry of versions, hot loading.
 //! - [`imports`]: every host function a guest can call, and guest stdout/stderr.
@@ -13,6 +14,7 @@
 //!   embedded defaults.
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod ids;
@@ -64,6 +66,13 @@ pub async fn run(
         .build()
         .context("starting the room runtime")?;
     let process_id = config.process_id.clone().unwrap_or_else(ids::generate);
+    let addr = listener.local_addr()?;
+    // With shared presence, clients may be seated on another process: reservations must say
+    // where each room's process is.
+    let public_address = config
+        .public_address
+        .clone()
+        .or_else(|| (config.redis_url.is_some() && !addr.ip().is_unspecified()).then(|| addr.to_string()));
     let presence: Arc<dyn Presence> = match &config.redis_url {
         Some(url) => Arc::new(RedisPresence::connect(url).await.context("connecting to Redis presence")?),
         None => Arc::new(LocalPresence::default()),
@@ -77,13 +86,14 @@ pub async fn run(
             process_id: process_id.clone(),
             profile: config.protocol,
             seat_timeout: Duration::from_secs(config.seat_reservation_secs),
-            public_address: config.public_address.clone(),
+            public_address,
         },
         plugins,
         driver,
         presence,
         room_runtime.handle().clone(),
     );
+    mm.start().await.context("joining the process registry")?;
     let app = net::router(
         mm.clone(),
         net::NetConfig {
@@ -93,7 +103,6 @@ pub async fn run(
             heartbeat: Duration::from_secs(3),
         },
     );
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");
     let mm_for_shutdown = mm.clone();
     // Game traffic is small frames that must leave now: no Nagle delay.

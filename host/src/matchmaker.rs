@@ -12,6 +12,7 @@ use odeon_protocol::profile::{ErrorCode, Profile};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::cluster::{CallError, Cluster, Envelope, Reply, Request};
 use crate::driver::{Driver, Query, RoomListing};
 use crate::plugins::{PluginVersion, Plugins};
 use crate::presence::Presence;
@@ -74,10 +75,12 @@ pub struct Matchmaker {
     creation_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     room_runtime: tokio::runtime::Handle,
     shutting_down: AtomicBool,
+    /// The other processes of the deployment (only this one with the embedded presence).
+    cluster: Arc<Cluster>,
 }
 
-/// How many times a reservation is retried when the chosen room fills up meanwhile.
-const SEAT_RETRIES: usize = 5;
+/// How long joinOrCreate keeps trying when chosen rooms fill up or another caller is creating.
+const JOIN_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Matchmaker {
     /// A matchmaker whose rooms run on `room_runtime`.
@@ -88,7 +91,14 @@ impl Matchmaker {
         presence: Arc<dyn Presence>,
         room_runtime: tokio::runtime::Handle,
     ) -> Arc<Self> {
+        let cluster = Cluster::new(
+            presence.clone(),
+            driver.clone(),
+            config.process_id.clone(),
+            config.public_address.clone(),
+        );
         Arc::new(Self {
+            cluster,
             config,
             plugins,
             driver,
@@ -120,6 +130,12 @@ impl Matchmaker {
         self.rooms.lock().expect("rooms lock").get(room_id).cloned().filter(|h| !h.is_closed())
     }
 
+    /// Clients connected to this process's rooms.
+    pub fn client_count(&self) -> usize {
+        let rooms = self.rooms.lock().expect("rooms lock");
+        rooms.values().map(|r| r.stats().clients.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+
     /// Number of live rooms in this process.
     pub fn room_count(&self) -> usize {
         self.rooms.lock().expect("rooms lock").len()
@@ -128,6 +144,11 @@ impl Matchmaker {
     /// Every room listing, all types.
     pub async fn listings(&self) -> Result<Vec<RoomListing>, crate::driver::DriverError> {
         self.driver.query(None).await
+    }
+
+    /// The live processes of the deployment.
+    pub async fn processes(&self) -> Vec<crate::cluster::ProcessInfo> {
+        self.cluster.processes().await
     }
 
     /// Whether shutdown has begun.
@@ -146,7 +167,73 @@ impl Matchmaker {
         while self.room_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = self.presence.hdel("roomcount", &self.config.process_id).await;
+        self.cluster.unregister().await;
+    }
+
+    /// Starts the registry heartbeat (which also sweeps dead processes) and serving calls from
+    /// other processes. Both run until the runtime stops.
+    pub async fn start(self: &Arc<Self>) -> Result<(), crate::cluster::CallError> {
+        let mut requests = self.cluster.requests().await?;
+        self.cluster.heartbeat(self.room_count(), self.client_count()).await;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::cluster::HEARTBEAT);
+            loop {
+                every.tick().await;
+                let Some(mm) = weak.upgrade() else { return };
+                if mm.is_shutting_down() {
+                    return;
+                }
+                mm.cluster.heartbeat(mm.room_count(), mm.client_count()).await;
+                mm.cluster.processes().await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(json) = requests.recv().await {
+                let Some(mm) = weak.upgrade() else { return };
+                let envelope: Envelope = match serde_json::from_str(&json) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!("ignoring a malformed call: {e}");
+                        continue;
+                    }
+                };
+                tokio::spawn(async move {
+                    let reply = mm.serve(envelope.request).await;
+                    mm.cluster.reply(&envelope.id, &reply).await;
+                });
+            }
+        });
+        Ok(())
+    }
+
+    /// Answers a call from another process, on this process's rooms only.
+    async fn serve(&self, request: Request) -> Reply {
+        match request {
+            Request::ReserveSeat { room_id, session_id, options, auth } => {
+                match self.reserve_local(&room_id, session_id, options, auth).await {
+                    Ok(_) => Reply::Reserved,
+                    Err(SeatError::Locked) => Reply::Locked,
+                    Err(SeatError::Gone) => Reply::Gone,
+                }
+            }
+            Request::Create { room_name, options, session_id, auth } => {
+                let Some(plugin) = self.plugins.get(&room_name) else {
+                    return Reply::Failed {
+                        custom_code: None,
+                        message: format!("room type {room_name} not loaded here"),
+                    };
+                };
+                match self.create_local(&plugin, &options, session_id, auth).await {
+                    Ok(seat) => Reply::Created { room_id: seat.listing.room_id },
+                    Err(e) => Reply::Failed { custom_code: e.custom_code, message: e.message },
+                }
+            }
+            Request::CheckReconnectionToken { room_id, token } => {
+                Reply::Session { session_id: self.check_token_local(&room_id, token).await }
+            }
+        }
     }
 
     /// Runs one matchmaking request: `method` on `target` (a room name or, for joinById and
@@ -186,18 +273,14 @@ impl Matchmaker {
                     MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found"))
                 })?;
                 let (session_id, auth) = self.authenticate(&plugin, &options, token, ip).await?;
-                self.reserve(&listing.room_id, session_id, encode(&options), auth).await.map_err(
-                    |e| match e {
-                        SeatError::Locked => MatchmakeError::new(
-                            ErrorCode::InvalidRoomId,
-                            format!("room \"{target}\" is locked"),
-                        ),
-                        SeatError::Gone => MatchmakeError::new(
-                            ErrorCode::InvalidRoomId,
-                            format!("room \"{target}\" not found"),
-                        ),
-                    },
-                )
+                self.reserve(&listing, session_id, encode(&options), auth).await.map_err(|e| match e {
+                    SeatError::Locked => {
+                        MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" is locked"))
+                    }
+                    SeatError::Gone => {
+                        MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found"))
+                    }
+                })
             }
             "reconnect" => {
                 let listing = self.find_by_id(target).await?;
@@ -209,11 +292,19 @@ impl Matchmaker {
                 };
                 let expired =
                     || MatchmakeError::new(ErrorCode::Expired, "reconnection token invalid or expired.");
-                let room = self.room(&listing.room_id).ok_or_else(expired)?;
-                let (reply, rx) = oneshot::channel();
-                room.send(RoomMsg::CheckReconnectionToken { token: token.clone(), reply });
-                let session_id = rx.await.ok().flatten().ok_or_else(expired)?;
-                Ok(SeatReservation { listing, session_id })
+                let session_id = if listing.process_id == self.config.process_id {
+                    self.check_token_local(&listing.room_id, token.clone()).await
+                } else {
+                    let request = Request::CheckReconnectionToken {
+                        room_id: listing.room_id.clone(),
+                        token: token.clone(),
+                    };
+                    match self.cluster.call(&listing.process_id, request).await {
+                        Ok(Reply::Session { session_id }) => session_id,
+                        _ => None,
+                    }
+                };
+                Ok(SeatReservation { listing, session_id: session_id.ok_or_else(expired)? })
             }
             other => Err(MatchmakeError::new(ErrorCode::NoHandler, format!("invalid method \"{other}\""))),
         }
@@ -264,39 +355,51 @@ impl Matchmaker {
         create_if_missing: bool,
     ) -> Result<SeatReservation, MatchmakeError> {
         let query = self.query(plugin, options);
+        let filter = serde_json::to_string(&query.filters).unwrap_or_default();
+        // Callers in this process queue here; callers in other processes meet at the cluster
+        // lock below, so concurrent joinOrCreate calls never create more rooms than needed.
         let lock = create_if_missing.then(|| self.creation_lock(&query));
         let _guard = match &lock {
             Some(l) => Some(l.lock().await),
             None => None,
         };
-        for _ in 0..SEAT_RETRIES {
-            let found = self
-                .driver
-                .find_one(&query)
-                .await
-                .map_err(|e| MatchmakeError::new(ErrorCode::Unhandled, e.to_string()))?;
-            match found {
-                Some(listing) => {
-                    match self
-                        .reserve(&listing.room_id, session_id.clone(), encode(options), auth.clone())
-                        .await
-                    {
-                        Ok(r) => return Ok(r),
-                        Err(_) => continue,
-                    }
-                }
-                None if create_if_missing => {
-                    return self.create_and_reserve(plugin, options, session_id, auth).await;
-                }
-                None => {
-                    return Err(MatchmakeError::new(
-                        ErrorCode::InvalidCriteria,
-                        "no rooms found with provided criteria",
-                    ));
+        let unavailable =
+            |e: crate::driver::DriverError| MatchmakeError::new(ErrorCode::Unhandled, e.to_string());
+        let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(listing) = self.driver.find_one(&query).await.map_err(unavailable)? {
+                match self.reserve(&listing, session_id.clone(), encode(options), auth.clone()).await {
+                    Ok(r) => return Ok(r),
+                    // Full since the listing was read, or its process is gone: look again.
+                    Err(_) => continue,
                 }
             }
+            if !create_if_missing {
+                return Err(MatchmakeError::new(
+                    ErrorCode::InvalidCriteria,
+                    "no rooms found with provided criteria",
+                ));
+            }
+            if !self.cluster.try_lock(&query.name, &filter).await {
+                // Another process is creating a room for this filter: wait for it to appear.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            // A room may have appeared between the search and the lock.
+            let result = match self.driver.find_one(&query).await.map_err(unavailable)? {
+                Some(listing) => {
+                    self.reserve(&listing, session_id.clone(), encode(options), auth.clone()).await.ok()
+                }
+                None => None,
+            };
+            let result = match result {
+                Some(seat) => Ok(seat),
+                None => self.create_and_reserve(plugin, options, session_id.clone(), auth.clone()).await,
+            };
+            self.cluster.unlock(&query.name, &filter).await;
+            return result;
         }
-        Err(MatchmakeError::new(ErrorCode::Unhandled, "failed to reserve a seat after several attempts"))
+        Err(MatchmakeError::new(ErrorCode::Unhandled, "failed to reserve a seat in time"))
     }
 
     fn query(&self, plugin: &PluginVersion, options: &Map<String, Value>) -> Query {
@@ -320,7 +423,55 @@ impl Matchmaker {
         locks.entry(key).or_default().clone()
     }
 
+    /// Creates a room on the least-loaded live process and reserves the creator's seat. A
+    /// process that fails to answer is never replaced by a local room unless it is dead, so a
+    /// slow process cannot cause duplicate rooms.
     async fn create_and_reserve(
+        &self,
+        plugin: &Arc<PluginVersion>,
+        options: &Map<String, Value>,
+        session_id: String,
+        auth: Vec<u8>,
+    ) -> Result<SeatReservation, MatchmakeError> {
+        for _ in 0..3 {
+            let target = self.cluster.least_loaded().await;
+            let Some(target) = target.filter(|p| p.process_id != self.config.process_id) else {
+                return self.create_local(plugin, options, session_id, auth).await;
+            };
+            let request = Request::Create {
+                room_name: plugin.manifest.name.clone(),
+                options: options.clone(),
+                session_id: session_id.clone(),
+                auth: auth.clone(),
+            };
+            match self.cluster.call(&target.process_id, request).await {
+                Ok(Reply::Created { room_id }) => {
+                    let listing = self.find_by_id(&room_id).await?;
+                    return Ok(SeatReservation { listing, session_id });
+                }
+                Ok(Reply::Failed { custom_code, message }) => {
+                    return Err(MatchmakeError { code: ErrorCode::Unhandled, custom_code, message });
+                }
+                Ok(other) => {
+                    return Err(MatchmakeError::new(
+                        ErrorCode::Unhandled,
+                        format!("unexpected reply {other:?}"),
+                    ));
+                }
+                Err(e) => {
+                    if self.cluster.is_alive(&target.process_id).await
+                        && !matches!(e, CallError::Unreachable(_))
+                    {
+                        return Err(MatchmakeError::new(ErrorCode::Unhandled, e.to_string()));
+                    }
+                    self.cluster.sweep(&target.process_id).await;
+                }
+            }
+        }
+        self.create_local(plugin, options, session_id, auth).await
+    }
+
+    async fn create_local(
         &self,
         plugin: &Arc<PluginVersion>,
         options: &Map<String, Value>,
@@ -373,13 +524,44 @@ impl Matchmaker {
                 }
             })?;
         self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle);
-        self.publish_load().await;
-        self.reserve(&room_id, session_id, encode(options), auth)
+        self.cluster.heartbeat(self.room_count(), self.client_count()).await;
+        self.reserve_local(&room_id, session_id, encode(options), auth)
             .await
             .map_err(|e| MatchmakeError::new(ErrorCode::Unhandled, format!("new room refused a seat: {e}")))
     }
 
+    /// Reserves a seat in a room of any process.
     async fn reserve(
+        &self,
+        listing: &RoomListing,
+        session_id: String,
+        options: Vec<u8>,
+        auth: Vec<u8>,
+    ) -> Result<SeatReservation, SeatError> {
+        if listing.process_id == self.config.process_id {
+            return self.reserve_local(&listing.room_id, session_id, options, auth).await;
+        }
+        let request = Request::ReserveSeat {
+            room_id: listing.room_id.clone(),
+            session_id: session_id.clone(),
+            options,
+            auth,
+        };
+        match self.cluster.call(&listing.process_id, request).await {
+            Ok(Reply::Reserved) => Ok(SeatReservation { listing: listing.clone(), session_id }),
+            Ok(Reply::Locked) => Err(SeatError::Locked),
+            Ok(_) => Err(SeatError::Gone),
+            Err(e) => {
+                tracing::warn!(room = %listing.room_id, process = %listing.process_id, "seat not reserved: {e}");
+                if !self.cluster.is_alive(&listing.process_id).await {
+                    self.cluster.sweep(&listing.process_id).await;
+                }
+                Err(SeatError::Gone)
+            }
+        }
+    }
+
+    async fn reserve_local(
         &self,
         room_id: &str,
         session_id: String,
@@ -393,14 +575,11 @@ impl Matchmaker {
         Ok(SeatReservation { listing, session_id })
     }
 
-    /// Publishes this process's room count in presence (`roomcount` hash, as Colyseus does), so
-    /// other processes can pick the least-loaded one.
-    async fn publish_load(&self) {
-        let rooms = self.room_count();
-        if let Err(e) = self.presence.hset("roomcount", &self.config.process_id, &format!("{rooms},0")).await
-        {
-            tracing::warn!("presence: room count not published: {e}");
-        }
+    async fn check_token_local(&self, room_id: &str, token: String) -> Option<String> {
+        let room = self.room(room_id)?;
+        let (reply, rx) = oneshot::channel();
+        room.send(RoomMsg::CheckReconnectionToken { token, reply });
+        rx.await.ok().flatten()
     }
 }
 

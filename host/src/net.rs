@@ -96,7 +96,10 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn health(State(state): State<AppState>) -> Json<Value> {
+    let mut processes: Vec<String> = state.mm.processes().await.into_iter().map(|p| p.process_id).collect();
+    processes.sort();
     Json(json!({
+        "processes": processes,
         "status": "ok",
         "processId": state.mm.process_id(),
         "protocol": state.mm.profile().to_string(),

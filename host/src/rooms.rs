@@ -162,6 +162,8 @@ pub struct RoomStats {
     pub guest_calls: std::sync::atomic::AtomicU64,
     /// Events delivered to the guest; more events than calls means batching is working.
     pub events: std::sync::atomic::AtomicU64,
+    /// Clients connected now.
+    pub clients: std::sync::atomic::AtomicUsize,
 }
 
 impl RoomHandle {
@@ -268,7 +270,11 @@ pub async fn create(
         drop(inbox);
         let mut room = Room::new(plugin, guest, listing, deps, rx, services, stats);
         room.apply(effects, &mut Vec::new()).await;
-        room.publish_listing(true).await;
+        if !room.publish_listing(true).await {
+            let message = "room listing store unavailable".to_string();
+            let _ = ready_tx.send(Err(CreateError::Refused { code: 523, message }));
+            return;
+        }
         let _ = ready_tx.send(Ok(room.listing.clone()));
         room.run().await;
     });
@@ -352,6 +358,8 @@ struct Room {
     after_patch: Vec<(Option<String>, Bytes, Vec<String>)>,
     next_patch: Option<Instant>,
     last_patch: Instant,
+    /// The listing as last written to the driver.
+    published: RoomListing,
     /// Reflection of the room's schema state; `None` is the "none" serializer.
     serializer: Option<Serializer>,
     /// The guest reported state changes not yet patched.
@@ -377,6 +385,7 @@ impl Room {
     ) -> Self {
         let now = Instant::now();
         let first_seat_by = now + deps.seat_timeout;
+        let published = listing.clone();
         Self {
             services,
             stats,
@@ -401,6 +410,7 @@ impl Room {
             after_patch: Vec::new(),
             next_patch: None,
             last_patch: now,
+            published,
             serializer: None,
             state_dirty: false,
             patch_pending: false,
@@ -427,6 +437,8 @@ impl Room {
             if !events.is_empty() && !self.call(&mut events).await {
                 return;
             }
+            // Seats reserved or expired without a guest call still change the listing.
+            self.refresh_listing().await;
             if self.disposing || self.should_dispose() {
                 self.dispose().await;
                 return;
@@ -537,8 +549,6 @@ impl Room {
                 self.listing.clients = self.seats();
                 self.listing.locked = self.is_locked();
                 let _ = reply.send(Ok(self.listing.clone()));
-                // The matchmaker already sees the count through the reply; the listing store is
-                // refreshed after the batch.
             }
             RoomMsg::CheckReconnectionToken { token, reply } => {
                 let found =
@@ -862,16 +872,27 @@ impl Room {
         self.explicit_lock || self.listing.max_clients.is_some_and(|m| self.seats() >= m)
     }
 
+    /// Brings the listing up to date and writes it to the driver when something a matchmaker
+    /// sees changed (never on batches that changed nothing: the driver may be a database).
     async fn refresh_listing(&mut self) {
+        self.stats.clients.store(self.clients.len(), std::sync::atomic::Ordering::Relaxed);
         let (clients, locked) = (self.seats(), self.is_locked());
         self.listing.clients = clients;
         self.listing.locked = locked;
-        self.publish_listing(false).await;
+        let l = &self.listing;
+        let p = &self.published;
+        let changed = (l.clients, l.locked, l.private, l.max_clients)
+            != (p.clients, p.locked, p.private, p.max_clients)
+            || l.metadata != p.metadata;
+        // A failed write (the driver is down) is retried on the next refresh.
+        if changed && self.publish_listing(false).await {
+            self.published = self.listing.clone();
+        }
     }
 
     /// Writes the listing to the driver. Returns an owned future: holding `&self` across the
     /// await would make the actor's future hold the (non-`Sync`) guest store.
-    fn publish_listing(&self, insert: bool) -> impl Future<Output = ()> + Send + 'static {
+    fn publish_listing(&self, insert: bool) -> impl Future<Output = bool> + Send + 'static {
         let driver = self.deps.driver.clone();
         let listing = self.listing.clone();
         async move {
@@ -888,8 +909,12 @@ impl Room {
                 };
                 driver.update(&room_id, update).await
             };
-            if let Err(e) = result {
-                tracing::warn!(room = %room_id, "listing not updated: {e}");
+            match result {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(room = %room_id, "listing not updated: {e}");
+                    false
+                }
             }
         }
     }

@@ -1,0 +1,304 @@
+//! Several host processes as one deployment: a process registry with heartbeats, and calls
+//! between processes (reserve a seat in a room another process runs, create a room on the
+//! least-loaded process, check a reconnection token), all over [`Presence`].
+//!
+//! With the embedded in-process presence the registry holds only this process and no call ever
+//! leaves it; with Redis presence every host sees the others.
+//!
+//! - Registry: `odeon:process:<id>` holds this process's address and load with a short TTL,
+//!   renewed every second; the set `odeon:processes` lists ids. A process whose key expired is
+//!   dead: any host that notices removes it from the set and removes its room listings.
+//! - Calls: a request is published on `p:<id>`; the reply comes back on `ipc:<request id>`, which
+//!   the caller subscribed to before publishing. A call that nobody receives fails at once; one
+//!   that gets no reply fails after [`CALL_TIMEOUT`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::driver::Driver;
+use crate::presence::{Presence, Subscription};
+
+/// How long a process entry lives without a heartbeat.
+pub const PROCESS_TTL: Duration = Duration::from_secs(3);
+/// How often a process renews its entry and sweeps dead ones.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a call to another process waits for its reply.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+const PROCESSES: &str = "odeon:processes";
+
+fn process_key(process_id: &str) -> String {
+    format!("odeon:process:{process_id}")
+}
+
+fn request_channel(process_id: &str) -> String {
+    format!("p:{process_id}")
+}
+
+fn reply_channel(request_id: &str) -> String {
+    format!("ipc:{request_id}")
+}
+
+/// What the registry says about a live process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInfo {
+    /// Process id.
+    pub process_id: String,
+    /// Where clients reach it, if it advertises an address.
+    pub address: Option<String>,
+    /// Rooms it runs.
+    pub rooms: usize,
+    /// Clients connected to it.
+    pub clients: usize,
+}
+
+/// A call from one process to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "camelCase")]
+pub enum Request {
+    /// Reserve a seat in a room the callee runs.
+    #[serde(rename_all = "camelCase")]
+    ReserveSeat {
+        /// The room.
+        room_id: String,
+        /// The session that will connect.
+        session_id: String,
+        /// Join options, MessagePack.
+        options: Vec<u8>,
+        /// Auth data, MessagePack.
+        auth: Vec<u8>,
+    },
+    /// Create a room on the callee and reserve the creator's seat in it.
+    #[serde(rename_all = "camelCase")]
+    Create {
+        /// Room type.
+        room_name: String,
+        /// The creator's options.
+        options: Map<String, Value>,
+        /// The creator's session.
+        session_id: String,
+        /// Auth data, MessagePack.
+        auth: Vec<u8>,
+    },
+    /// Which session a reconnection token of a room belongs to.
+    #[serde(rename_all = "camelCase")]
+    CheckReconnectionToken {
+        /// The room.
+        room_id: String,
+        /// The token.
+        token: String,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum Reply {
+    /// The seat is held.
+    Reserved,
+    /// A room was created with the seat held.
+    #[serde(rename_all = "camelCase")]
+    Created {
+        /// The new room.
+        room_id: String,
+    },
+    /// The session of a reconnection token, if valid.
+    #[serde(rename_all = "camelCase")]
+    Session {
+        /// The session id.
+        session_id: Option<String>,
+    },
+    /// The room is locked or full.
+    Locked,
+    /// The room is not here.
+    Gone,
+    /// A matchmaking error, with its code name and message.
+    #[serde(rename_all = "camelCase")]
+    Failed {
+        /// Whether it was a custom code from the room.
+        custom_code: Option<u32>,
+        /// The message.
+        message: String,
+    },
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Nobody listens on the process's channel: it is gone.
+    #[error("process {0} is not reachable")]
+    Unreachable(String),
+    /// No reply in time.
+    #[error("process {0} did not answer in time")]
+    Timeout(String),
+    /// Presence failed.
+    #[error("{0}")]
+    Presence(String),
+}
+
+/// An incoming request, to answer with [`Cluster::reply`].
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Envelope {
+    /// Request id: the reply channel's suffix.
+    pub id: String,
+    /// The request.
+    pub request: Request,
+}
+
+/// This process's view of the deployment.
+pub struct Cluster {
+    presence: Arc<dyn Presence>,
+    driver: Arc<dyn Driver>,
+    process_id: String,
+    address: Option<String>,
+}
+
+impl Cluster {
+    /// The cluster as seen by `process_id`, reachable by clients at `address`.
+    pub fn new(
+        presence: Arc<dyn Presence>,
+        driver: Arc<dyn Driver>,
+        process_id: String,
+        address: Option<String>,
+    ) -> Arc<Self> {
+        Arc::new(Self { presence, driver, process_id, address })
+    }
+
+    /// This process's id.
+    pub fn process_id(&self) -> &str {
+        &self.process_id
+    }
+
+    /// Renews this process's registry entry.
+    pub async fn heartbeat(&self, rooms: usize, clients: usize) {
+        let info = ProcessInfo {
+            process_id: self.process_id.clone(),
+            address: self.address.clone(),
+            rooms,
+            clients,
+        };
+        let json = serde_json::to_string(&info).expect("process info serializes");
+        let key = process_key(&self.process_id);
+        let result = async {
+            self.presence.setex(&key, &json, PROCESS_TTL).await?;
+            self.presence.sadd(PROCESSES, &self.process_id).await?;
+            // Colyseus's `roomcount` hash, for tools that read it.
+            self.presence.hset("roomcount", &self.process_id, &format!("{rooms},{clients}")).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!("process registry not renewed: {e}");
+        }
+    }
+
+    /// Removes this process from the registry (graceful shutdown).
+    pub async fn unregister(&self) {
+        let _ = self.presence.del(&process_key(&self.process_id)).await;
+        let _ = self.presence.srem(PROCESSES, &self.process_id).await;
+        let _ = self.presence.hdel("roomcount", &self.process_id).await;
+    }
+
+    /// The live processes; dead ones found on the way are swept.
+    pub async fn processes(&self) -> Vec<ProcessInfo> {
+        let ids = match self.presence.smembers(PROCESSES).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!("process registry unreadable: {e}");
+                return Vec::new();
+            }
+        };
+        let mut alive = Vec::new();
+        for id in ids {
+            match self.presence.get(&process_key(&id)).await {
+                Ok(Some(json)) => match serde_json::from_str::<ProcessInfo>(&json) {
+                    Ok(info) => alive.push(info),
+                    Err(e) => tracing::warn!(process = %id, "bad registry entry: {e}"),
+                },
+                Ok(None) => self.sweep(&id).await,
+                Err(e) => tracing::warn!(process = %id, "registry entry unreadable: {e}"),
+            }
+        }
+        alive
+    }
+
+    /// Whether a process's registry entry is current.
+    pub async fn is_alive(&self, process_id: &str) -> bool {
+        !matches!(self.presence.exists(&process_key(process_id)).await, Ok(false))
+    }
+
+    /// Forgets a dead process: its registry entry and its room listings.
+    pub async fn sweep(&self, process_id: &str) {
+        if process_id == self.process_id {
+            return;
+        }
+        let _ = self.presence.srem(PROCESSES, process_id).await;
+        let _ = self.presence.hdel("roomcount", process_id).await;
+        match self.driver.cleanup(process_id).await {
+            Ok(n) => tracing::warn!(process = process_id, listings = n, "swept a dead process"),
+            Err(e) => tracing::warn!(process = process_id, "listings of a dead process not removed: {e}"),
+        }
+    }
+
+    /// The live process that runs the fewest rooms (this one on ties).
+    pub async fn least_loaded(&self) -> Option<ProcessInfo> {
+        let mut all = self.processes().await;
+        all.sort_by_key(|p| (p.rooms, p.process_id != self.process_id, p.process_id.clone()));
+        all.into_iter().next()
+    }
+
+    /// Subscribes to the requests addressed to this process.
+    pub async fn requests(&self) -> Result<Subscription, CallError> {
+        self.presence
+            .subscribe(&request_channel(&self.process_id))
+            .await
+            .map_err(|e| CallError::Presence(e.to_string()))
+    }
+
+    /// Answers a request.
+    pub async fn reply(&self, id: &str, reply: &Reply) {
+        let json = serde_json::to_string(reply).expect("replies serialize");
+        if let Err(e) = self.presence.publish(&reply_channel(id), &json).await {
+            tracing::warn!("reply {id} not sent: {e}");
+        }
+    }
+
+    /// Calls another process and waits for its reply.
+    pub async fn call(&self, process_id: &str, request: Request) -> Result<Reply, CallError> {
+        let id = format!("{}{}", crate::ids::generate(), crate::ids::generate());
+        let presence_err = |e: crate::presence::PresenceError| CallError::Presence(e.to_string());
+        let mut replies = self.presence.subscribe(&reply_channel(&id)).await.map_err(presence_err)?;
+        let envelope = serde_json::to_string(&Envelope { id, request }).expect("requests serialize");
+        let receivers =
+            self.presence.publish(&request_channel(process_id), &envelope).await.map_err(presence_err)?;
+        if receivers == 0 {
+            return Err(CallError::Unreachable(process_id.to_string()));
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, replies.recv()).await {
+            Ok(Some(json)) => {
+                serde_json::from_str(&json).map_err(|e| CallError::Presence(format!("bad reply: {e}")))
+            }
+            _ => Err(CallError::Timeout(process_id.to_string())),
+        }
+    }
+
+    /// Takes the creation lock of a room type and filter across every process; `false` when
+    /// another caller holds it. The lock expires by itself should its holder die.
+    pub async fn try_lock(&self, name: &str, filter: &str) -> bool {
+        match self.presence.hincrbyex(&format!("odeon:creating:{name}"), filter, 1, PROCESS_TTL).await {
+            Ok(n) => n == 1,
+            Err(e) => {
+                tracing::warn!("creation lock unavailable: {e}");
+                false
+            }
+        }
+    }
+
+    /// Releases a creation lock taken with [`Cluster::try_lock`].
+    pub async fn unlock(&self, name: &str, filter: &str) {
+        let _ = self.presence.hdel(&format!("odeon:creating:{name}"), filter).await;
+    }
+}

@@ -1,0 +1,186 @@
+// Several host processes as one deployment (the Colyseus scalability setup): Redis presence, a
+// MongoDB driver (SecantusDB, a MongoDB-wire server) and three hosts. Clients matchmake through
+// any host and play on the host that runs their room.
+
+import { describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { Host, hostTest, matchmake, uniq, sleep, RawClient, waitFor } from "./harness.mjs";
+import { SDK18 as sdk } from "./sdks.mjs";
+import { startRedis, startMongo } from "./services.mjs";
+
+const TOKEN = "cluster-admin";
+
+async function listings(host) {
+    const res = await fetch(`${host.http}/odeon/admin/rooms`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.status, 200);
+    return (await res.json()).rooms;
+}
+
+async function until(what, predicate, ms = 5000) {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+        if (await predicate()) return;
+        await sleep(50);
+    }
+    assert.fail(`timed out: ${what}`);
+}
+
+describe("three hosts with Redis presence and a MongoDB driver (@colyseus/sdk 0.18.4)", () => {
+    let redis, mongo;
+    const hosts = [];
+    before(async () => {
+        redis = await startRedis();
+        mongo = await startMongo();
+        for (let i = 1; i <= 3; i++) {
+            const host = new Host({
+                profile: "0.18",
+                label: `host ${i} (cluster)`,
+                extraArgs: ["--redis-url", redis.url, "--mongo-uri", mongo.uri, "--admin-token", TOKEN],
+            });
+            await host.start();
+            hosts.push(host);
+        }
+    });
+    after(async () => {
+        for (const h of hosts) await h.stop();
+        await redis?.stop();
+        await mongo?.stop();
+    });
+    const test = (name, fn, opts) => hostTest(() => hosts[0], `[cluster] ${name}`, fn, opts);
+
+    test("every host sees the three processes", async () => {
+        for (const h of hosts) {
+            const health = await (await fetch(`${h.http}/odeon/health`)).json();
+            assert.deepEqual(health.processes, hosts.map((x) => x.processId).sort());
+        }
+    });
+
+    test("a client matchmaking through host 1 is seated in a room on host 2 and plays", async (s) => {
+        const mode = uniq("x");
+        // A creates the room through host 2; its reservation names host 2's process.
+        const res = await matchmake(hosts[1], "create", "echo", { mode });
+        assert.equal(res.status, 200, res.text);
+        const room = JSON.parse(res.text);
+        const onHost = hosts.find((h) => h.processId === room.processId);
+        assert.ok(onHost, "the room runs on one of the hosts");
+        assert.equal(room.publicAddress, `127.0.0.1:${onHost.port}`, "the reservation says where to connect");
+        const a = await s.join(sdk, "joinById", room.roomId, {}, { label: "A" });
+        await a.nextMsg("welcome");
+        const other = hosts.find((h) => h !== onHost);
+        // B matchmakes through another host and lands in the same room.
+        const b = await s.join({ ...sdk, client: () => new sdk.Client(other.endpoint) }, "joinOrCreate", "echo", { mode }, { label: "B" });
+        assert.equal(b.roomId, room.roomId);
+        assert.match(sdk.ws(b.room).url, new RegExp(`:${onHost.port}/${room.processId}/`), "B's socket goes to the room's host");
+        assert.deepEqual(await a.nextMsg("joined"), { sessionId: b.sessionId });
+        assert.deepEqual(await b.roundTrip("echo", { via: "host" }), { via: "host" });
+        assert.deepEqual(await b.roundTrip("count"), { clients: 2 });
+        // The listing is visible from every host.
+        for (const h of hosts) {
+            const seen = (await listings(h)).find((l) => l.roomId === room.roomId);
+            assert.equal(seen?.processId, room.processId, `host ${h.label} sees the listing`);
+        }
+        // joinById through a third host works too.
+        const third = hosts.find((h) => h !== onHost && h !== other);
+        const c = await s.join({ ...sdk, client: () => new sdk.Client(third.endpoint) }, "joinById", room.roomId, {}, { label: "C" });
+        assert.deepEqual(await c.roundTrip("count"), { clients: 3 });
+    });
+
+    test("200 concurrent joinOrCreate over three hosts fill exactly 20 rooms of 10, no seat lost", async () => {
+        const mode = uniq("crowd");
+        const results = await Promise.all(Array.from({ length: 200 }, (_, i) =>
+            matchmake(hosts[i % 3], "joinOrCreate", "echo", { mode, maxClients: 10 })));
+        for (const r of results) assert.equal(r.status, 200, r.text);
+        const seats = results.map((r) => JSON.parse(r.text));
+        const byRoom = new Map();
+        for (const seat of seats) byRoom.set(seat.roomId, (byRoom.get(seat.roomId) ?? 0) + 1);
+        assert.equal(byRoom.size, 20, `rooms: ${JSON.stringify([...byRoom])}`);
+        for (const [id, n] of byRoom) assert.ok(n <= 10, `room ${id} has ${n} seats`);
+        // Every seat is still reserved: each client connects and is admitted.
+        const clients = seats.map((seat) => new RawClient(`ws://${seat.publicAddress}/${seat.processId}/${seat.roomId}?sessionId=${seat.sessionId}`));
+        try {
+            await Promise.all(clients.map(async (c) => {
+                await c.opened;
+                const first = await c.nextFrame(8000, "JOIN_ROOM");
+                assert.equal(first[0], 10, "admitted, not an expired seat");
+            }));
+        } finally {
+            for (const c of clients) c.terminate();
+        }
+    }, { timeout: 60000 });
+
+    test("guest pub/sub reaches board rooms on different hosts", async (s) => {
+        const a = await s.join(sdk, "create", "board", {}, { label: "A" });
+        await a.nextMsg("visits");
+        const aProcess = (await listings(hosts[0])).find((l) => l.roomId === a.roomId).processId;
+        // Create board rooms until one lands on another process (least-loaded placement).
+        let b;
+        for (let i = 0; i < 5 && !b; i++) {
+            const peer = await s.join(sdk, "create", "board", {}, { label: `B${i}` });
+            await peer.nextMsg("visits");
+            const p = (await listings(hosts[0])).find((l) => l.roomId === peer.roomId).processId;
+            if (p !== aProcess) b = peer;
+        }
+        assert.ok(b, "a second board room on another host");
+        a.send("post", { text: "across hosts" });
+        assert.deepEqual(await b.nextMsg("posted"), { from: a.sessionId, text: "across hosts" });
+        const rooms = await a.roundTrip("rooms");
+        assert.ok(rooms.roomIds.includes(b.roomId), "room queries see rooms of every host");
+    });
+
+    test("Redis restarted mid-test: hosts reconnect and keep serving without a restart", async (s) => {
+        await redis.restart();
+        // The registry was in Redis: heartbeats bring every host back within a second or two.
+        await until("all hosts registered again", async () => {
+            const health = await (await fetch(`${hosts[0].http}/odeon/health`)).json();
+            return health.processes.length === hosts.length;
+        }, 8000);
+        const mode = uniq("after-redis");
+        const res = JSON.parse((await matchmake(hosts[1], "create", "echo", { mode })).text);
+        const a = await s.join(sdk, "joinById", res.roomId, {}, { label: "A" });
+        const other = hosts.find((h) => h.processId !== res.processId);
+        // Calls between hosts work again (their subscriptions were renewed).
+        const b = await s.join({ ...sdk, client: () => new sdk.Client(other.endpoint) }, "joinOrCreate", "echo", { mode }, { label: "B" });
+        assert.equal(b.roomId, a.roomId);
+        assert.deepEqual(await b.roundTrip("echo", "redis is back"), "redis is back");
+    }, { timeout: 30000 });
+
+    test("MongoDB-wire server restarted: matchmaking errors clearly while it is down and recovers by itself", async (s) => {
+        await mongo.kill();
+        const down = await matchmake(hosts[0], "joinOrCreate", "echo", { mode: uniq("down") });
+        assert.equal(down.status, 523, down.text);
+        assert.match(JSON.parse(down.text).error, /room listing store unavailable/);
+        await mongo.restart();
+        await until("matchmaking recovers", async () =>
+            (await matchmake(hosts[0], "joinOrCreate", "echo", { mode: uniq("up") })).status === 200, 15000);
+        const peer = await s.join(sdk, "joinOrCreate", "echo", { mode: uniq("up") });
+        assert.deepEqual(await peer.roundTrip("echo", "mongo is back"), "mongo is back");
+    }, { timeout: 40000 });
+
+    test("kill -9 of one host: its listings and registry entry are gone within 5 s, later joins succeed", async (s) => {
+        const victim = hosts[2];
+        const res = await matchmake(victim, "create", "echo", { mode: uniq("doomed") });
+        const created = JSON.parse(res.text);
+        // Make sure the victim runs at least one room.
+        let victimRoom = created.processId === victim.processId ? created.roomId : null;
+        if (!victimRoom) {
+            for (let i = 0; i < 10 && !victimRoom; i++) {
+                const r = JSON.parse((await matchmake(hosts[0], "create", "echo", { mode: uniq("doomed") })).text);
+                if (r.processId === victim.processId) victimRoom = r.roomId;
+            }
+        }
+        assert.ok(victimRoom, "a room on the victim");
+        victim.child.kill("SIGKILL");
+        const t0 = Date.now();
+        await until("the victim's listings are removed", async () =>
+            !(await listings(hosts[0])).some((l) => l.processId === victim.processId), 5000);
+        assert.ok(Date.now() - t0 <= 5000);
+        await until("the victim leaves the process registry", async () => {
+            const health = await (await fetch(`${hosts[0].http}/odeon/health`)).json();
+            return !health.processes.includes(victim.processId);
+        }, 5000 - (Date.now() - t0));
+        for (let i = 0; i < 5; i++) {
+            const peer = await s.join({ ...sdk, client: () => new sdk.Client(hosts[i % 2].endpoint) }, "joinOrCreate", "echo", { mode: uniq("after") });
+            assert.deepEqual(await peer.roundTrip("echo", i), i);
+        }
+    }, { timeout: 30000 });
+});

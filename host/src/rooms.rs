@@ -893,6 +893,7 @@ impl Room {
     /// Writes the listing to the driver. Returns an owned future: holding `&self` across the
     /// await would make the actor's future hold the (non-`Sync`) guest store.
     fn publish_listing(&self, insert: bool) -> impl Future<Output = bool> + Send + 'static {
+        let presence = self.deps.presence.clone();
         let driver = self.deps.driver.clone();
         let listing = self.listing.clone();
         async move {
@@ -910,7 +911,10 @@ impl Room {
                 driver.update(&room_id, update).await
             };
             match result {
-                Ok(()) => true,
+                Ok(()) => {
+                    announce(&presence, &room_id, false).await;
+                    true
+                }
                 Err(e) => {
                     tracing::warn!(room = %room_id, "listing not updated: {e}");
                     false
@@ -1006,6 +1010,7 @@ impl Room {
         if let Err(e) = self.deps.driver.remove(&self.listing.room_id).await {
             tracing::warn!(room = self.tag(), "listing not removed: {e}");
         }
+        announce(&self.deps.presence, &self.listing.room_id, true).await;
         (self.deps.on_exit)(&self.listing.room_id);
         self.rx.close();
     }
@@ -1033,6 +1038,18 @@ impl Client {
         }
     }
 }
+
+/// Tells lobbies on every process that a listing changed (`roomId,0`) or went away
+/// (`roomId,1`), on the `$lobby` channel as Colyseus does.
+async fn announce(presence: &Arc<dyn Presence>, room_id: &str, removed: bool) {
+    let message = format!("{room_id},{}", u8::from(removed));
+    if let Err(e) = presence.publish(LOBBY_CHANNEL, &message).await {
+        tracing::debug!(room = room_id, "lobby not told: {e}");
+    }
+}
+
+/// The channel on which listing changes are announced.
+pub const LOBBY_CHANNEL: &str = "$lobby";
 
 fn outbound_frame(message: &Outbound) -> Bytes {
     frame::room_data(&message.kind, message.payload.as_deref().map(|b| b.as_ref()), message.bytes).into()

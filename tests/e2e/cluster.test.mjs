@@ -127,6 +127,34 @@ describe("three hosts with Redis presence and a MongoDB driver (@colyseus/sdk 0.
         assert.ok(rooms.roomIds.includes(b.roomId), "room queries see rooms of every host");
     });
 
+    test("the lobby lists rooms of every host, then + and - as rooms appear and go", async (s) => {
+        // Rooms on two different hosts.
+        const first = JSON.parse((await matchmake(hosts[0], "create", "echo", { mode: uniq("lobby") })).text);
+        let second;
+        for (let i = 0; i < 6 && !second; i++) {
+            const r = JSON.parse((await matchmake(hosts[0], "create", "echo", { mode: uniq("lobby") })).text);
+            if (r.processId !== first.processId) second = r;
+        }
+        assert.ok(second, "rooms on two hosts");
+        // Join them, so they stay alive.
+        const holders = [];
+        for (const r of [first, second]) holders.push(await s.join(sdk, "joinById", r.roomId, {}));
+        const lobby = await s.join(sdk, "joinOrCreate", "lobby", {}, { label: "lobby" });
+        const rooms = await lobby.nextMsg("rooms");
+        const ids = rooms.map((r) => r.roomId);
+        assert.ok(ids.includes(first.roomId) && ids.includes(second.roomId), `rooms: ${JSON.stringify(ids)}`);
+        const processes = new Set(rooms.filter((r) => [first.roomId, second.roomId].includes(r.roomId)).map((r) => r.processId));
+        assert.equal(processes.size, 2, "from two processes");
+
+        const mode = uniq("fresh");
+        const fresh = await s.join(sdk, "create", "echo", { mode }, { label: "fresh" });
+        await until("the lobby hears of the new room", () => lobby.inbox.items.some((it) =>
+            it.kind === "msg" && it.type === "+" && it.payload[0] === fresh.roomId && it.payload[1].metadata.mode === mode));
+        await fresh.room.leave(true);
+        await until("the lobby hears the room go", () => lobby.inbox.items.some((it) =>
+            it.kind === "msg" && it.type === "-" && it.payload === fresh.roomId));
+    });
+
     test("Redis restarted mid-test: hosts reconnect and keep serving without a restart", async (s) => {
         await redis.restart();
         // The registry was in Redis: heartbeats bring every host back within a second or two.

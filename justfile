@@ -55,3 +55,9 @@ bench:
 e2e: plugins
     cargo build -p odeon-host
     cd tests && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi && npm test
+
+# Starts redis-server, SecantusDB and N hosts on ports 3001 … 3000+N (scripts/cluster.sh).
+# N hosts sharing Redis presence and MongoDB listings; Ctrl-C stops them all.
+cluster N="3": plugins
+    cargo build -p odeon-host
+    scripts/cluster.sh {{N}}

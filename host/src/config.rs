@@ -34,7 +34,8 @@ pub struct Config {
     /// This process's id; random when unset.
     #[arg(long, env = "ODEON_PROCESS_ID")]
     pub process_id: Option<String>,
-    /// Address clients connect to for rooms of this host, e.g. `game.example.com/3001`.
+    /// Address clients connect to for rooms of this host, e.g. `game.example.com/{port}` (`{port}`
+    /// is this host's port). With Redis presence it defaults to the listening address.
     #[arg(long, env = "ODEON_PUBLIC_ADDRESS")]
     pub public_address: Option<String>,
     /// Linear memory cap per room, in MiB.

@@ -68,11 +68,12 @@ pub async fn run(
     let process_id = config.process_id.clone().unwrap_or_else(ids::generate);
     let addr = listener.local_addr()?;
     // With shared presence, clients may be seated on another process: reservations must say
-    // where each room's process is.
-    let public_address = config
-        .public_address
-        .clone()
-        .or_else(|| (config.redis_url.is_some() && !addr.ip().is_unspecified()).then(|| addr.to_string()));
+    // where each room's process is. `{port}` lets instances that share one configuration (PM2)
+    // each advertise their own port.
+    let public_address =
+        config.public_address.as_ref().map(|a| a.replace("{port}", &addr.port().to_string())).or_else(|| {
+            (config.redis_url.is_some() && !addr.ip().is_unspecified()).then(|| addr.to_string())
+        });
     let presence: Arc<dyn Presence> = match &config.redis_url {
         Some(url) => Arc::new(RedisPresence::connect(url).await.context("connecting to Redis presence")?),
         None => Arc::new(LocalPresence::default()),

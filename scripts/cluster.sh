@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Several Odeon hosts on this machine, sharing a Redis presence and MongoDB listings:
+# redis-server and SecantusDB (a MongoDB-wire server) on free loopback ports with their data in a
+# temporary directory, then N hosts on ports 3001 … 3000+N. Ctrl-C stops everything it started,
+# by PID, and removes the temporary directory.
+#
+#   scripts/cluster.sh [N]     (`just cluster N` builds the plugins and the host first)
+#
+# Environment: ODEON_HOST_BIN (default target/debug/odeon-host), ODEON_PLUGINS_DIR (default
+# target/plugins), ODEON_CLUSTER_PORT (first host's port, default 3001), ODEON_REDIS_SERVER
+# (default redis-server), SECANTUSD_PY (default secantusd-py on PATH, else the venvs in ~/.cache).
+set -euo pipefail
+
+n="${1:-3}"
+if ! [[ "$n" =~ ^[1-9][0-9]*$ ]]; then
+    echo "usage: $0 [N]   (N hosts, default 3)" >&2
+    exit 2
+fi
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+host_bin="${ODEON_HOST_BIN:-$root/target/debug/odeon-host}"
+plugins="${ODEON_PLUGINS_DIR:-$root/target/plugins}"
+base="${ODEON_CLUSTER_PORT:-3001}"
+redis_bin="${ODEON_REDIS_SERVER:-redis-server}"
+
+secantus="${SECANTUSD_PY:-}"
+if [ -z "$secantus" ]; then
+    for c in "$(command -v secantusd-py || true)" "$HOME/.cache/secantus-venv/bin/secantusd-py" \
+        "$HOME/.cache/odeon/secantus-venv/bin/secantusd-py"; do
+        if [ -n "$c" ] && [ -x "$c" ]; then secantus="$c"; break; fi
+    done
+fi
+[ -x "$host_bin" ] || { echo "host binary not found: $host_bin (cargo build -p odeon-host)" >&2; exit 1; }
+[ -d "$plugins" ] || { echo "plugins directory not found: $plugins (just plugins)" >&2; exit 1; }
+command -v "$redis_bin" >/dev/null || { echo "$redis_bin not found (apt-get install -y redis-server)" >&2; exit 1; }
+[ -n "$secantus" ] || {
+    # shellcheck disable=SC2088  # the command is printed for the reader, not run
+    echo "secantusd-py not found: python3 -m venv ~/.cache/secantus-venv &&" \
+        "~/.cache/secantus-venv/bin/pip install 'secantusdb==0.7.0b3' (or set SECANTUSD_PY)" >&2
+    exit 1
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# True when something accepts a TCP connection on the loopback port.
+listening() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+# Wait until `probe ARGS` succeeds while PID lives; fails after SECS seconds or when PID exits.
+wait_until() {
+    local pid=$1 secs=$2 i
+    shift 2
+    for ((i = 0; i < secs * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        "$@" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+dir="$(mktemp -d "${TMPDIR:-/tmp}/odeon-cluster.XXXXXX")"
+pids=()        # every process this script started, in start order
+host_pids=()
+
+# Stop the hosts first (they close their rooms on SIGTERM), then Redis and SecantusDB; SIGKILL
+# whatever is still there after 5 s. Only the PIDs started above, never by name.
+cleanup() {
+    local status=$? i pid
+    trap - EXIT
+    trap '' INT TERM  # a second Ctrl-C does not cut the clean-up short (it takes at most ~10 s)
+    echo
+    echo "stopping ${#pids[@]} processes..."
+    for pid in "${host_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for ((i = 0; i < 50; i++)); do
+        local left=0
+        for pid in "${host_pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+        [ "$left" = 0 ] && break
+        sleep 0.1
+    done
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+    for ((i = 0; i < 50; i++)); do
+        local left=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+        [ "$left" = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$dir"
+    echo "stopped"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 0' INT   # Ctrl-C is the way to stop the cluster, not a failure
+trap 'exit 0' TERM
+
+# Each child in its own session: Ctrl-C reaches only this script, which then stops them in order.
+# (setsid does not fork here, so $! is the child's own PID.)
+redis_port="$(free_port)"
+setsid "$redis_bin" --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    >"$dir/redis.log" 2>&1 </dev/null &
+pids+=($!)
+wait_until "$!" 10 listening "$redis_port" || { echo "redis-server did not start:" >&2; tail "$dir/redis.log" >&2; exit 1; }
+
+mongo_port="$(free_port)"
+: >"$dir/secantusd.toml"  # an empty config, so none on the machine is read
+setsid "$secantus" --config "$dir/secantusd.toml" --host 127.0.0.1 --port "$mongo_port" \
+    --storage-path "$dir/mongo" --standalone --sync-on-commit --log-level WARNING \
+    >"$dir/mongo.log" 2>&1 </dev/null &
+pids+=($!)
+wait_until "$!" 30 listening "$mongo_port" || { echo "secantusd-py did not start:" >&2; tail "$dir/mongo.log" >&2; exit 1; }
+
+redis_url="redis://127.0.0.1:$redis_port"
+mongo_uri="mongodb://127.0.0.1:$mongo_port/odeon"
+
+healthy() {
+    curl -fsS --max-time 1 "http://127.0.0.1:$1/odeon/health" >/dev/null 2>&1
+}
+
+for ((i = 0; i < n; i++)); do
+    port=$((base + i))
+    if listening "$port"; then
+        echo "port $port is already in use (set ODEON_CLUSTER_PORT to start elsewhere)" >&2
+        exit 1
+    fi
+    # No NODE_APP_INSTANCE: the host would add it to --port.
+    env -u NODE_APP_INSTANCE REDIS_URL="$redis_url" MONGO_URI="$mongo_uri" NO_COLOR=1 \
+        setsid "$host_bin" --bind 127.0.0.1 --port "$port" --plugins "$plugins" \
+        --public-address "127.0.0.1:$port" >"$dir/host-$port.log" 2>&1 </dev/null &
+    pids+=($!)
+    host_pids+=($!)
+done
+for ((i = 0; i < n; i++)); do
+    port=$((base + i))
+    if ! wait_until "${host_pids[i]}" 30 healthy "$port"; then
+        echo "host on port $port did not answer /odeon/health:" >&2
+        tail -n 20 "$dir/host-$port.log" >&2
+        exit 1
+    fi
+done
+
+echo "Odeon cluster: $n hosts, Redis presence, MongoDB listings (data and logs in $dir)"
+echo "  redis    $redis_url  pid ${pids[0]}  log $dir/redis.log"
+echo "  mongodb  $mongo_uri  pid ${pids[1]}  log $dir/mongo.log"
+for ((i = 0; i < n; i++)); do
+    port=$((base + i))
+    id="$(curl -fsS --max-time 1 "http://127.0.0.1:$port/odeon/health" | sed -n 's/.*"processId":"\([^"]*\)".*/\1/p')"
+    echo "  host $((i + 1))   ws://127.0.0.1:$port  processId $id  pid ${host_pids[i]}  log $dir/host-$port.log"
+done
+echo "Ctrl-C stops them all."
+
+# Keep watching: if a process dies, say which and stop the rest.
+while true; do
+    for ((i = 0; i < ${#pids[@]}; i++)); do
+        if ! kill -0 "${pids[i]}" 2>/dev/null; then
+            echo "process ${pids[i]} exited; stopping the cluster" >&2
+            for log in "$dir"/*.log; do echo "--- $log" >&2; tail -n 5 "$log" >&2; done
+            exit 1
+        fi
+    done
+    sleep 1 &
+    wait $! || true
+done

@@ -211,4 +211,15 @@ describe("three hosts with Redis presence and a MongoDB driver (@colyseus/sdk 0.
             assert.deepEqual(await peer.roundTrip("echo", i), i);
         }
     }, { timeout: 30000 });
+
+    test("a graceful shutdown leaves the registry at once, before its entry would expire", async () => {
+        const leaving = hosts[1];
+        const t0 = Date.now();
+        leaving.child.kill("SIGTERM");
+        await waitFor(leaving.exitPromise, 8000, "host exit");
+        // The registry entry lives 3 s without heartbeats: gone sooner means it was removed.
+        assert.ok(Date.now() - t0 < 2500, `shutdown took ${Date.now() - t0} ms`);
+        const health = await (await fetch(`${hosts[0].http}/odeon/health`)).json();
+        assert.ok(!health.processes.includes(leaving.processId), `still registered: ${JSON.stringify(health.processes)}`);
+    });
 });

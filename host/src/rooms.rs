@@ -564,43 +564,33 @@ impl Room {
                 skip_handshake,
                 reply,
             } => {
-                if let Some(token) = reconnection_token {
-                    let valid = self.reconnections.get(&session_id).is_some_and(|p| p.token == token);
-                    if !valid {
-                        let _ = reply.send(Err(ConnectError::Expired));
-                        return;
+                // A reconnection keeps its token and skips the join hook; a new seat gets both.
+                let (token, event) = match reconnection_token {
+                    Some(token) => {
+                        if self.reconnections.get(&session_id).is_none_or(|p| p.token != token) {
+                            let _ = reply.send(Err(ConnectError::Expired));
+                            return;
+                        }
+                        self.reconnections.remove(&session_id);
+                        (token, Event::Reconnect { session_id: session_id.clone() })
                     }
-                    self.reconnections.remove(&session_id);
-                    let client = Client {
-                        conn_id,
-                        tx,
-                        abort,
-                        token,
-                        skip_handshake,
-                        state: ClientState::Joining,
-                        queued: Vec::new(),
-                    };
-                    self.clients.insert(session_id.clone(), client);
-                    events.push(Event::Reconnect { session_id });
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                let Some(seat) = self.reservations.remove(&session_id) else {
-                    let _ = reply.send(Err(ConnectError::Expired));
-                    return;
+                    None => {
+                        let Some(seat) = self.reservations.remove(&session_id) else {
+                            let _ = reply.send(Err(ConnectError::Expired));
+                            return;
+                        };
+                        let join = Event::Join {
+                            session_id: session_id.clone(),
+                            options: seat.options,
+                            auth: seat.auth,
+                        };
+                        (crate::ids::generate(), join)
+                    }
                 };
-                let token = crate::ids::generate();
-                let client = Client {
-                    conn_id,
-                    tx,
-                    abort,
-                    token,
-                    skip_handshake,
-                    state: ClientState::Joining,
-                    queued: Vec::new(),
-                };
-                self.clients.insert(session_id.clone(), client);
-                events.push(Event::Join { session_id, options: seat.options, auth: seat.auth });
+                let state = ClientState::Joining;
+                let client = Client { conn_id, tx, abort, token, skip_handshake, state, queued: Vec::new() };
+                self.clients.insert(session_id, client);
+                events.push(event);
                 let _ = reply.send(Ok(()));
             }
             RoomMsg::Input { session_id, conn_id, input } => {

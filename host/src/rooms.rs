@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use odeon_protocol::abi::{Batch, Effect, Event, Listing, MessageType, Outbound, PresenceValue};
+use odeon_protocol::abi::{Batch, Effect, Event, MessageType, Outbound};
 use odeon_protocol::frame::{self, close};
 use odeon_protocol::profile::Profile;
 use serde_json::{Map, Value};
@@ -123,27 +123,9 @@ pub enum RoomMsg {
     },
     /// The host is shutting down: close everyone with 4001 and dispose.
     Shutdown,
-    /// The answer to a presence operation the room started.
-    PresenceResult {
-        /// The guest's op id.
-        op_id: u64,
-        /// The answer.
-        result: Result<PresenceValue, String>,
-    },
-    /// A message on a topic the room subscribed to.
-    PresenceMessage {
-        /// The topic as the room named it.
-        topic: String,
-        /// The message.
-        message: String,
-    },
-    /// The answer to a room-listing query.
-    Rooms {
-        /// The guest's op id.
-        op_id: u64,
-        /// The listings.
-        result: Result<Vec<Listing>, String>,
-    },
+    /// An answer from a shared service (presence, listings) for the guest, already in the
+    /// form the guest receives it.
+    Service(Event),
 }
 
 /// A cloneable handle to a room actor.
@@ -635,11 +617,7 @@ impl Room {
                 }
                 self.disposing = true;
             }
-            RoomMsg::PresenceResult { op_id, result } => events.push(Event::PresenceResult { op_id, result }),
-            RoomMsg::PresenceMessage { topic, message } => {
-                events.push(Event::PresenceMessage { topic, message })
-            }
-            RoomMsg::Rooms { op_id, result } => events.push(Event::Rooms { op_id, result }),
+            RoomMsg::Service(event) => events.push(event),
         }
     }
 
@@ -740,10 +718,7 @@ impl Room {
                     self.schedule_patch();
                 }
                 Effect::FullState(bytes) => {
-                    let mut frame = Vec::with_capacity(bytes.len() + 1);
-                    frame.push(frame::code::ROOM_STATE);
-                    frame.extend_from_slice(&bytes);
-                    let frame = Bytes::from(frame);
+                    let frame = state_frame(frame::code::ROOM_STATE, &bytes);
                     for c in self.clients.values_mut().filter(|c| c.state == ClientState::AwaitingState) {
                         let _ = c.tx.try_send(Outgoing::Frame(frame.clone()));
                         c.release();
@@ -751,10 +726,7 @@ impl Room {
                 }
                 Effect::StatePatch(bytes) => {
                     // Encoded once by the guest, shared by every joined client.
-                    let mut frame = Vec::with_capacity(bytes.len() + 1);
-                    frame.push(frame::code::ROOM_STATE_PATCH);
-                    frame.extend_from_slice(&bytes);
-                    let frame = Bytes::from(frame);
+                    let frame = state_frame(frame::code::ROOM_STATE_PATCH, &bytes);
                     let mut slow = Vec::new();
                     for (sid, c) in self.clients.iter_mut().filter(|(_, c)| c.state == ClientState::Joined) {
                         if !c.push(frame.clone()) {
@@ -1040,6 +1012,14 @@ async fn announce(presence: &Arc<dyn Presence>, room_id: &str, removed: bool) {
 
 /// The channel on which listing changes are announced.
 pub const LOBBY_CHANNEL: &str = "$lobby";
+
+/// ROOM_STATE or ROOM_STATE_PATCH around the guest's encoded body.
+fn state_frame(code: u8, body: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(body.len() + 1);
+    frame.push(code);
+    frame.extend_from_slice(body);
+    frame.into()
+}
 
 fn outbound_frame(message: &Outbound) -> Bytes {
     frame::room_data(&message.kind, message.payload.as_deref().map(|b| b.as_ref()), message.bytes).into()

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use odeon_protocol::abi::{Key, Listing, PresenceOp, PresenceValue};
+use odeon_protocol::abi::{Event, Key, Listing, PresenceOp, PresenceValue};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -37,7 +37,7 @@ impl RoomServices {
         Self { presence, driver, room_type, inbox, subscriptions: HashMap::new() }
     }
 
-    /// Starts a presence operation; its answer arrives as [`RoomMsg::PresenceResult`].
+    /// Starts a presence operation; its answer arrives as an [`Event::PresenceResult`].
     pub fn presence(&mut self, op_id: u64, op: PresenceOp) {
         if let Err(e) = check_global(&op) {
             self.answer(op_id, Err(e.to_string()));
@@ -58,14 +58,14 @@ impl RoomServices {
                 tokio::spawn(async move {
                     let result = run(&*presence, &scope, op).await.map_err(|e| e.to_string());
                     if let Some(inbox) = inbox.upgrade() {
-                        let _ = inbox.send(RoomMsg::PresenceResult { op_id, result });
+                        let _ = inbox.send(RoomMsg::Service(Event::PresenceResult { op_id, result }));
                     }
                 });
             }
         }
     }
 
-    /// Starts a listing query; its answer arrives as [`RoomMsg::Rooms`].
+    /// Starts a listing query; its answer arrives as an [`Event::Rooms`].
     pub fn query_rooms(&self, op_id: u64, name: Option<String>) {
         let driver = self.driver.clone();
         let inbox = self.inbox.clone();
@@ -76,7 +76,7 @@ impl RoomServices {
                 .map(|all| all.iter().map(listing_record).collect())
                 .map_err(|e| e.to_string());
             if let Some(inbox) = inbox.upgrade() {
-                let _ = inbox.send(RoomMsg::Rooms { op_id, result });
+                let _ = inbox.send(RoomMsg::Service(Event::Rooms { op_id, result }));
             }
         });
     }
@@ -91,17 +91,24 @@ impl RoomServices {
                 Ok(s) => s,
                 Err(e) => {
                     if let Some(inbox) = inbox.upgrade() {
-                        let _ = inbox.send(RoomMsg::PresenceResult { op_id, result: Err(e.to_string()) });
+                        let _ = inbox.send(RoomMsg::Service(Event::PresenceResult {
+                            op_id,
+                            result: Err(e.to_string()),
+                        }));
                     }
                     return;
                 }
             };
             if let Some(inbox) = inbox.upgrade() {
-                let _ = inbox.send(RoomMsg::PresenceResult { op_id, result: Ok(PresenceValue::Nil) });
+                let _ = inbox
+                    .send(RoomMsg::Service(Event::PresenceResult { op_id, result: Ok(PresenceValue::Nil) }));
             }
             while let Some(message) = subscription.recv().await {
                 let Some(inbox) = inbox.upgrade() else { return };
-                if inbox.send(RoomMsg::PresenceMessage { topic: name.clone(), message }).is_err() {
+                if inbox
+                    .send(RoomMsg::Service(Event::PresenceMessage { topic: name.clone(), message }))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -113,7 +120,7 @@ impl RoomServices {
 
     fn answer(&self, op_id: u64, result: Result<PresenceValue, String>) {
         if let Some(inbox) = self.inbox.upgrade() {
-            let _ = inbox.send(RoomMsg::PresenceResult { op_id, result });
+            let _ = inbox.send(RoomMsg::Service(Event::PresenceResult { op_id, result }));
         }
     }
 }
@@ -271,11 +278,11 @@ mod tests {
         services.presence(1, PresenceOp::Subscribe { topic: local("news") });
         assert!(matches!(
             rx.recv().await,
-            Some(RoomMsg::PresenceResult { op_id: 1, result: Ok(PresenceValue::Nil) })
+            Some(RoomMsg::Service(Event::PresenceResult { op_id: 1, result: Ok(PresenceValue::Nil) }))
         ));
         assert_eq!(p.publish("plugin:chat:news", "hello").await.unwrap(), 1);
         match rx.recv().await {
-            Some(RoomMsg::PresenceMessage { topic, message }) => {
+            Some(RoomMsg::Service(Event::PresenceMessage { topic, message })) => {
                 assert_eq!((topic.as_str(), message.as_str()), ("news", "hello"))
             }
             other => panic!("expected a presence message, got {other:?}"),

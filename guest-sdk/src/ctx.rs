@@ -231,6 +231,12 @@ impl Ctx {
         self.effects.push(Effect::SetSimulationInterval(ms));
     }
 
+    /// Tells the host that the room has no tick hook (the default [`Room::on_tick`](crate::Room::on_tick)).
+    #[doc(hidden)]
+    pub fn ticks_unhandled(&mut self) {
+        self.effects.push(Effect::TicksUnhandled);
+    }
+
     /// Whether the room disposes itself when its last client leaves (the default).
     pub fn set_auto_dispose(&mut self, auto_dispose: bool) {
         self.effects.push(Effect::SetAutoDispose(auto_dispose));

@@ -108,7 +108,9 @@ pub trait Room: Sized + 'static {
 
     /// A simulation tick, at the interval set with [`Ctx::set_simulation_interval`].
     fn on_tick(&mut self, ctx: &mut Ctx, dt_ms: f64) {
-        let _ = (ctx, dt_ms);
+        let _ = dt_ms;
+        // Only this default reports itself: the host then stops the empty ticks.
+        ctx.ticks_unhandled();
     }
 
     /// A timer set with [`Ctx::set_timeout`] or [`Ctx::set_interval`] fired.

@@ -619,6 +619,7 @@ impl<R: Room> TestRoom<R> {
             Effect::SetPrivate(private) => state.private = *private,
             Effect::SetMaxClients(max) => state.max_clients = Some(*max),
             Effect::SetSimulationInterval(ms) => state.simulation_interval = Some(*ms),
+            Effect::TicksUnhandled => {}
             Effect::AllowReconnection { session_id, seconds } => {
                 state.reconnection.insert(session_id.clone(), *seconds);
             }

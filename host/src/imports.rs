@@ -22,6 +22,9 @@ pub struct RoomEnv {
     pub memory: Option<Memory>,
     /// Tag for every log line this guest produces.
     pub tag: Arc<str>,
+    /// Epoch ticks the running call may still use before it is interrupted; the call gives its
+    /// worker back at every tick in between.
+    pub ticks_left: u64,
 }
 
 impl RoomEnv {
@@ -31,7 +34,13 @@ impl RoomEnv {
             .stdout(GuestOutput::new(tag.clone(), "stdout"))
             .stderr(GuestOutput::new(tag.clone(), "stderr"))
             .build_p1();
-        Self { wasi, limiter: RoomLimiter { memory_limit, exceeded: false }, memory: None, tag }
+        Self {
+            wasi,
+            limiter: RoomLimiter { memory_limit, exceeded: false },
+            memory: None,
+            tag,
+            ticks_left: 0,
+        }
     }
 }
 

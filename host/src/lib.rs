@@ -27,13 +27,11 @@ pub mod rooms;
 pub mod services;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -58,13 +56,6 @@ pub async fn run(
         watch_plugins(plugins.clone(), config.plugins.clone())?;
     }
 
-    // Guest calls run on their own runtime, so a room busy up to its deadline never delays
-    // socket I/O or matchmaking.
-    let room_runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("odeon-rooms")
-        .enable_all()
-        .build()
-        .context("starting the room runtime")?;
     let process_id = config.process_id.clone().unwrap_or_else(ids::generate);
     let addr = listener.local_addr()?;
     // With shared presence, clients may be seated on another process: reservations must say
@@ -92,7 +83,7 @@ pub async fn run(
         plugins,
         driver,
         presence,
-        room_runtime.handle().clone(),
+        tokio::runtime::Handle::current(),
     );
     mm.start().await.context("joining the process registry")?;
     let app = net::router(
@@ -101,24 +92,20 @@ pub async fn run(
             admin_token: config.admin_token.clone(),
             plugins_dir: config.plugins.clone(),
             max_message_bytes: config.max_message_bytes,
+            max_expanded_bytes: config.max_message_bytes.saturating_mul(4).max(256 << 10),
+            wire: net::wire::WireLimits::default(),
             heartbeat: Duration::from_secs(3),
         },
     );
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");
     let mm_for_shutdown = mm.clone();
-    // Game traffic is small frames that must leave now: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing rooms");
-            mm_for_shutdown.shutdown(Duration::from_secs(3)).await;
-        })
-        .await
-        .context("serving")?;
-    room_runtime.shutdown_background();
+    net::serve(listener, app, async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing rooms");
+        mm_for_shutdown.shutdown(Duration::from_secs(3)).await;
+    })
+    .await
+    .context("serving")?;
     Ok(())
 }
 

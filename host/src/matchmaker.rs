@@ -370,8 +370,12 @@ impl Matchmaker {
             if let Some(listing) = self.driver.find_one(&query).await.map_err(unavailable)? {
                 match self.reserve(&listing, session_id.clone(), encode(options), auth.clone()).await {
                     Ok(r) => return Ok(r),
-                    // Full since the listing was read, or its process is gone: look again.
-                    Err(_) => continue,
+                    // Full since the listing was read, or its process is gone: look again once
+                    // the room's listing publisher has had a moment to write the change.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        continue;
+                    }
                 }
             }
             if !create_if_missing {
@@ -509,6 +513,7 @@ impl Matchmaker {
             profile: self.config.profile,
             seat_timeout: self.config.seat_timeout,
             limits: self.plugins.limits(),
+            hold_bytes: crate::net::wire::WireLimits::default().queue_bytes,
         };
         let (handle, _) = rooms::create(plugin.clone(), listing, encode(&merged), deps, &self.room_runtime)
             .await

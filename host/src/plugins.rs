@@ -14,7 +14,7 @@ use std::time::Duration;
 use odeon_protocol::abi::{self, AuthDecision, AuthRequest, Batch, Effects, Manifest};
 use wasmtime::{
     Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel,
-    PoolingAllocationConfig, Store, Trap, TypedFunc, ValType,
+    PoolingAllocationConfig, Store, Trap, TypedFunc, UpdateDeadline, ValType,
 };
 
 use crate::imports::{self, RoomEnv};
@@ -493,7 +493,17 @@ impl Guest {
     ) -> Result<Self, GuestError> {
         let mut store = Store::new(pre.module().engine(), RoomEnv::new(tag, limits.memory_bytes));
         store.limiter(|env| &mut env.limiter);
-        store.set_epoch_deadline(ticks(limits.create_deadline));
+        // At every epoch tick a running guest yields its worker to other tasks (sockets, other
+        // rooms) and resumes; once its budget is spent the call is interrupted.
+        store.epoch_deadline_callback(|mut ctx| {
+            let env = ctx.data_mut();
+            if env.ticks_left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            env.ticks_left -= 1;
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+        });
+        arm(&mut store, limits.create_deadline);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| {
             let msg = format!("{e:#}");
             if msg.contains("maximum concurrent") || msg.contains("pooling") {
@@ -521,7 +531,7 @@ impl Guest {
     pub async fn events(&mut self, batch: &Batch, deadline: Duration) -> Result<Effects, GuestError> {
         let input = abi::encode(batch);
         let (ptr, len) = self.write_input(&input, deadline).await?;
-        self.store.set_epoch_deadline(ticks(deadline));
+        arm(&mut self.store, deadline);
         let packed = self.events.call_async(&mut self.store, (ptr, len)).await;
         let packed = packed.map_err(|e| classify(&e, &self.store, self.limits, deadline))?;
         if packed == 0 {
@@ -532,13 +542,13 @@ impl Guest {
     }
 
     async fn abi_version(&mut self) -> Result<u32, GuestError> {
-        self.store.set_epoch_deadline(ticks(self.limits.create_deadline));
+        arm(&mut self.store, self.limits.create_deadline);
         let v = self.abi_version.call_async(&mut self.store, ()).await;
         Ok(v.map_err(|e| classify(&e, &self.store, self.limits, self.limits.create_deadline))? as u32)
     }
 
     async fn manifest(&mut self) -> Result<Manifest, GuestError> {
-        self.store.set_epoch_deadline(ticks(self.limits.create_deadline));
+        arm(&mut self.store, self.limits.create_deadline);
         let packed = self.manifest.call_async(&mut self.store, ()).await;
         let packed =
             packed.map_err(|e| classify(&e, &self.store, self.limits, self.limits.create_deadline))?;
@@ -550,7 +560,7 @@ impl Guest {
         let input = abi::encode(request);
         let deadline = self.limits.call_deadline;
         let (ptr, len) = self.write_input(&input, deadline).await?;
-        self.store.set_epoch_deadline(ticks(deadline));
+        arm(&mut self.store, deadline);
         let packed = self.auth.call_async(&mut self.store, (ptr, len)).await;
         let packed = packed.map_err(|e| classify(&e, &self.store, self.limits, deadline))?;
         let out = self.read_output(packed)?;
@@ -559,7 +569,7 @@ impl Guest {
 
     async fn write_input(&mut self, bytes: &[u8], deadline: Duration) -> Result<(i32, i32), GuestError> {
         let len = i32::try_from(bytes.len()).map_err(|_| GuestError::Abi("input too large".into()))?;
-        self.store.set_epoch_deadline(ticks(deadline));
+        arm(&mut self.store, deadline);
         let ptr = self.alloc.call_async(&mut self.store, len).await;
         let ptr = ptr.map_err(|e| classify(&e, &self.store, self.limits, deadline))?;
         self.memory
@@ -582,6 +592,12 @@ impl Guest {
 
 fn ticks(d: Duration) -> u64 {
     (d.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64).max(1)
+}
+
+/// Gives the next call `deadline`: it yields at each epoch tick and is interrupted at the last.
+fn arm(store: &mut Store<RoomEnv>, deadline: Duration) {
+    store.data_mut().ticks_left = ticks(deadline) - 1;
+    store.set_epoch_deadline(1);
 }
 
 fn classify(

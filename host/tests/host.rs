@@ -6,15 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use odeon_host::driver::{Driver, LocalDriver};
 use odeon_host::matchmaker::{Matchmaker, MatchmakerConfig, SeatReservation};
+use odeon_host::net::wire::{Wire, WireLimits};
 use odeon_host::plugins::{GuestLimits, PluginError, Plugins};
 use odeon_host::presence::LocalPresence;
-use odeon_host::rooms::{ClientInput, Outgoing, RoomMsg};
+use odeon_host::rooms::{ClientInput, RoomMsg};
 use odeon_protocol::abi::MessageType;
 use odeon_protocol::profile::Profile;
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 fn plugin_bytes(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("ODEON_PLUGINS_DIR")
@@ -104,16 +110,6 @@ async fn a_bad_new_version_leaves_the_old_one_serving() {
 struct Harness {
     mm: Arc<Matchmaker>,
     driver: Arc<LocalDriver>,
-    rooms: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        // A runtime cannot be dropped (blocking) inside the test's async context.
-        if let Some(rt) = self.rooms.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 impl Harness {
@@ -121,8 +117,7 @@ impl Harness {
         let plugins = Plugins::new(limits()).unwrap();
         plugins.load("echo.wasm", plugin_bytes("echo")).await.unwrap();
         plugins.load("faults.wasm", plugin_bytes("faults")).await.unwrap();
-        let rooms =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        plugins.load("arena.wasm", plugin_bytes("arena")).await.unwrap();
         let driver = Arc::new(LocalDriver::default());
         let mm = Matchmaker::new(
             MatchmakerConfig {
@@ -134,9 +129,9 @@ impl Harness {
             plugins,
             driver.clone(),
             Arc::new(LocalPresence::default()),
-            rooms.handle().clone(),
+            tokio::runtime::Handle::current(),
         );
-        Self { mm, driver, rooms: Some(rooms) }
+        Self { mm, driver }
     }
 
     async fn seat(&self, method: &str, target: &str, options: Value) -> SeatReservation {
@@ -144,60 +139,71 @@ impl Harness {
         self.mm.matchmake(method, target, options, None, "127.0.0.1".into()).await.unwrap()
     }
 
-    /// Connects a fake WebSocket to a reserved seat and acks the join.
+    /// Connects a client over a real loopback socket (the room writes WebSocket frames to it;
+    /// there is no connection task, so what the kernel does not take stays queued) and acks the
+    /// join.
     async fn connect(&self, seat: &SeatReservation) -> TestClient {
-        self.connect_with_queue(seat, odeon_host::rooms::CLIENT_QUEUE).await
+        self.connect_with(seat, WireLimits::default()).await
     }
 
-    async fn connect_with_queue(&self, seat: &SeatReservation, queue: usize) -> TestClient {
+    async fn connect_with(&self, seat: &SeatReservation, limits: WireLimits) -> TestClient {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let wire = Arc::new(Wire::new(Arc::new(server), limits));
+        let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         let room = self.mm.room(&seat.listing.room_id).expect("room is live");
-        let (tx, mut rx) = mpsc::channel(queue);
-        let abort = Arc::new(tokio::sync::Notify::new());
         let (reply, ok) = oneshot::channel();
         let session_id = seat.session_id.clone();
         room.send(RoomMsg::Connect {
             session_id: session_id.clone(),
             reconnection_token: None,
             conn_id: 1,
-            tx,
-            abort: abort.clone(),
+            wire: wire.clone(),
             skip_handshake: false,
             reply,
         });
         ok.await.unwrap().expect("seat accepted");
-        let join = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-        assert!(matches!(&join, Outgoing::Frame(f) if f[0] == 10), "JOIN_ROOM first, got {join:?}");
-        room.send(RoomMsg::Input { session_id: session_id.clone(), conn_id: 1, input: ClientInput::Ack });
-        TestClient { room, session_id, rx, abort }
+        let join = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert!(matches!(&join, Message::Binary(f) if f[0] == 10), "JOIN_ROOM first, got {join:?}");
+        let session: Arc<str> = session_id.as_str().into();
+        room.send(RoomMsg::Input {
+            session_id: session.clone(),
+            conn_id: 1,
+            input: ClientInput::Ack,
+            cost: 0,
+        });
+        TestClient { room, session_id: session, ws, wire }
     }
 }
 
 struct TestClient {
     room: odeon_host::rooms::RoomHandle,
-    session_id: String,
-    rx: mpsc::Receiver<Outgoing>,
-    abort: Arc<tokio::sync::Notify>,
+    session_id: Arc<str>,
+    ws: WebSocketStream<TcpStream>,
+    wire: Arc<Wire>,
 }
 
 impl TestClient {
     fn send(&self, kind: &str, payload: Value) {
         let payload = if payload.is_null() { Vec::new() } else { rmp_serde::to_vec_named(&payload).unwrap() };
         let input = ClientInput::Message(MessageType::Str(kind.into()), payload);
-        self.room.send(RoomMsg::Input { session_id: self.session_id.clone(), conn_id: 1, input });
+        self.room.send(RoomMsg::Input { session_id: self.session_id.clone(), conn_id: 1, input, cost: 0 });
     }
 
-    /// The next outgoing item that is not a message of a type in `skip`.
-    async fn next(&mut self) -> Outgoing {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+    /// The next message the room wrote to this client.
+    async fn next(&mut self) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), self.ws.next())
             .await
             .expect("timed out")
-            .expect("queue closed")
+            .expect("socket closed")
+            .expect("socket error")
     }
 
     /// Waits for a ROOM_DATA of `kind` and returns its payload as JSON.
     async fn expect_message(&mut self, kind: &str) -> Value {
         loop {
-            if let Outgoing::Frame(f) = self.next().await
+            if let Message::Binary(f) = self.next().await
                 && f[0] == 13
                 && f[1] as usize == 0xa0 + kind.len()
                 && &f[2..2 + kind.len()] == kind.as_bytes()
@@ -210,8 +216,8 @@ impl TestClient {
 
     async fn expect_close(&mut self) -> Option<u16> {
         loop {
-            if let Outgoing::Close(code, _) = self.next().await {
-                return code;
+            if let Message::Close(frame) = self.next().await {
+                return frame.map(|f| u16::from(f.code));
             }
         }
     }
@@ -292,15 +298,22 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
     let mut reader = h.connect(&seat).await;
     reader.expect_message("welcome").await;
     let seat2 = h.seat("joinById", &seat.listing.room_id, json!({})).await;
-    let stalled = h.connect_with_queue(&seat2, 8).await;
+    let limits = WireLimits { queue_bytes: 256 << 10, ..WireLimits::default() };
+    let stalled = h.connect_with(&seat2, limits).await;
     reader.expect_message("joined").await;
-    // The stalled client never reads; broadcasts fill its queue.
-    for i in 0..64 {
-        reader.send("broadcast", json!(i));
+    // The stalled client never reads; 16 MB of broadcasts fill the kernel's buffers, then its
+    // bounded queue.
+    let big = "x".repeat(60_000);
+    for i in 0..270 {
+        reader.send("broadcast", json!([i, big]));
     }
-    tokio::time::timeout(Duration::from_secs(5), stalled.abort.notified())
-        .await
-        .expect("slow client aborted");
+    for _ in 0..250 {
+        if !stalled.wire.is_open() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!stalled.wire.is_open(), "slow client aborted");
     // The guest saw a non-consented drop: echo keeps the seat for a reconnection, so the client
     // is gone from the room's clients but no "left" is sent yet.
     reader.send("count", Value::Null);
@@ -315,4 +328,35 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_carries_on() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(clients, 2, "the reconnection seat still counts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_room_without_a_tick_hook_makes_no_guest_calls() {
+    let h = Harness::new().await;
+    // The arena sets a 50 ms simulation interval but has no tick hook of its own.
+    let seat = h.seat("joinOrCreate", "arena", json!({})).await;
+    let mut a = h.connect(&seat).await;
+    // ROOM_STATE after the ack: the room is up and has been called.
+    loop {
+        if let Message::Binary(f) = a.next().await
+            && f[0] == 14
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls = || a.room.stats().guest_calls.load(std::sync::atomic::Ordering::Relaxed);
+    let before = calls();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = calls() - before;
+    assert_eq!(idle, 0, "20 ticks a second would be 20 guest calls; got {idle}");
+    // A move still patches on the 50 ms grid.
+    a.send("move", json!({ "x": 3.0, "y": 4.0 }));
+    loop {
+        if let Message::Binary(f) = a.next().await
+            && f[0] == 15
+        {
+            break;
+        }
+    }
 }

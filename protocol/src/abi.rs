@@ -510,6 +510,10 @@ pub enum Effect {
         /// Room type to list.
         name: Option<String>,
     },
+    /// The room has no `on_tick` of its own: the host stops delivering ticks, so a simulation
+    /// interval costs no guest calls. Emitted by the SDK's default hook; added without an ABI
+    /// bump because a host that ignores it only keeps ticking.
+    TicksUnhandled,
 }
 
 /// A room message on its way to clients.

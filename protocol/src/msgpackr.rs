@@ -65,7 +65,16 @@ pub const MIN_OUTPUT_LIMIT: usize = 64 * 1024;
 /// input is [`MsgpackError::Truncated`] and anything after the value is
 /// [`MsgpackError::Trailing`].
 pub fn normalize(input: &[u8]) -> Result<Vec<u8>, MsgpackError> {
+    normalize_within(input, usize::MAX)
+}
+
+/// [`normalize`] with an absolute cap on the output: records may expand a payload at most
+/// [`MAX_EXPANSION`] times and never past `max_output` bytes (but always to
+/// [`MIN_OUTPUT_LIMIT`]), so a stream of frames each under the message limit cannot make the
+/// host hold many times that limit per frame.
+pub fn normalize_within(input: &[u8], max_output: usize) -> Result<Vec<u8>, MsgpackError> {
     let mut normalizer = Normalizer::new(input);
+    normalizer.out_limit = normalizer.out_limit.min(max_output.max(MIN_OUTPUT_LIMIT));
     normalizer.value(0)?;
     if normalizer.pos != input.len() {
         return Err(MsgpackError::Trailing);
@@ -366,6 +375,23 @@ mod tests {
         0x42, 0x02, // {c:2}
         0xd4, 0x00, 0x00, // d: undefined
     ];
+
+    #[test]
+    fn an_absolute_cap_bounds_the_expansion() {
+        // One record definition with a 100-byte key, then 2999 references repeating it: about
+        // 51 times larger once expanded, within the relative limit.
+        let mut input = vec![0xdd, 0, 0, 0x0b, 0xb8];
+        input.extend([0xd4, 0x72, 0x40, 0x91, 0xd9, 100]);
+        input.extend([b'k'; 100]);
+        input.push(0x01);
+        for _ in 0..2999 {
+            input.extend([0x40, 0x01]);
+        }
+        let full = normalize(&input).expect("within the relative limit");
+        assert!(full.len() > 300_000, "{}", full.len());
+        assert_eq!(normalize_within(&input, 1 << 20).as_deref(), Ok(&full[..]));
+        assert_eq!(normalize_within(&input, 100_000), Err(MsgpackError::TooLarge(100_000)));
+    }
 
     #[test]
     fn expands_a_record_definition() {

@@ -1,33 +1,34 @@
 //! The network edge: matchmaking HTTP, the room WebSocket, health and the admin endpoint.
 //!
-//! This module and `odeon_protocol` are the only places that know the wire format. Each
-//! WebSocket gets a reader (this task) and a writer task; frames are decoded and msgpackr payloads
-//! normalised here, so rooms see typed inputs only.
+//! This module and `odeon_protocol` are the only places that know the wire format: `serve` is
+//! the accept loop (HTTP/1.1 with upgrades), `ws` the room WebSocket, `wire` a client's outbound
+//! side. Frames are decoded and msgpackr payloads normalised here, so rooms see typed inputs only.
+
+mod serve;
+pub mod wire;
+mod ws;
+
+pub use serve::serve;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::{SinkExt, StreamExt};
-use odeon_protocol::frame::{self, ClientFrame, close};
-use odeon_protocol::msgpackr;
 use odeon_protocol::profile::Profile;
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::matchmaker::{Matchmaker, SeatReservation};
-use crate::rooms::{CLIENT_QUEUE, ClientInput, ConnectError, Outgoing, RoomHandle, RoomMsg};
+use wire::WireLimits;
 
 /// Settings of the network edge.
 #[derive(Debug, Clone)]
@@ -36,8 +37,12 @@ pub struct NetConfig {
     pub admin_token: Option<String>,
     /// Where uploaded plugins are stored, so a restart keeps them.
     pub plugins_dir: PathBuf,
-    /// Largest client WebSocket message; larger ones close that client.
+    /// Largest client WebSocket message; larger ones close that client with 1009.
     pub max_message_bytes: usize,
+    /// Largest payload after expanding msgpackr records; larger ones close that client with 1009.
+    pub max_expanded_bytes: usize,
+    /// Bounds of each client's queues.
+    pub wire: WireLimits,
     /// Interval of WebSocket pings; a client that misses two is dropped.
     pub heartbeat: Duration,
 }
@@ -57,7 +62,7 @@ pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
         .route("/odeon/health", get(health))
         .route("/odeon/admin/plugins", post(upload_plugin))
         .route("/odeon/admin/rooms", get(list_rooms))
-        .route("/{process_id}/{room_id}", get(websocket))
+        .route("/{process_id}/{room_id}", get(ws::websocket))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
@@ -253,189 +258,4 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     let tmp = path.with_extension("wasm.tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
-}
-
-async fn websocket(
-    State(state): State<AppState>,
-    Path((_process_id, room_id)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let max = state.config.max_message_bytes;
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
-        let session_id = query.get("sessionId").cloned().unwrap_or_default();
-        let token = query.get("reconnectionToken").cloned().filter(|t| !t.is_empty());
-        let skip_handshake = query.contains_key("skipHandshake");
-        let room = state.mm.room(&room_id);
-        Connection { state, session_id, token, skip_handshake }.run(socket, room).await;
-    })
-}
-
-struct Connection {
-    state: AppState,
-    session_id: String,
-    token: Option<String>,
-    skip_handshake: bool,
-}
-
-impl Connection {
-    async fn run(self, socket: WebSocket, room: Option<RoomHandle>) {
-        let profile = self.state.mm.profile();
-        let conn_id = self.state.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (out_tx, out_rx) = mpsc::channel(CLIENT_QUEUE);
-        let abort = Arc::new(Notify::new());
-        let (mut sink, mut stream) = socket.split();
-
-        let seated = match &room {
-            Some(room) if !self.session_id.is_empty() => {
-                let (reply, rx) = oneshot::channel();
-                room.send(RoomMsg::Connect {
-                    session_id: self.session_id.clone(),
-                    reconnection_token: self.token.clone(),
-                    conn_id,
-                    tx: out_tx.clone(),
-                    abort: abort.clone(),
-                    skip_handshake: self.skip_handshake,
-                    reply,
-                });
-                matches!(rx.await, Ok(Ok(())))
-            }
-            _ => false,
-        };
-        let Some(room) = room.filter(|_| seated) else {
-            let err: Result<(), ConnectError> = Err(ConnectError::Expired);
-            tracing::debug!(session = %self.session_id, "websocket without a seat: {err:?}");
-            let frame = frame::error(profile.expired_seat_code(), "seat reservation expired.");
-            let code = if self.token.is_some() { close::FAILED_TO_RECONNECT } else { close::WITH_ERROR };
-            let _ = sink.send(Message::Binary(frame.into())).await;
-            let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: "".into() }))).await;
-            return;
-        };
-
-        let alive = Arc::new(AtomicBool::new(true));
-        let writer =
-            tokio::spawn(write_loop(sink, out_rx, abort, alive.clone(), self.state.config.heartbeat));
-        let code = self.read_loop(&mut stream, &room, conn_id, &out_tx, &alive, profile).await;
-        room.send(RoomMsg::Closed { session_id: self.session_id.clone(), conn_id, code });
-        drop(out_tx);
-        // The writer ends once the room has dropped its queue handle and everything is flushed;
-        // bound the wait so a stuck peer cannot keep the task.
-        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    }
-
-    /// Reads frames until the socket ends; returns the close code the room should see.
-    async fn read_loop(
-        &self,
-        stream: &mut futures_util::stream::SplitStream<WebSocket>,
-        room: &RoomHandle,
-        conn_id: u64,
-        out_tx: &mpsc::Sender<Outgoing>,
-        alive: &AtomicBool,
-        profile: Profile,
-    ) -> u16 {
-        let fail = |reason: String| {
-            let _ = out_tx.try_send(Outgoing::Close(Some(close::WITH_ERROR), reason));
-            close::WITH_ERROR
-        };
-        while let Some(msg) = stream.next().await {
-            let bytes = match msg {
-                Ok(Message::Binary(b)) => b,
-                Ok(Message::Text(t)) => Bytes::from(t.as_bytes().to_vec()),
-                Ok(Message::Pong(_)) | Ok(Message::Ping(_)) => {
-                    alive.store(true, Ordering::Relaxed);
-                    continue;
-                }
-                Ok(Message::Close(frame)) => return frame.map_or(close::NO_STATUS, |f| f.code),
-                Err(e) => {
-                    tracing::debug!(session = %self.session_id, "websocket error: {e}");
-                    let message_too_big =
-                        e.to_string().contains("too long") || e.to_string().contains("too big");
-                    return if message_too_big { fail("message too large".into()) } else { close::ABNORMAL };
-                }
-            };
-            alive.store(true, Ordering::Relaxed);
-            let input = match frame::parse_client(&bytes, profile) {
-                Ok(ClientFrame::JoinAck) => ClientInput::Ack,
-                Ok(ClientFrame::Leave) => ClientInput::Leave,
-                Ok(ClientFrame::Ping) => {
-                    if profile.answers_ping() {
-                        let _ = out_tx.try_send(Outgoing::Frame(vec![frame::code::PING].into()));
-                    }
-                    continue;
-                }
-                Ok(ClientFrame::Unknown(_)) => continue,
-                Ok(ClientFrame::Data { kind, payload }) => {
-                    let payload =
-                        if payload.is_empty() { Ok(Vec::new()) } else { msgpackr::normalize(payload) };
-                    match payload {
-                        Ok(p) => ClientInput::Message(kind, p),
-                        Err(e) => {
-                            tracing::debug!(session = %self.session_id, "malformed payload: {e}");
-                            return fail(String::new());
-                        }
-                    }
-                }
-                Ok(ClientFrame::Bytes { kind, payload }) => ClientInput::Bytes(kind, payload.to_vec()),
-                Err(e) => return fail(e.to_string()),
-            };
-            if !room.send(RoomMsg::Input { session_id: self.session_id.clone(), conn_id, input }) {
-                return close::WITH_ERROR;
-            }
-        }
-        close::ABNORMAL
-    }
-}
-
-/// Writes queued frames; pings on the heartbeat (started at a random offset so heartbeats of many
-/// clients spread over the interval) and drops a client that missed two.
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outgoing>,
-    abort: Arc<Notify>,
-    alive: Arc<AtomicBool>,
-    heartbeat: Duration,
-) {
-    let offset = heartbeat.mul_f64(rand::random::<f64>());
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat + offset, heartbeat);
-    let mut missed = 0u8;
-    loop {
-        tokio::select! {
-            // The room gave up on this client (its queue filled): close now, without draining.
-            () = abort.notified() => {
-                let frame = CloseFrame { code: close::WITH_ERROR, reason: "client too slow".into() };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                return;
-            }
-            out = rx.recv() => match out {
-                Some(Outgoing::Frame(frame)) => {
-                    if sink.send(Message::Binary(frame)).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Outgoing::Close(code, reason)) => {
-                    let frame = code.map(|code| CloseFrame { code, reason: reason.into() });
-                    let _ = sink.send(Message::Close(frame)).await;
-                    return;
-                }
-                None => {
-                    let _ = sink.close().await;
-                    return;
-                }
-            },
-            _ = ticker.tick() => {
-                if alive.swap(false, Ordering::Relaxed) {
-                    missed = 0;
-                } else {
-                    missed += 1;
-                    if missed >= 2 {
-                        let _ = sink.close().await;
-                        return;
-                    }
-                }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
 }

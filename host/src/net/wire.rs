@@ -1,0 +1,325 @@
+//! The outbound half of one client connection, shared by its room and its connection task.
+//!
+//! A room writes a frame straight to the socket with a non-blocking vectored write (the frame's
+//! WebSocket header plus the shared `Bytes` body, no copy), so a patch to fifty clients is fifty
+//! `writev`s on the room's own task: no channel, no wake-up of another task. Only what the kernel
+//! does not take at once is queued, bounded in bytes; the connection task then drains the queue
+//! when the socket turns writable, under a deadline. A client that cannot keep up is closed and
+//! freed, never waited for.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
+
+/// Per-connection bounds, the same for every client of a host.
+#[derive(Debug, Clone, Copy)]
+pub struct WireLimits {
+    /// Bytes queued for a client beyond what its socket took; past this it is too slow.
+    pub queue_bytes: usize,
+    /// How long queued bytes may wait for the socket before the client is closed.
+    pub write_deadline: Duration,
+    /// Bytes of this client's input the room may hold unprocessed; the reader stops reading
+    /// (TCP backpressure on that client alone) until the room catches up.
+    pub inbound_bytes: usize,
+}
+
+impl Default for WireLimits {
+    fn default() -> Self {
+        Self { queue_bytes: 2 << 20, write_deadline: Duration::from_secs(10), inbound_bytes: 256 << 10 }
+    }
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// The client's queue is over its byte bound (or its deadline passed): it is being closed.
+    TooSlow,
+}
+
+/// What the connection task should do next, read under the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Frames flow.
+    Open,
+    /// A close frame is queued: flush it, then end the connection.
+    Closing,
+    /// Give up at once: the client was too slow, or the socket failed.
+    Abort,
+}
+
+struct State {
+    /// Bytes the socket has not taken yet, in order; `head_sent` of the first are already out.
+    queue: VecDeque<Bytes>,
+    head_sent: usize,
+    queued_bytes: usize,
+    /// When the queue last went from empty to non-empty.
+    stalled_since: Option<Instant>,
+    phase: Phase,
+}
+
+/// The outbound side of one client's socket.
+pub struct Wire {
+    socket: Arc<TcpStream>,
+    state: Mutex<State>,
+    /// Wakes the connection task: bytes are queued, or the phase changed.
+    wake: Notify,
+    limits: WireLimits,
+    /// Input bytes handed to the room and not yet processed by it.
+    inbound: AtomicUsize,
+    /// Wakes the reader when the room has caught up with its input.
+    inbound_drained: Notify,
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire").field("peer", &self.socket.peer_addr().ok()).finish()
+    }
+}
+
+/// The longest WebSocket frame header (RFC 6455 §5.2).
+const HEADER_MAX: usize = 14;
+
+/// Frames written in one `writev` at most when draining a queue.
+const MAX_SLICES: usize = 64;
+
+impl Wire {
+    /// The outbound side of `socket`.
+    pub fn new(socket: Arc<TcpStream>, limits: WireLimits) -> Self {
+        Self {
+            socket,
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                head_sent: 0,
+                queued_bytes: 0,
+                stalled_since: None,
+                phase: Phase::Open,
+            }),
+            wake: Notify::new(),
+            limits,
+            inbound: AtomicUsize::new(0),
+            inbound_drained: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue half-updated in a way that
+        // matters more than the panic itself; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends one binary WebSocket message. Written at once when the socket takes it; queued
+    /// otherwise. `Err` means the client is too slow and is being closed: the caller drops it.
+    pub fn send(&self, frame: &Bytes) -> Result<(), WireError> {
+        let mut header = [0u8; HEADER_MAX];
+        let header_len = binary_header(frame.len(), &mut header);
+        self.send_parts(&header[..header_len], frame)
+    }
+
+    fn send_parts(&self, header: &[u8], body: &Bytes) -> Result<(), WireError> {
+        let mut st = self.lock();
+        match st.phase {
+            Phase::Open => {}
+            // Closing or gone: the frame would never be read.
+            Phase::Closing | Phase::Abort => return Ok(()),
+        }
+        let total = header.len() + body.len();
+        if st.queue.is_empty() {
+            let written = match self.socket.try_write_vectored(&[IoSlice::new(header), IoSlice::new(body)]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(_) => {
+                    // The reader sees the same failure and reports the close to the room.
+                    st.phase = Phase::Abort;
+                    drop(st);
+                    self.wake.notify_one();
+                    return Ok(());
+                }
+            };
+            if written == total {
+                return Ok(());
+            }
+            if written < header.len() {
+                st.queue.push_back(Bytes::copy_from_slice(&header[written..]));
+                st.queue.push_back(body.clone());
+            } else {
+                st.queue.push_back(body.slice(written - header.len()..));
+            }
+            st.queued_bytes = total - written;
+            st.stalled_since = Some(Instant::now());
+            drop(st);
+            self.wake.notify_one();
+            return Ok(());
+        }
+        if st.queued_bytes + total > self.limits.queue_bytes {
+            st.phase = Phase::Abort;
+            drop(st);
+            self.wake.notify_one();
+            return Err(WireError::TooSlow);
+        }
+        st.queue.push_back(Bytes::copy_from_slice(header));
+        st.queue.push_back(body.clone());
+        st.queued_bytes += total;
+        Ok(())
+    }
+
+    /// Queues a close frame (`None`: no status code, the client sees 1005) after everything
+    /// already queued; the connection ends once it is written.
+    pub fn close(&self, code: Option<u16>, reason: &str) {
+        let frame = Frame::close(
+            code.map(|c| CloseFrame { code: CloseCode::from(c), reason: reason.to_string().into() }),
+        );
+        let mut bytes = Vec::with_capacity(frame.len());
+        if frame.format(&mut bytes).is_ok() {
+            let _ = self.send_parts(&[], &Bytes::from(bytes));
+        }
+        let mut st = self.lock();
+        if st.phase == Phase::Open {
+            st.phase = Phase::Closing;
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Closes the client at once, dropping what is queued: it was too slow to keep up.
+    pub fn abort(&self) {
+        self.lock().phase = Phase::Abort;
+        self.wake.notify_one();
+    }
+
+    /// Raw bytes from the protocol engine (pongs, close replies), in order with the frames.
+    pub(crate) fn send_raw(&self, bytes: &[u8]) {
+        let _ = self.send_parts(&[], &Bytes::copy_from_slice(bytes));
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    /// Whether frames still flow (no close queued, not aborted).
+    pub fn is_open(&self) -> bool {
+        self.phase() == Phase::Open
+    }
+
+    /// Waits until there is something for the connection task to do.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// When the current backlog must be gone by, if there is one.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.lock().stalled_since.map(|t| t + self.limits.write_deadline)
+    }
+
+    /// Writes as much of the queue as the socket takes now. Returns whether the queue is empty.
+    pub(crate) fn drain(&self) -> io::Result<bool> {
+        let mut st = self.lock();
+        loop {
+            if st.queue.is_empty() {
+                st.stalled_since = None;
+                return Ok(true);
+            }
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut n = 0;
+                for (i, b) in st.queue.iter().take(MAX_SLICES).enumerate() {
+                    slices[i] = IoSlice::new(if i == 0 { &b[st.head_sent..] } else { b });
+                    n = i + 1;
+                }
+                match self.socket.try_write_vectored(&slices[..n]) {
+                    Ok(w) => w,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            };
+            st.queued_bytes -= written;
+            let mut left = written;
+            while left > 0 {
+                let head = st.queue.front().map_or(0, |b| b.len()) - st.head_sent;
+                if left >= head {
+                    st.queue.pop_front();
+                    st.head_sent = 0;
+                    left -= head;
+                } else {
+                    st.head_sent += left;
+                    left = 0;
+                }
+            }
+        }
+    }
+
+    /// Waits until the socket can take more bytes.
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        self.socket.writable().await
+    }
+
+    /// Writes a close frame if the socket takes it now, without waiting: the last word to a
+    /// client that is being dropped.
+    pub(crate) fn try_close_now(&self, code: u16, reason: &str) {
+        let frame =
+            Frame::close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() }));
+        let mut bytes = Vec::with_capacity(frame.len());
+        if frame.format(&mut bytes).is_ok() && self.lock().queue.is_empty() {
+            let _ = self.socket.try_write(&bytes);
+        }
+    }
+
+    /// Counts input handed to the room; returns whether the reader must wait for the room.
+    pub(crate) fn take_inbound(&self, bytes: usize) -> bool {
+        self.inbound.fetch_add(bytes, Ordering::AcqRel) + bytes > self.limits.inbound_bytes
+    }
+
+    /// Waits until the room has processed enough of this client's input.
+    pub(crate) async fn inbound_room(&self) {
+        loop {
+            let notified = self.inbound_drained.notified();
+            if self.inbound.load(Ordering::Acquire) <= self.limits.inbound_bytes / 2 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The room processed `bytes` of this client's input.
+    pub fn release_inbound(&self, bytes: usize) {
+        let before = self.inbound.fetch_sub(bytes, Ordering::AcqRel);
+        let after = before.saturating_sub(bytes);
+        if before > self.limits.inbound_bytes / 2 && after <= self.limits.inbound_bytes / 2 {
+            self.inbound_drained.notify_one();
+        }
+    }
+}
+
+/// A server-to-client (unmasked, final) binary frame header for a payload of `len` bytes.
+fn binary_header(len: usize, out: &mut [u8; HEADER_MAX]) -> usize {
+    let header = FrameHeader { opcode: OpCode::Data(Data::Binary), ..FrameHeader::default() };
+    let mut cursor = io::Cursor::new(&mut out[..]);
+    header.format(len as u64, &mut cursor).expect("a frame header fits its maximum size");
+    cursor.position() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_headers_match_rfc_6455() {
+        let header = |len| {
+            let mut out = [0u8; HEADER_MAX];
+            let n = binary_header(len, &mut out);
+            out[..n].to_vec()
+        };
+        assert_eq!(header(5), [0x82, 5]);
+        assert_eq!(header(300), [0x82, 126, 1, 44]);
+        assert_eq!(header(70_000), [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+}

@@ -1,0 +1,403 @@
+//! The room WebSocket: the upgrade handshake and one task per connection.
+//!
+//! The task owns the read side: it decodes frames (tungstenite's protocol engine over a
+//! non-blocking socket, with a small read buffer that grows only for a client sending large
+//! frames), normalises msgpackr payloads and hands each input straight to the room's inbox. It
+//! also drains the client's write queue when the socket backs up, enforces the write deadline,
+//! and sends heartbeats. Rooms write to the socket themselves through the shared [`Wire`].
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use odeon_protocol::frame::{self, ClientFrame, close};
+use odeon_protocol::msgpackr;
+use odeon_protocol::profile::Profile;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+use tungstenite::{Error as WsError, Message};
+
+use super::wire::{Phase, Wire};
+use super::{AppState, json_error};
+use crate::rooms::{ClientInput, RoomHandle, RoomMsg};
+
+/// Close code for a message over the size limit, as the `ws` library Colyseus uses sends.
+const MESSAGE_TOO_BIG: u16 = 1009;
+/// How long a closed connection waits for the client's close reply before dropping the socket.
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
+/// Read buffer of a new connection; it grows only while a client sends a larger frame.
+const READ_BUFFER: usize = 2048;
+/// A client that misses this many heartbeats in a row is dropped.
+const MAX_MISSED_HEARTBEATS: u8 = 2;
+
+/// `GET /{processId}/{roomId}`: validates the upgrade, answers 101 and starts the connection.
+pub(super) async fn websocket(
+    State(state): State<AppState>,
+    Path((_process_id, room_id)): Path<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    mut req: Request,
+) -> Response {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return json_error(StatusCode::UPGRADE_REQUIRED, "this path is a room WebSocket: upgrade required");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return json_error(StatusCode::BAD_REQUEST, "unsupported Sec-WebSocket-Version (13 expected)");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return json_error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return json_error(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
+    };
+    let params = Params {
+        session_id: query.get("sessionId").cloned().unwrap_or_default(),
+        token: query.get("reconnectionToken").cloned().filter(|t| !t.is_empty()),
+        skip_handshake: query.contains_key("skipHandshake"),
+        room: state.mm.room(&room_id),
+    };
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                Connection::start(state, params, parts.io.into_inner(), parts.read_buf.to_vec()).await
+            }
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        }
+    });
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a header value"));
+    res.into_response()
+}
+
+struct Params {
+    session_id: String,
+    token: Option<String>,
+    skip_handshake: bool,
+    room: Option<RoomHandle>,
+}
+
+/// The socket as tungstenite sees it: reads never block (`WouldBlock` when nothing is there),
+/// and everything it writes (pongs, close replies) joins the client's outbound order.
+struct Io {
+    socket: Arc<TcpStream>,
+    wire: Arc<Wire>,
+}
+
+impl Read for Io {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.socket.try_read(buf)
+    }
+}
+
+impl Write for Io {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wire.send_raw(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How a connection ended, as the room should see it.
+enum End {
+    /// The client or the network closed it, with this code.
+    Closed(u16),
+    /// The room closed it (a close frame is queued).
+    ByRoom,
+    /// Dropped at once: too slow, missed heartbeats, or a socket error.
+    Aborted(u16),
+}
+
+struct Connection {
+    state: AppState,
+    session_id: Arc<str>,
+    conn_id: u64,
+    profile: Profile,
+    socket: Arc<TcpStream>,
+    wire: Arc<Wire>,
+    ws: WebSocket<Io>,
+}
+
+impl Connection {
+    async fn start(state: AppState, params: Params, stream: TcpStream, leftover: Vec<u8>) {
+        let socket = Arc::new(stream);
+        let wire = Arc::new(Wire::new(socket.clone(), state.config.wire));
+        let max = state.config.max_message_bytes;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let ws = WebSocket::from_partially_read(
+            Io { socket: socket.clone(), wire: wire.clone() },
+            leftover,
+            Role::Server,
+            Some(config),
+        );
+        let profile = state.mm.profile();
+        let conn_id = state.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session_id: Arc<str> = params.session_id.as_str().into();
+        let mut conn = Connection { state, session_id, conn_id, profile, socket, wire, ws };
+
+        let seated = match &params.room {
+            Some(room) if !conn.session_id.is_empty() => {
+                let (reply, rx) = oneshot::channel();
+                room.send(RoomMsg::Connect {
+                    session_id: params.session_id.clone(),
+                    reconnection_token: params.token.clone(),
+                    conn_id,
+                    wire: conn.wire.clone(),
+                    skip_handshake: params.skip_handshake,
+                    reply,
+                });
+                matches!(rx.await, Ok(Ok(())))
+            }
+            _ => false,
+        };
+        let Some(room) = params.room.filter(|_| seated) else {
+            tracing::debug!(session = %conn.session_id, "websocket without a seat");
+            let code = if params.token.is_some() { close::FAILED_TO_RECONNECT } else { close::WITH_ERROR };
+            let _ = conn
+                .wire
+                .send(&frame::error(profile.expired_seat_code(), "seat reservation expired.").into());
+            conn.wire.close(Some(code), "");
+            conn.linger().await;
+            return;
+        };
+        let end = conn.serve(&room).await;
+        let code = match end {
+            End::Closed(code) | End::Aborted(code) => code,
+            End::ByRoom => close::CONSENTED,
+        };
+        room.send(RoomMsg::Closed { session_id: conn.session_id.to_string(), conn_id, code });
+        match end {
+            End::Aborted(_) => {}
+            End::Closed(_) | End::ByRoom => conn.linger().await,
+        }
+    }
+
+    /// Runs the connection until it ends.
+    async fn serve(&mut self, room: &RoomHandle) -> End {
+        let heartbeat = self.state.config.heartbeat;
+        // Heartbeats of many clients spread over the interval. One timer entry per connection,
+        // reset in place; the write deadline is armed only while a backlog exists.
+        let beat = tokio::time::sleep(heartbeat.mul_f64(rand::random::<f64>()));
+        tokio::pin!(beat);
+        let mut heard = true;
+        let mut missed = 0u8;
+        let mut waiting_for_room = false;
+        loop {
+            if !waiting_for_room {
+                match self.read_available(room, &mut heard) {
+                    Ok(Some(wait)) => waiting_for_room = wait,
+                    Ok(None) => {}
+                    Err(end) => return end,
+                }
+            }
+            match self.wire.phase() {
+                Phase::Open => {}
+                Phase::Closing => return End::ByRoom,
+                Phase::Abort => {
+                    self.wire.try_close_now(close::WITH_ERROR, "client too slow");
+                    return End::Aborted(close::WITH_ERROR);
+                }
+            }
+            let backlog = match self.wire.drain() {
+                Ok(empty) => !empty,
+                Err(_) => return End::Aborted(close::ABNORMAL),
+            };
+            let deadline = if backlog { self.wire.deadline() } else { None };
+            tokio::select! {
+                r = self.socket.readable(), if !waiting_for_room => {
+                    if r.is_err() {
+                        return End::Aborted(close::ABNORMAL);
+                    }
+                }
+                () = self.wire.inbound_room(), if waiting_for_room => waiting_for_room = false,
+                () = self.wire.woken() => {}
+                r = self.wire.writable(), if backlog => {
+                    if r.is_err() {
+                        return End::Aborted(close::ABNORMAL);
+                    }
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    tracing::warn!(session = %self.session_id, "client did not read for the write deadline; closing it");
+                    self.wire.abort();
+                }
+                () = beat.as_mut() => {
+                    beat.as_mut().reset(Instant::now() + heartbeat);
+                    if std::mem::take(&mut heard) {
+                        missed = 0;
+                    } else {
+                        missed += 1;
+                        if missed >= MAX_MISSED_HEARTBEATS {
+                            return End::Aborted(close::ABNORMAL);
+                        }
+                        // Only a silent client is pinged: traffic already proves the others alive.
+                        self.wire.send_raw(&[0x89, 0x00]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads every message the socket has now. `Ok(Some(true))`: the room holds as much of
+    /// this client's input as it may; stop reading until it catches up.
+    fn read_available(&mut self, room: &RoomHandle, heard: &mut bool) -> Result<Option<bool>, End> {
+        loop {
+            let msg = match self.ws.read() {
+                Ok(msg) => msg,
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(WsError::Capacity(e)) => {
+                    tracing::debug!(session = %self.session_id, "closing client: {e}");
+                    self.wire.close(Some(MESSAGE_TOO_BIG), "message too big");
+                    return Err(End::Closed(MESSAGE_TOO_BIG));
+                }
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    return Err(End::Closed(close::ABNORMAL));
+                }
+                Err(e) => {
+                    tracing::debug!(session = %self.session_id, "websocket error: {e}");
+                    return Err(End::Aborted(close::ABNORMAL));
+                }
+            };
+            *heard = true;
+            let bytes = match msg {
+                Message::Binary(b) => b,
+                Message::Text(t) => t.into(),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                Message::Close(frame) => {
+                    return Err(End::Closed(frame.map_or(close::NO_STATUS, |f| f.code.into())));
+                }
+            };
+            match self.input(&bytes) {
+                Ok(Some((input, cost))) => {
+                    let wait = cost > 0 && self.wire.take_inbound(cost);
+                    let msg = RoomMsg::Input {
+                        session_id: self.session_id.clone(),
+                        conn_id: self.conn_id,
+                        input,
+                        cost,
+                    };
+                    if !room.send(msg) {
+                        self.wire.close(Some(close::WITH_ERROR), "");
+                        return Err(End::Closed(close::WITH_ERROR));
+                    }
+                    if wait {
+                        return Ok(Some(true));
+                    }
+                }
+                Ok(None) => {}
+                Err((code, reason)) => {
+                    self.wire.close(Some(code), &reason);
+                    return Err(End::Closed(code));
+                }
+            }
+        }
+    }
+
+    /// Decodes one client frame; `None` for frames answered here or ignored. The cost is the
+    /// bytes the room will hold for it.
+    fn input(&self, bytes: &[u8]) -> Result<Option<(ClientInput, usize)>, (u16, String)> {
+        let input = match frame::parse_client(bytes, self.profile) {
+            Ok(ClientFrame::JoinAck) => ClientInput::Ack,
+            Ok(ClientFrame::Leave) => ClientInput::Leave,
+            Ok(ClientFrame::Ping) => {
+                if self.profile.answers_ping() {
+                    let _ = self.wire.send(&bytes::Bytes::from_static(&[frame::code::PING]));
+                }
+                return Ok(None);
+            }
+            Ok(ClientFrame::Unknown(_)) => return Ok(None),
+            Ok(ClientFrame::Data { kind, payload }) => {
+                let limit = self.state.config.max_expanded_bytes;
+                let payload = if payload.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    msgpackr::normalize_within(payload, limit)
+                };
+                match payload {
+                    Ok(p) => ClientInput::Message(kind, p),
+                    Err(msgpackr::MsgpackError::TooLarge(_)) => {
+                        return Err((MESSAGE_TOO_BIG, "message too big".into()));
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = %self.session_id, "malformed payload: {e}");
+                        return Err((close::WITH_ERROR, String::new()));
+                    }
+                }
+            }
+            Ok(ClientFrame::Bytes { kind, payload }) => ClientInput::Bytes(kind, payload.to_vec()),
+            Err(e) => return Err((close::WITH_ERROR, e.to_string())),
+        };
+        let cost = match &input {
+            ClientInput::Message(_, p) | ClientInput::Bytes(_, p) => p.len() + 16,
+            ClientInput::Ack | ClientInput::Leave => 0,
+        };
+        Ok(Some((input, cost)))
+    }
+
+    /// After a close frame: flush it and wait (bounded) for the client's reply, so the socket
+    /// ends with a clean close rather than a reset that could swallow the close frame.
+    async fn linger(&mut self) {
+        let until = Instant::now() + CLOSE_LINGER;
+        loop {
+            let backlog = match self.wire.drain() {
+                Ok(empty) => !empty,
+                Err(_) => return,
+            };
+            if self.wire.phase() == Phase::Abort {
+                return;
+            }
+            loop {
+                match self.ws.read() {
+                    Ok(_) => {}
+                    Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        if !backlog {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                r = self.socket.readable() => if r.is_err() { return },
+                r = self.wire.writable(), if backlog => if r.is_err() { return },
+                () = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

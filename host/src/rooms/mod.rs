@@ -1,0 +1,297 @@
+//! Rooms as actors: one tokio task per room owns the room's guest instance, its clients, seats,
+//! schedule and listing. Everything reaches it through its inbox; guest calls are serialised by
+//! design, never by a lock.
+//!
+//! The actor drains its inbox in batches bounded in count and bytes, makes one guest call per
+//! batch, then applies the effects the guest returned. Its parts each own their state and report
+//! what happened: [`clients`] (fan-out), [`seats`], [`schedule`] (patch, tick and timers on a
+//! fixed grid) and [`listing`] (the listing publisher).
+
+mod actor;
+mod clients;
+mod listing;
+mod schedule;
+mod seats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use odeon_protocol::abi::{Batch, Effect, Event, MessageType};
+use odeon_protocol::profile::Profile;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::{Driver, RoomListing};
+use crate::net::wire::Wire;
+use crate::plugins::{GuestError, GuestLimits, PluginVersion};
+use crate::presence::Presence;
+use crate::services::RoomServices;
+
+pub use listing::LOBBY_CHANNEL;
+
+/// A client frame for the room, decoded and normalised by `net`.
+#[derive(Debug)]
+pub enum ClientInput {
+    /// The JOIN_ROOM ack.
+    Ack,
+    /// Consented leave.
+    Leave,
+    /// A message with a plain MessagePack payload.
+    Message(MessageType, Vec<u8>),
+    /// A bytes message.
+    Bytes(MessageType, Vec<u8>),
+}
+
+/// Why a WebSocket could not take a seat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// No reservation for this session (or it expired), or a bad reconnection token.
+    Expired,
+}
+
+/// Why a seat could not be reserved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeatError {
+    /// The room is locked or full.
+    #[error("room is locked")]
+    Locked,
+    /// The room is gone.
+    #[error("room is disposed")]
+    Gone,
+}
+
+/// Messages to a room actor.
+#[derive(Debug)]
+pub enum RoomMsg {
+    /// Hold a seat for `session_id` until it connects or the reservation expires.
+    ReserveSeat {
+        /// The session that will connect.
+        session_id: String,
+        /// Join options, MessagePack.
+        options: Vec<u8>,
+        /// Auth data, MessagePack.
+        auth: Vec<u8>,
+        /// Ok with the listing after the reservation, or why not.
+        reply: oneshot::Sender<Result<RoomListing, SeatError>>,
+    },
+    /// Which session a reconnection token belongs to (0.16 HTTP reconnect).
+    CheckReconnectionToken {
+        /// The token part of `roomId:token`.
+        token: String,
+        /// The session id, if the token is valid and its window open.
+        reply: oneshot::Sender<Option<String>>,
+    },
+    /// A WebSocket arrived for a session.
+    Connect {
+        /// The session id from the URL.
+        session_id: String,
+        /// The reconnection token from the URL, if any.
+        reconnection_token: Option<String>,
+        /// Identifies this connection, so stale events from an older one are ignored.
+        conn_id: u64,
+        /// The connection's outbound side.
+        wire: Arc<Wire>,
+        /// The client already has the state's reflection (`skipHandshake` on reconnection).
+        skip_handshake: bool,
+        /// Ok once the client has a slot; JOIN_ROOM follows on `tx`.
+        reply: oneshot::Sender<Result<(), ConnectError>>,
+    },
+    /// A frame from a connected client.
+    Input {
+        /// The sender's session.
+        session_id: Arc<str>,
+        /// The sender's connection.
+        conn_id: u64,
+        /// What it sent.
+        input: ClientInput,
+        /// Bytes counted against the sender's inbound bound; released once the room took it.
+        cost: usize,
+    },
+    /// A client's socket closed (by the client, the network, or a protocol error).
+    Closed {
+        /// The session.
+        session_id: String,
+        /// The connection.
+        conn_id: u64,
+        /// The close code as the server saw it.
+        code: u16,
+    },
+    /// The host is shutting down: close everyone with 4001 and dispose.
+    Shutdown,
+    /// An answer from a shared service (presence, listings) for the guest, already in the
+    /// form the guest receives it.
+    Service(Event),
+}
+
+/// A cloneable handle to a room actor.
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    /// The room id.
+    pub room_id: Arc<str>,
+    tx: mpsc::UnboundedSender<RoomMsg>,
+    stats: Arc<RoomStats>,
+}
+
+/// Counters a room keeps about itself.
+#[derive(Debug, Default)]
+pub struct RoomStats {
+    /// Calls into the guest.
+    pub guest_calls: std::sync::atomic::AtomicU64,
+    /// Events delivered to the guest; more events than calls means batching is working.
+    pub events: std::sync::atomic::AtomicU64,
+    /// Clients connected now.
+    pub clients: std::sync::atomic::AtomicUsize,
+}
+
+impl RoomHandle {
+    /// Queues a message; returns false when the room is gone.
+    pub fn send(&self, msg: RoomMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    /// Whether the actor has exited.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// The room's counters.
+    pub fn stats(&self) -> &RoomStats {
+        &self.stats
+    }
+}
+
+/// Everything a room needs from its host.
+#[derive(Clone)]
+pub struct RoomDeps {
+    /// Listing storage.
+    pub driver: Arc<dyn Driver>,
+    /// Shared state for guests' presence operations.
+    pub presence: Arc<dyn Presence>,
+    /// Called with the room id when the actor exits.
+    pub on_exit: Arc<dyn Fn(&str) + Send + Sync>,
+    /// Protocol profile of this host.
+    pub profile: Profile,
+    /// How long a seat reservation waits for its WebSocket.
+    pub seat_timeout: Duration,
+    /// Guest limits.
+    pub limits: GuestLimits,
+    /// Bytes a client that has not finished joining may have held for it.
+    pub hold_bytes: usize,
+}
+
+/// Why creation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CreateError {
+    /// The room's create hook refused, with a code.
+    #[error("{message}")]
+    Refused {
+        /// Error code (523 unless the room gave one).
+        code: u32,
+        /// Message.
+        message: String,
+    },
+    /// The guest failed.
+    #[error("{0}")]
+    Guest(#[from] GuestError),
+}
+
+/// Creates a room: instantiates its guest, runs `on_create`, inserts its listing, then spawns the
+/// actor on `runtime`. Returns once the room is ready for seat reservations.
+pub async fn create(
+    plugin: Arc<PluginVersion>,
+    listing: RoomListing,
+    options: Vec<u8>,
+    deps: RoomDeps,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(RoomHandle, RoomListing), CreateError> {
+    let mut listing = listing;
+    listing.plugin_version = plugin.version;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let room_id: Arc<str> = listing.room_id.clone().into();
+    let inbox = tx.clone();
+    let stats = Arc::new(RoomStats::default());
+    let handle = RoomHandle { room_id: room_id.clone(), tx, stats: stats.clone() };
+    runtime.spawn(async move {
+        let rx = rx;
+        let mut guest = match plugin.instantiate(room_id.clone(), deps.limits).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = ready_tx.send(Err(CreateError::Guest(e)));
+                return;
+            }
+        };
+        let create = Event::Create {
+            room_id: listing.room_id.clone(),
+            room_name: listing.name.clone(),
+            options: options.clone(),
+        };
+        let batch = Batch { now_ms: crate::clock::now_ms(), events: vec![create] };
+        let effects = match guest.events(&batch, deps.limits.create_deadline).await {
+            Ok(e) => e.effects,
+            Err(e) => {
+                let _ = ready_tx.send(Err(CreateError::Guest(e)));
+                return;
+            }
+        };
+        if let Some((code, message)) = effects.iter().find_map(|e| match e {
+            Effect::CreateFailed { code, message } => Some((*code, message.clone())),
+            _ => None,
+        }) {
+            let _ = ready_tx.send(Err(CreateError::Refused { code, message }));
+            return;
+        }
+        let services = RoomServices::new(
+            deps.presence.clone(),
+            deps.driver.clone(),
+            listing.name.clone(),
+            inbox.downgrade(),
+        );
+        drop(inbox);
+        let mut room = actor::Room::new(plugin, guest, listing, deps, rx, services, stats);
+        room.apply(effects, &mut Vec::new());
+        let listing = room.listing_now();
+        // The one write a room waits for: it is not offered before its listing exists.
+        let inserted =
+            tokio::time::timeout(Duration::from_secs(5), room.deps().driver.insert(listing.clone())).await;
+        if !matches!(inserted, Ok(Ok(()))) {
+            let message = "room listing store unavailable".to_string();
+            let _ = ready_tx.send(Err(CreateError::Refused { code: 523, message }));
+            return;
+        }
+        listing::announce(&room.deps().presence, &listing.room_id, false).await;
+        room.start_publishing(listing.clone());
+        let _ = ready_tx.send(Ok(listing));
+        room.run().await;
+    });
+    match ready_rx.await {
+        Ok(Ok(listing)) => Ok((handle, listing)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(CreateError::Guest(GuestError::Trap("room task ended during creation".into()))),
+    }
+}
+
+/// Builds the listing of a new room.
+pub fn new_listing(
+    name: &str,
+    room_id: String,
+    process_id: &str,
+    metadata: Map<String, Value>,
+    create_filters: Map<String, Value>,
+) -> RoomListing {
+    RoomListing {
+        name: name.to_string(),
+        room_id,
+        process_id: process_id.to_string(),
+        clients: 0,
+        max_clients: None,
+        locked: false,
+        private: false,
+        unlisted: false,
+        metadata,
+        create_filters,
+        created_at: crate::clock::iso_now(),
+        plugin_version: 0,
+        public_address: None,
+    }
+}

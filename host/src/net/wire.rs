@@ -125,6 +125,95 @@ impl Wire {
         self.send_parts(&header[..header_len], frame)
     }
 
+    /// Sends several binary messages with as few `writev`s as the kernel allows (one, normally):
+    /// a room's frames for one client from one guest call go out together.
+    pub fn send_all(&self, frames: &[Bytes]) -> Result<(), WireError> {
+        if let [frame] = frames {
+            return self.send(frame);
+        }
+        let mut st = self.lock();
+        if st.phase != Phase::Open {
+            return Ok(());
+        }
+        let mut sent = 0;
+        if st.queue.is_empty() {
+            while sent < frames.len() {
+                let chunk = &frames[sent..frames.len().min(sent + MAX_SLICES / 2)];
+                let mut headers = [[0u8; HEADER_MAX]; MAX_SLICES / 2];
+                let mut lens = [0usize; MAX_SLICES / 2];
+                for (k, f) in chunk.iter().enumerate() {
+                    lens[k] = binary_header(f.len(), &mut headers[k]);
+                }
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                for (k, f) in chunk.iter().enumerate() {
+                    slices[2 * k] = IoSlice::new(&headers[k][..lens[k]]);
+                    slices[2 * k + 1] = IoSlice::new(f);
+                }
+                let total: usize = chunk.iter().enumerate().map(|(k, f)| lens[k] + f.len()).sum();
+                let Some(mut written) = self.write_now(&mut st, &slices[..2 * chunk.len()]) else {
+                    return Ok(());
+                };
+                if written == total {
+                    sent += chunk.len();
+                    continue;
+                }
+                // The kernel took part of the chunk: queue the rest of it, byte-exact.
+                for (k, f) in chunk.iter().enumerate() {
+                    let h = &headers[k][..lens[k]];
+                    if written >= h.len() + f.len() {
+                        written -= h.len() + f.len();
+                        continue;
+                    }
+                    if written < h.len() {
+                        st.queue.push_back(Bytes::copy_from_slice(&h[written..]));
+                        st.queue.push_back(f.clone());
+                    } else {
+                        st.queue.push_back(f.slice(written - h.len()..));
+                    }
+                    written = 0;
+                }
+                st.queued_bytes = st.queue.iter().map(Bytes::len).sum();
+                st.stalled_since = Some(Instant::now());
+                sent += chunk.len();
+                break;
+            }
+            if sent == frames.len() && st.queue.is_empty() {
+                return Ok(());
+            }
+        }
+        for f in &frames[sent..] {
+            let mut header = [0u8; HEADER_MAX];
+            let n = binary_header(f.len(), &mut header);
+            if st.queued_bytes + n + f.len() > self.limits.queue_bytes {
+                st.phase = Phase::Abort;
+                drop(st);
+                self.wake.notify_one();
+                return Err(WireError::TooSlow);
+            }
+            st.queue.push_back(Bytes::copy_from_slice(&header[..n]));
+            st.queue.push_back(f.clone());
+            st.queued_bytes += n + f.len();
+        }
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// One non-blocking `writev`: the bytes the kernel took (0 when it took none), or `None`
+    /// when the socket failed; the connection is then aborted (its reader sees the same failure
+    /// and reports the close to the room).
+    fn write_now(&self, st: &mut State, slices: &[IoSlice<'_>]) -> Option<usize> {
+        match self.socket.try_write_vectored(slices) {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(0),
+            Err(_) => {
+                st.phase = Phase::Abort;
+                self.wake.notify_one();
+                None
+            }
+        }
+    }
+
     fn send_parts(&self, header: &[u8], body: &Bytes) -> Result<(), WireError> {
         let mut st = self.lock();
         match st.phase {
@@ -134,16 +223,8 @@ impl Wire {
         }
         let total = header.len() + body.len();
         if st.queue.is_empty() {
-            let written = match self.socket.try_write_vectored(&[IoSlice::new(header), IoSlice::new(body)]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(_) => {
-                    // The reader sees the same failure and reports the close to the room.
-                    st.phase = Phase::Abort;
-                    drop(st);
-                    self.wake.notify_one();
-                    return Ok(());
-                }
+            let Some(written) = self.write_now(&mut st, &[IoSlice::new(header), IoSlice::new(body)]) else {
+                return Ok(());
             };
             if written == total {
                 return Ok(());
@@ -321,5 +402,45 @@ mod tests {
         assert_eq!(header(5), [0x82, 5]);
         assert_eq!(header(300), [0x82, 126, 1, 44]);
         assert_eq!(header(70_000), [0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    async fn pair(limits: WireLimits) -> (Wire, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Wire::new(Arc::new(server), limits), client)
+    }
+
+    #[tokio::test]
+    async fn frames_sent_together_arrive_in_order_as_separate_messages() {
+        use tokio::io::AsyncReadExt;
+        let (wire, mut client) = pair(WireLimits::default()).await;
+        let frames = [Bytes::from_static(b"one"), Bytes::from(vec![7u8; 300]), Bytes::from_static(b"3")];
+        wire.send_all(&frames).unwrap();
+        let mut expected = vec![0x82, 3];
+        expected.extend(b"one");
+        expected.extend([0x82, 126, 1, 44]);
+        expected.extend([7u8; 300]);
+        expected.extend([0x82, 1, b'3']);
+        let mut got = vec![0u8; expected.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_hits_the_queue_bound_and_the_frames_stay_whole() {
+        let limits = WireLimits { queue_bytes: 64 << 10, ..WireLimits::default() };
+        let (wire, _client) = pair(limits).await;
+        let frame = Bytes::from(vec![1u8; 16 << 10]);
+        // The kernel's buffers take megabytes first; then at most 64 KiB more are queued.
+        let mut sent = 0usize;
+        while wire.send(&frame).is_ok() {
+            sent += 1;
+            assert!(sent < 10_000, "never hit the bound");
+        }
+        assert!(!wire.is_open());
+        let st = wire.lock();
+        assert!(st.queued_bytes <= limits.queue_bytes, "{}", st.queued_bytes);
+        assert_eq!(st.queued_bytes, st.queue.iter().map(Bytes::len).sum::<usize>() - st.head_sent);
     }
 }

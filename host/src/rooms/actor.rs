@@ -369,8 +369,10 @@ impl Room {
                     self.clients.send_to(&to, &frame::error(code, &message).into());
                 }
                 Effect::Leave { session_id, code } => {
-                    let Some(c) = self.clients.get(&session_id) else { continue };
-                    c.wire.close(code, "");
+                    if self.clients.get(&session_id).is_none() {
+                        continue;
+                    }
+                    self.clients.close(&session_id, code);
                     // Colyseus treats a server-side close like any other: only 4000 is consented.
                     match code.unwrap_or(close::NO_STATUS) {
                         close::CONSENTED => {
@@ -454,7 +456,9 @@ impl Room {
         rejected
     }
 
+    /// Writes what the last step sent, then drops the clients that could not take it.
     fn drop_slow_clients(&mut self, events: &mut Vec<Event>) {
+        self.clients.flush();
         for sid in self.clients.take_slow() {
             tracing::warn!(room = self.tag(), session = %sid, "client too slow; closing it");
             self.drop_client(sid, close::WITH_ERROR, events);

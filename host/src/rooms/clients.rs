@@ -1,7 +1,8 @@
 //! The room's connected clients and fan-out: every frame to a client goes through here.
 //!
-//! A frame is one `Bytes` shared by every recipient and written straight to each socket (see
-//! `net::wire`). Until a client acks JOIN_ROOM (and, in a room with state, gets its full
+//! A frame is one `Bytes` shared by every recipient. Frames for a client collect in its outbox
+//! during a guest call's effects and go to its socket together, in one `writev` (see
+//! `net::wire`), when the actor flushes. Until a client acks JOIN_ROOM (and, in a room with state, gets its full
 //! state) its frames wait here, bounded in bytes. A client whose queue overflows is reported as
 //! too slow and closed; the room carries on.
 
@@ -30,6 +31,8 @@ pub(super) struct Client {
     pub state: ClientState,
     held: Vec<Bytes>,
     held_bytes: usize,
+    /// Frames for the socket, written at the next flush.
+    outbox: Vec<Bytes>,
 }
 
 impl Client {
@@ -42,6 +45,7 @@ impl Client {
             state: ClientState::Joining,
             held: Vec::new(),
             held_bytes: 0,
+            outbox: Vec::new(),
         }
     }
 }
@@ -52,11 +56,13 @@ pub(super) struct Clients {
     slow: Vec<String>,
     /// Bytes a client that has not finished joining may have held for it.
     hold_limit: usize,
+    /// Some client's outbox is not empty.
+    pending: bool,
 }
 
 impl Clients {
     pub(super) fn new(hold_limit: usize) -> Self {
-        Self { map: HashMap::new(), slow: Vec::new(), hold_limit }
+        Self { map: HashMap::new(), slow: Vec::new(), hold_limit, pending: false }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -77,41 +83,79 @@ impl Clients {
         }
     }
 
+    /// Removes a client, after writing what its outbox holds.
     pub(super) fn remove(&mut self, session_id: &str) -> Option<Client> {
-        self.map.remove(session_id)
+        let mut c = self.map.remove(session_id)?;
+        Self::flush_one(&mut self.slow, session_id, &mut c);
+        Some(c)
     }
 
-    /// Removes every client, closing each with `code`.
+    /// Closes one client's connection after what was sent to it; it stays among the clients
+    /// until the caller removes it.
+    pub(super) fn close(&mut self, session_id: &str, code: Option<u16>) {
+        if let Some(c) = self.map.get_mut(session_id) {
+            Self::flush_one(&mut self.slow, session_id, c);
+            c.wire.close(code, "");
+        }
+    }
+
+    /// Removes every client, closing each with `code` after what was sent to it.
     pub(super) fn close_all(&mut self, code: u16) {
-        for (_, c) in self.map.drain() {
+        for (sid, mut c) in std::mem::take(&mut self.map) {
+            Self::flush_one(&mut self.slow, &sid, &mut c);
             c.wire.close(Some(code), "");
         }
     }
 
-    /// Writes a frame now; a client that cannot take it is too slow.
-    fn write(slow: &mut Vec<String>, session_id: &str, c: &Client, frame: &Bytes) {
-        if c.wire.send(frame).is_err() {
-            slow.push(session_id.to_string());
+    /// Queues a frame for the socket, written at the next flush.
+    fn write(pending: &mut bool, c: &mut Client, frame: &Bytes) {
+        c.outbox.push(frame.clone());
+        *pending = true;
+    }
+
+    fn flush_one(slow: &mut Vec<String>, session_id: &str, c: &mut Client) {
+        if !c.outbox.is_empty() {
+            if c.wire.send_all(&c.outbox).is_err() {
+                slow.push(session_id.to_string());
+            }
+            c.outbox.clear();
+        }
+    }
+
+    /// Writes every client's outbox to its socket, one `writev` per client; a client whose
+    /// socket cannot take it is reported as too slow.
+    pub(super) fn flush(&mut self) {
+        if std::mem::take(&mut self.pending) {
+            for (sid, c) in self.map.iter_mut() {
+                Self::flush_one(&mut self.slow, sid, c);
+            }
         }
     }
 
     /// Sends to one client, holding the frame while it is still joining.
     pub(super) fn send_to(&mut self, session_id: &str, frame: &Bytes) {
         if let Some(c) = self.map.get_mut(session_id) {
-            Self::push(&mut self.slow, self.hold_limit, session_id, c, frame);
+            Self::push(&mut self.slow, &mut self.pending, self.hold_limit, session_id, c, frame);
         }
     }
 
-    /// Sends a frame to the client now, whether or not it has finished joining (JOIN_ROOM).
+    /// Sends a frame to the client whether or not it has finished joining (JOIN_ROOM).
     pub(super) fn send_now(&mut self, session_id: &str, frame: &Bytes) {
-        if let Some(c) = self.map.get(session_id) {
-            Self::write(&mut self.slow, session_id, c, frame);
+        if let Some(c) = self.map.get_mut(session_id) {
+            Self::write(&mut self.pending, c, frame);
         }
     }
 
-    fn push(slow: &mut Vec<String>, hold_limit: usize, session_id: &str, c: &mut Client, frame: &Bytes) {
+    fn push(
+        slow: &mut Vec<String>,
+        pending: &mut bool,
+        hold_limit: usize,
+        session_id: &str,
+        c: &mut Client,
+        frame: &Bytes,
+    ) {
         match c.state {
-            ClientState::Joined => Self::write(slow, session_id, c, frame),
+            ClientState::Joined => Self::write(pending, c, frame),
             ClientState::Joining | ClientState::AwaitingState => {
                 c.held_bytes += frame.len();
                 if c.held_bytes > hold_limit {
@@ -128,43 +172,39 @@ impl Clients {
     pub(super) fn broadcast(&mut self, frame: &Bytes, except: &[String]) {
         for (sid, c) in self.map.iter_mut() {
             if !except.iter().any(|e| e == sid) {
-                Self::push(&mut self.slow, self.hold_limit, sid, c, frame);
+                Self::push(&mut self.slow, &mut self.pending, self.hold_limit, sid, c, frame);
             }
         }
     }
 
     /// A state patch: only for clients that have their full state.
     pub(super) fn patch(&mut self, frame: &Bytes) {
-        for (sid, c) in self.map.iter().filter(|(_, c)| c.state == ClientState::Joined) {
-            Self::write(&mut self.slow, sid, c, frame);
+        for c in self.map.values_mut().filter(|c| c.state == ClientState::Joined) {
+            Self::write(&mut self.pending, c, frame);
         }
     }
 
     /// The full state, to every client waiting for it; they then get what was held for them.
     pub(super) fn full_state(&mut self, frame: &Bytes) {
-        let waiting: Vec<String> = self
-            .map
-            .iter()
-            .filter(|(_, c)| c.state == ClientState::AwaitingState)
-            .map(|(s, _)| s.clone())
-            .collect();
-        for sid in waiting {
-            self.send_now(&sid, frame);
-            self.release(&sid);
+        for c in self.map.values_mut().filter(|c| c.state == ClientState::AwaitingState) {
+            Self::write(&mut self.pending, c, frame);
+            Self::release_one(&mut self.pending, c);
         }
     }
 
     /// The client may receive frames now: send what was held for it.
     pub(super) fn release(&mut self, session_id: &str) {
-        let Some(c) = self.map.get_mut(session_id) else { return };
+        if let Some(c) = self.map.get_mut(session_id) {
+            Self::release_one(&mut self.pending, c);
+        }
+    }
+
+    fn release_one(pending: &mut bool, c: &mut Client) {
         c.state = ClientState::Joined;
         c.held_bytes = 0;
-        for frame in std::mem::take(&mut c.held) {
-            if c.wire.send(&frame).is_err() {
-                self.slow.push(session_id.to_string());
-                break;
-            }
-        }
+        let held = std::mem::take(&mut c.held);
+        c.outbox.extend(held);
+        *pending = true;
     }
 
     /// Clients found too slow since the last call; each is already being closed.

@@ -12,6 +12,7 @@
 //! - [`services`]: presence operations and listing queries on behalf of rooms, answered as events.
 //! - [`presence`], [`driver`]: shared state and room listings behind traits, with in-process
 //!   embedded defaults.
+//! - [`os`]: file-descriptor limit and heap trimming, the host's only `unsafe`.
 
 pub mod clock;
 pub mod cluster;
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod imports;
 pub mod matchmaker;
 pub mod net;
+pub mod os;
 pub mod plugins;
 pub mod presence;
 pub mod rooms;

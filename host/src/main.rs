@@ -15,6 +15,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::parse();
+    if let Some(files) = odeon_host::os::raise_open_files_limit() {
+        tracing::debug!(files, "open file limit");
+    }
     let addr = SocketAddr::new(config.bind, config.effective_port());
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     odeon_host::run(config, listener, shutdown_signal()).await

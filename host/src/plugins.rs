@@ -209,7 +209,7 @@ impl Plugins {
         // Compiling takes 100 ms or more: keep it off the async workers.
         let compiled = tokio::task::spawn_blocking(move || {
             let compiled = this.compile(&bytes);
-            release_free_heap();
+            crate::os::release_free_heap();
             compiled
         });
         let (module, pre) =
@@ -460,19 +460,6 @@ fn check_manifest(m: &Manifest) -> Result<(), PluginError> {
     match defaults {
         Ok(serde_json::Value::Object(_)) => Ok(()),
         _ => Err(PluginError::Manifest("default options must be a map".into())),
-    }
-}
-
-/// Hands the heap pages freed after a compilation back to the OS. Cranelift allocates tens of
-/// megabytes while compiling on its worker threads, and glibc keeps what they free in
-/// per-thread arenas; without this an idle host holds about 15 MiB it will not use again.
-#[allow(unsafe_code)]
-fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the kernel; it
-    // takes no pointers and is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -45,9 +45,16 @@ test: plugins lint
 schema:
     cd tests/schema && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi && npm test
 
-# Benchmarks (not part of `just test`): state encoding for the 50-player arena, against the
-# official @colyseus/schema encoder measured in the same run as the baseline.
-bench:
+# Benchmarks (not part of `just test`), each against a baseline measured in the same run:
+# the arena workload against the real Colyseus 0.18 (server pinned to CPU 0, load generator to
+# CPU 1; Markdown to target/bench/BENCHMARKS-run.md, plot to target/bench/plot.svg), then the
+# guest-boundary and state-encoding micro-benchmarks. `just bench --quick` is a smoke run.
+bench *ARGS: plugins
+    cargo build --release -p odeon-host -p odeon-loadgen
+    cd bench/colyseus-peer && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi
+    mkdir -p "{{target_dir}}/bench"
+    "{{target_dir}}/release/odeon-bench" --out "{{target_dir}}/bench/BENCHMARKS-run.md" --svg "{{target_dir}}/bench/plot.svg" {{ARGS}}
+    cargo bench -p odeon-host --bench guest
     cargo bench -p odeon-schema --bench encode
     cd tests/schema && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi && CARGO_TARGET_DIR="{{target_dir}}" node bench.mjs
 

@@ -6,7 +6,7 @@
 /// default soft limit of 1024 would cap a host at about a thousand players). Returns the limit
 /// in force.
 #[allow(unsafe_code)]
-pub fn raise_open_files_limit() -> Option<u64> {
+pub fn raise_open_files_limit() -> Option<libc::rlim_t> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit struct through a pointer to a live local.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
@@ -19,7 +19,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
             lim = raised;
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 /// Hands the heap pages freed after a plugin compilation back to the OS. Cranelift allocates

@@ -32,8 +32,9 @@ use crate::rooms::{ClientInput, RoomHandle, RoomMsg};
 const MESSAGE_TOO_BIG: u16 = 1009;
 /// How long a closed connection waits for the client's close reply before dropping the socket.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
-/// Read buffer of a new connection; it grows only while a client sends a larger frame.
-const READ_BUFFER: usize = 2048;
+/// Read buffer of a connection (and the most one `recv` reads); a larger frame grows it while
+/// it is read. It is touched on every read, so its size is most of an idle client's memory.
+const READ_BUFFER: usize = 1024;
 /// A client that misses this many heartbeats in a row is dropped.
 const MAX_MISSED_HEARTBEATS: u8 = 2;
 
@@ -219,7 +220,8 @@ impl Connection {
         let heartbeat = self.state.config.heartbeat;
         // Heartbeats of many clients spread over the interval. One timer entry per connection,
         // reset in place; the write deadline is armed only while a backlog exists.
-        let beat = tokio::time::sleep(heartbeat.mul_f64(rand::random::<f64>()));
+        let beat =
+            tokio::time::sleep_until(beat_slot(Instant::now() + heartbeat.mul_f64(rand::random::<f64>())));
         tokio::pin!(beat);
         let mut heard = true;
         let mut missed = 0u8;
@@ -263,7 +265,7 @@ impl Connection {
                     self.wire.abort();
                 }
                 () = beat.as_mut() => {
-                    beat.as_mut().reset(Instant::now() + heartbeat);
+                    beat.as_mut().reset(beat_slot(Instant::now() + heartbeat));
                     if std::mem::take(&mut heard) {
                         missed = 0;
                     } else {
@@ -407,6 +409,21 @@ impl Connection {
         }
     }
 }
+
+/// Heartbeats fall on a 100 ms grid: clients' beats stay spread over the interval (no
+/// Colyseus-style loop that pings everyone at once), yet the worker wakes ten times a second
+/// for all of them rather than once per client. With 17 000 idle clients that is the difference
+/// between about 5 700 timer wake-ups a second and 10.
+fn beat_slot(at: Instant) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let slot = BEAT_SLOT.as_nanos();
+    let since = at.saturating_duration_since(origin).as_nanos();
+    origin + Duration::from_nanos((since.div_ceil(slot) * slot) as u64)
+}
+
+/// The grain of heartbeat deadlines.
+const BEAT_SLOT: Duration = Duration::from_millis(100);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {

@@ -1,0 +1,445 @@
+//! `odeon-bench`: every workload against both servers, alternating, then the report.
+//!
+//! For each workload and each server (Odeon then Colyseus, so both see the same machine state)
+//! it starts a fresh server pinned to CPU 0, measures its empty RSS, runs `odeon-loadgen` pinned
+//! to CPU 1 against it, and stops it. Results go to a Markdown section (stdout and `--out`) and
+//! an SVG plot (`--svg`); raw JSON summaries and server logs stay in the results directory.
+
+pub mod report;
+pub mod server;
+pub mod svg;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use crate::proc::{self, Pid};
+use crate::summary::Summary;
+use crate::sys;
+use server::Kind;
+
+/// Runs the whole benchmark: Odeon against Colyseus 0.18 at several sizes.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "odeon-bench", version)]
+pub struct Args {
+    /// Smoke run: 100 clients, 1 s warm-up, 3 s window (the pipeline in under a minute per server).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the Markdown section to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the SVG plot here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Active-client sizes (no idle clients) [default: 500,1000,2000; quick: 100].
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<u32>>,
+    /// Idle-client counts, each run alone and with --mixed-active active clients
+    /// [default: 5000,10000,17000; quick: 100].
+    #[arg(long, value_delimiter = ',')]
+    pub idle: Option<Vec<u32>>,
+    /// Active clients next to the idle ones [default: 2000; quick: 100].
+    #[arg(long)]
+    pub mixed_active: Option<u32>,
+    /// Warm-up seconds [default: 5; quick: 1].
+    #[arg(long)]
+    pub warmup_secs: Option<f64>,
+    /// Measure-window seconds [default: 20; quick: 3].
+    #[arg(long)]
+    pub measure_secs: Option<f64>,
+    /// Moves per second per active client.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate_hz: f64,
+    /// Servers to run, in this order per workload.
+    #[arg(long, value_delimiter = ',', default_value = "odeon,colyseus")]
+    pub servers: Vec<String>,
+    /// The Odeon host [default: $CARGO_TARGET_DIR/release/odeon-host; with --quick the debug
+    /// build if there is no release build].
+    #[arg(long)]
+    pub host_bin: Option<PathBuf>,
+    /// Plugins directory [default: $CARGO_TARGET_DIR/plugins, built by `just plugins`].
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// The loadgen binary [default: `odeon-loadgen` next to this binary].
+    #[arg(long)]
+    pub loadgen: Option<PathBuf>,
+    /// Repository root [default: the one this crate was built from].
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+    /// Where raw JSON summaries and server logs go [default: $CARGO_TARGET_DIR/bench-results/<time>].
+    #[arg(long)]
+    pub results_dir: Option<PathBuf>,
+}
+
+/// What one run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// N active clients, no idle ones.
+    Active(u32),
+    /// K idle clients only.
+    Idle(u32),
+    /// K idle clients, then N active ones.
+    Mixed {
+        /// Idle clients.
+        idle: u32,
+        /// Active clients.
+        active: u32,
+    },
+}
+
+impl Workload {
+    /// `(active, idle)` clients.
+    pub fn clients(self) -> (u32, u32) {
+        match self {
+            Workload::Active(n) => (n, 0),
+            Workload::Idle(k) => (0, k),
+            Workload::Mixed { idle, active } => (active, idle),
+        }
+    }
+
+    /// A file-name-friendly label.
+    pub fn label(self) -> String {
+        match self {
+            Workload::Active(n) => format!("active-{n}"),
+            Workload::Idle(k) => format!("idle-{k}"),
+            Workload::Mixed { idle, active } => format!("idle-{idle}+active-{active}"),
+        }
+    }
+}
+
+/// One server on one workload.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// What ran.
+    pub workload: Workload,
+    /// Against which server.
+    pub server: Kind,
+    /// The loadgen's summary, if it produced one.
+    pub summary: Option<Summary>,
+    /// Server VmRSS before any client, KiB.
+    pub empty_rss_kib: Option<u64>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// Why the first attempt failed, if this is a retry.
+    pub retried_after: Option<String>,
+    /// Server command line.
+    pub server_cmd: String,
+    /// Loadgen command line.
+    pub loadgen_cmd: String,
+}
+
+/// Settings shared by every run, and what the report prints about the machine.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Workloads in order.
+    pub workloads: Vec<Workload>,
+    /// Servers in order.
+    pub servers: Vec<server::Spec>,
+    /// Servers skipped, with why.
+    pub skipped: Vec<(Kind, String)>,
+    /// Warm-up seconds.
+    pub warmup_secs: f64,
+    /// Window seconds.
+    pub measure_secs: f64,
+    /// Moves per second per active client.
+    pub rate_hz: f64,
+    /// CPU lists for the server and the loadgen, if pinning.
+    pub pin: Option<(String, String)>,
+    /// The loadgen binary.
+    pub loadgen: PathBuf,
+    /// Raw results and logs.
+    pub results_dir: PathBuf,
+    /// Whether this is a --quick smoke run.
+    pub quick: bool,
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(ok) if ok => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("odeon-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn target_dir(repo: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"))
+}
+
+fn plan(args: &Args) -> anyhow::Result<Plan> {
+    let repo = match &args.repo {
+        Some(r) => r.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    };
+    let repo = repo.canonicalize().with_context(|| format!("repository root {}", repo.display()))?;
+    let target = target_dir(&repo);
+    let q = args.quick;
+    let sizes = args.sizes.clone().unwrap_or(if q { vec![100] } else { vec![500, 1000, 2000] });
+    let idle = args.idle.clone().unwrap_or(if q { vec![100] } else { vec![5000, 10000, 17000] });
+    let mixed_active = args.mixed_active.unwrap_or(if q { 100 } else { 2000 });
+    let mut workloads: Vec<Workload> = sizes.iter().map(|&n| Workload::Active(n)).collect();
+    workloads.extend(idle.iter().map(|&k| Workload::Idle(k)));
+    workloads.extend(idle.iter().map(|&k| Workload::Mixed { idle: k, active: mixed_active }));
+    if let Some(k) = idle.iter().find(|k| *k % 50 != 0) {
+        eprintln!(
+            "odeon-bench: warning: {k} idle clients is not a multiple of 50; some idle clients will share rooms with active ones"
+        );
+    }
+
+    let mut servers = Vec::new();
+    let mut skipped = Vec::new();
+    for name in &args.servers {
+        match name.as_str() {
+            "odeon" => {
+                let host = match &args.host_bin {
+                    Some(h) => h.clone(),
+                    None => {
+                        let release = target.join("release/odeon-host");
+                        let debug = target.join("debug/odeon-host");
+                        if !release.exists() && q && debug.exists() {
+                            eprintln!(
+                                "odeon-bench: no release host; --quick uses the debug build {}",
+                                debug.display()
+                            );
+                            debug
+                        } else {
+                            release
+                        }
+                    }
+                };
+                let plugins = args.plugins.clone().unwrap_or_else(|| target.join("plugins"));
+                if !host.exists() {
+                    bail!("no Odeon host at {} (cargo build --release -p odeon-host)", host.display());
+                }
+                if !plugins.join("arena.wasm").exists() {
+                    bail!("no arena plugin in {} (just plugins)", plugins.display());
+                }
+                servers.push(server::Spec {
+                    kind: Kind::Odeon,
+                    program: host,
+                    args: vec!["--plugins".into(), plugins.into(), "--no-watch".into()],
+                    cwd: repo.clone(),
+                });
+            }
+            "colyseus" => {
+                let peer = repo.join("bench/colyseus-peer");
+                if !peer.join("node_modules").is_dir() {
+                    let why = format!(
+                        "{} is missing (cd bench/colyseus-peer && npm ci)",
+                        peer.join("node_modules").display()
+                    );
+                    eprintln!("odeon-bench: skipping Colyseus: {why}");
+                    skipped.push((Kind::Colyseus, why));
+                    continue;
+                }
+                servers.push(server::Spec {
+                    kind: Kind::Colyseus,
+                    program: which("node").context("node is not on PATH")?,
+                    args: vec!["bench/colyseus-peer/server.mjs".into()],
+                    cwd: repo.clone(),
+                });
+            }
+            other => bail!("unknown server {other:?} (odeon, colyseus)"),
+        }
+    }
+    if servers.is_empty() {
+        bail!("no server to run");
+    }
+
+    let loadgen = match &args.loadgen {
+        Some(l) => l.clone(),
+        None => std::env::current_exe()?.with_file_name("odeon-loadgen"),
+    };
+    if !loadgen.exists() {
+        bail!("no loadgen at {} (cargo build --release -p odeon-loadgen)", loadgen.display());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = if cores >= 2 && which("taskset").is_some() {
+        Some(("0".to_owned(), "1".to_owned()))
+    } else {
+        eprintln!(
+            "odeon-bench: warning: not pinning (needs 2 cores and taskset); server and loadgen share the machine"
+        );
+        None
+    };
+    let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let results_dir =
+        args.results_dir.clone().unwrap_or_else(|| target.join(format!("bench-results/{stamp}")));
+    std::fs::create_dir_all(&results_dir).with_context(|| format!("creating {}", results_dir.display()))?;
+    Ok(Plan {
+        workloads,
+        servers,
+        skipped,
+        warmup_secs: args.warmup_secs.unwrap_or(if q { 1.0 } else { 5.0 }),
+        measure_secs: args.measure_secs.unwrap_or(if q { 3.0 } else { 20.0 }),
+        rate_hz: args.rate_hz,
+        pin,
+        loadgen,
+        results_dir,
+        quick: q,
+    })
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+fn run(args: &Args) -> anyhow::Result<bool> {
+    // Children inherit the raised limit: the servers hold as many sockets as the loadgen.
+    if let Err(e) = sys::raise_nofile_limit() {
+        eprintln!("odeon-bench: warning: cannot raise RLIMIT_NOFILE: {e}");
+    }
+    let plan = plan(args)?;
+    let started = Instant::now();
+    let mut records = Vec::new();
+    for &workload in &plan.workloads {
+        for spec in &plan.servers {
+            eprintln!("odeon-bench: {} / {} …", workload.label(), spec.kind.name());
+            let mut record = run_one(&plan, spec, workload);
+            if let Some(e) = record.error.take() {
+                // One retry: on a shared machine a server can be killed from outside.
+                eprintln!(
+                    "odeon-bench: {} / {} failed, retrying once: {e}",
+                    workload.label(),
+                    spec.kind.name()
+                );
+                record = run_one(&plan, spec, workload);
+                record.retried_after = Some(e);
+            }
+            if let Some(e) = &record.error {
+                eprintln!("odeon-bench: {} / {} failed: {e}", workload.label(), spec.kind.name());
+            }
+            records.push(record);
+        }
+    }
+    let meta =
+        report::Meta::collect(&plan, std::env::args().collect::<Vec<_>>().join(" "), started.elapsed());
+    let markdown = report::markdown(&plan, &meta, &records);
+    print!("{markdown}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("odeon-bench: wrote {}", out.display());
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg::plot(&records)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("odeon-bench: wrote {}", path.display());
+    }
+    eprintln!("odeon-bench: raw results and logs in {}", plan.results_dir.display());
+    Ok(records.iter().all(|r| r.error.is_none()))
+}
+
+fn run_one(plan: &Plan, spec: &server::Spec, workload: Workload) -> RunRecord {
+    let name = format!("{}-{}", spec.kind.name().to_lowercase(), workload.label());
+    let mut record = RunRecord {
+        workload,
+        server: spec.kind,
+        summary: None,
+        empty_rss_kib: None,
+        error: None,
+        retried_after: None,
+        server_cmd: String::new(),
+        loadgen_cmd: String::new(),
+    };
+    if let Err(e) = run_one_inner(plan, spec, workload, &name, &mut record) {
+        record.error = Some(format!("{e:#}"));
+    }
+    record
+}
+
+fn run_one_inner(
+    plan: &Plan,
+    spec: &server::Spec,
+    workload: Workload,
+    name: &str,
+    record: &mut RunRecord,
+) -> anyhow::Result<()> {
+    let port = server::free_port()?;
+    let log = plan.results_dir.join(format!("{name}.server.log"));
+    let (server_cpu, loadgen_cpu) = match &plan.pin {
+        Some((s, l)) => (Some(s.as_str()), Some(l.as_str())),
+        None => (None, None),
+    };
+    record.server_cmd = spec.command_line(port, server_cpu);
+    let mut running = server::start(spec, port, server_cpu, &log)?;
+    // Let start-up allocation settle before taking the empty footprint.
+    std::thread::sleep(Duration::from_secs(1));
+    record.empty_rss_kib = proc::rss_kib(Pid::Id(running.pid));
+
+    let (active, idle) = workload.clients();
+    let json = plan.results_dir.join(format!("{name}.json"));
+    let mut cmd = match loadgen_cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu]).arg(&plan.loadgen);
+            c
+        }
+        None => Command::new(&plan.loadgen),
+    };
+    let loadgen_args: Vec<String> = vec![
+        "--endpoint".into(),
+        format!("http://127.0.0.1:{port}"),
+        "--room".into(),
+        "arena".into(),
+        "--clients".into(),
+        active.to_string(),
+        "--idle".into(),
+        idle.to_string(),
+        "--rate-hz".into(),
+        plan.rate_hz.to_string(),
+        "--warmup-secs".into(),
+        plan.warmup_secs.to_string(),
+        "--measure-secs".into(),
+        plan.measure_secs.to_string(),
+        "--server-pid".into(),
+        running.pid.to_string(),
+        "--join-concurrency".into(),
+        "50".into(),
+        "--json".into(),
+        json.display().to_string(),
+    ];
+    cmd.args(&loadgen_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    sys::die_with_parent(&mut cmd);
+    record.loadgen_cmd = format!(
+        "{}{} {}",
+        loadgen_cpu.map(|c| format!("taskset -c {c} ")).unwrap_or_default(),
+        plan.loadgen.display(),
+        loadgen_args.join(" ")
+    );
+    let _ = std::fs::remove_file(&json);
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", plan.loadgen.display()))?;
+    // The loadgen bounds itself; this is the backstop (its default join phase + window + slack).
+    let deadline =
+        Instant::now() + Duration::from_secs_f64(240.0 + 30.0 + plan.warmup_secs + plan.measure_secs + 120.0);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("loadgen did not finish in time (killed)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let server_died = running.exited();
+    running.stop();
+    if let Ok(text) = std::fs::read_to_string(&json) {
+        record.summary =
+            Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?);
+    }
+    if server_died {
+        bail!("the server exited during the run; log {}:\n{}", log.display(), server::log_tail(&log));
+    }
+    if !status.success() {
+        bail!("loadgen exited with {status}");
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! the accept loop (HTTP/1.1 with upgrades), `ws` the room WebSocket, `wire` a client's outbound
 //! side. Frames are decoded and msgpackr payloads normalised here, so rooms see typed inputs only.
 
+mod heartbeat;
 mod serve;
 pub mod wire;
 mod ws;
@@ -52,11 +53,13 @@ struct AppState {
     mm: Arc<Matchmaker>,
     config: Arc<NetConfig>,
     next_conn: Arc<AtomicU64>,
+    heartbeats: Arc<heartbeat::Heartbeats>,
 }
 
 /// Builds the HTTP router.
 pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
-    let state = AppState { mm, config: Arc::new(config), next_conn: Arc::new(AtomicU64::new(1)) };
+    let heartbeats = heartbeat::Heartbeats::start(config.heartbeat);
+    let state = AppState { mm, config: Arc::new(config), next_conn: Arc::new(AtomicU64::new(1)), heartbeats };
     Router::new()
         .route("/matchmake/{method}/{*target}", post(matchmake).options(preflight))
         .route("/odeon/health", get(health))

@@ -55,6 +55,8 @@ pub(crate) enum Phase {
     Closing,
     /// Give up at once: the client was too slow, or the socket failed.
     Abort,
+    /// The client missed its heartbeats: drop it without a close frame (it is gone).
+    Dead,
 }
 
 struct State {
@@ -78,7 +80,12 @@ pub struct Wire {
     inbound: AtomicUsize,
     /// Wakes the reader when the room has caught up with its input.
     inbound_drained: Notify,
+    /// Heartbeat state: [`HEARD`] since the last beat, plus the beats missed in a row.
+    liveness: std::sync::atomic::AtomicU8,
 }
+
+/// Set in `liveness` when anything arrived from the client since the last heartbeat.
+const HEARD: u8 = 0x80;
 
 impl std::fmt::Debug for Wire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,6 +115,7 @@ impl Wire {
             limits,
             inbound: AtomicUsize::new(0),
             inbound_drained: Notify::new(),
+            liveness: std::sync::atomic::AtomicU8::new(HEARD),
         }
     }
 
@@ -219,7 +227,7 @@ impl Wire {
         match st.phase {
             Phase::Open => {}
             // Closing or gone: the frame would never be read.
-            Phase::Closing | Phase::Abort => return Ok(()),
+            Phase::Closing | Phase::Abort | Phase::Dead => return Ok(()),
         }
         let total = header.len() + body.len();
         if st.queue.is_empty() {
@@ -284,6 +292,31 @@ impl Wire {
 
     pub(crate) fn phase(&self) -> Phase {
         self.lock().phase
+    }
+
+    /// Something arrived from the client: it is alive.
+    pub(crate) fn heard(&self) {
+        self.liveness.store(HEARD, Ordering::Relaxed);
+    }
+
+    /// One heartbeat: a client heard from since the last one is fine; a silent one is pinged;
+    /// one silent for `MAX_MISSED` beats in a row is dropped.
+    pub(crate) fn beat(&self) {
+        let missed = match self.liveness.fetch_and(!HEARD, Ordering::Relaxed) {
+            v if v & HEARD != 0 => 0,
+            v => v + 1,
+        };
+        self.liveness.store(missed, Ordering::Relaxed);
+        if missed >= super::heartbeat::MAX_MISSED {
+            let mut st = self.lock();
+            if st.phase == Phase::Open {
+                st.phase = Phase::Dead;
+            }
+            drop(st);
+            self.wake.notify_one();
+        } else if missed > 0 {
+            self.send_raw(&[0x89, 0x00]);
+        }
     }
 
     /// Whether frames still flow (no close queued, not aborted).

@@ -3,8 +3,9 @@
 //! The task owns the read side: it decodes frames (tungstenite's protocol engine over a
 //! non-blocking socket, with a small read buffer that grows only for a client sending large
 //! frames), normalises msgpackr payloads and hands each input straight to the room's inbox. It
-//! also drains the client's write queue when the socket backs up, enforces the write deadline,
-//! and sends heartbeats. Rooms write to the socket themselves through the shared [`Wire`].
+//! also drains the client's write queue when the socket backs up and enforces the write
+//! deadline. Rooms write to the socket themselves through the shared [`Wire`]; heartbeats come
+//! from the host's one sweeper (`heartbeat`).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -35,8 +36,6 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// Read buffer of a connection (and the most one `recv` reads); a larger frame grows it while
 /// it is read. It is touched on every read, so its size is most of an idle client's memory.
 const READ_BUFFER: usize = 1024;
-/// A client that misses this many heartbeats in a row is dropped.
-const MAX_MISSED_HEARTBEATS: u8 = 2;
 
 /// `GET /{processId}/{roomId}`: validates the upgrade, answers 101 and starts the connection.
 pub(super) async fn websocket(
@@ -160,6 +159,7 @@ impl Connection {
     async fn start(state: AppState, params: Params, stream: TcpStream, leftover: Vec<u8>) {
         let socket = Arc::new(stream);
         let wire = Arc::new(Wire::new(socket.clone(), state.config.wire));
+        state.heartbeats.register(&wire);
         let max = state.config.max_message_bytes;
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
@@ -217,18 +217,10 @@ impl Connection {
 
     /// Runs the connection until it ends.
     async fn serve(&mut self, room: &RoomHandle) -> End {
-        let heartbeat = self.state.config.heartbeat;
-        // Heartbeats of many clients spread over the interval. One timer entry per connection,
-        // reset in place; the write deadline is armed only while a backlog exists.
-        let beat =
-            tokio::time::sleep_until(beat_slot(Instant::now() + heartbeat.mul_f64(rand::random::<f64>())));
-        tokio::pin!(beat);
-        let mut heard = true;
-        let mut missed = 0u8;
         let mut waiting_for_room = false;
         loop {
             if !waiting_for_room {
-                match self.read_available(room, &mut heard) {
+                match self.read_available(room) {
                     Ok(Some(wait)) => waiting_for_room = wait,
                     Ok(None) => {}
                     Err(end) => return end,
@@ -241,6 +233,7 @@ impl Connection {
                     self.wire.try_close_now(close::WITH_ERROR, "client too slow");
                     return End::Aborted(close::WITH_ERROR);
                 }
+                Phase::Dead => return End::Aborted(close::ABNORMAL),
             }
             let backlog = match self.wire.drain() {
                 Ok(empty) => !empty,
@@ -264,26 +257,13 @@ impl Connection {
                     tracing::warn!(session = %self.session_id, "client did not read for the write deadline; closing it");
                     self.wire.abort();
                 }
-                () = beat.as_mut() => {
-                    beat.as_mut().reset(beat_slot(Instant::now() + heartbeat));
-                    if std::mem::take(&mut heard) {
-                        missed = 0;
-                    } else {
-                        missed += 1;
-                        if missed >= MAX_MISSED_HEARTBEATS {
-                            return End::Aborted(close::ABNORMAL);
-                        }
-                        // Only a silent client is pinged: traffic already proves the others alive.
-                        self.wire.send_raw(&[0x89, 0x00]);
-                    }
-                }
             }
         }
     }
 
     /// Reads every message the socket has now. `Ok(Some(true))`: the room holds as much of
     /// this client's input as it may; stop reading until it catches up.
-    fn read_available(&mut self, room: &RoomHandle, heard: &mut bool) -> Result<Option<bool>, End> {
+    fn read_available(&mut self, room: &RoomHandle) -> Result<Option<bool>, End> {
         loop {
             let msg = match self.ws.read() {
                 Ok(msg) => msg,
@@ -301,7 +281,7 @@ impl Connection {
                     return Err(End::Aborted(close::ABNORMAL));
                 }
             };
-            *heard = true;
+            self.wire.heard();
             let bytes = match msg {
                 Message::Binary(b) => b,
                 Message::Text(t) => t.into(),
@@ -386,7 +366,7 @@ impl Connection {
                 Ok(empty) => !empty,
                 Err(_) => return,
             };
-            if self.wire.phase() == Phase::Abort {
+            if matches!(self.wire.phase(), Phase::Abort | Phase::Dead) {
                 return;
             }
             loop {
@@ -409,21 +389,6 @@ impl Connection {
         }
     }
 }
-
-/// Heartbeats fall on a 100 ms grid: clients' beats stay spread over the interval (no
-/// Colyseus-style loop that pings everyone at once), yet the worker wakes ten times a second
-/// for all of them rather than once per client. With 17 000 idle clients that is the difference
-/// between about 5 700 timer wake-ups a second and 10.
-fn beat_slot(at: Instant) -> Instant {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    let slot = BEAT_SLOT.as_nanos();
-    let since = at.saturating_duration_since(origin).as_nanos();
-    origin + Duration::from_nanos((since.div_ceil(slot) * slot) as u64)
-}
-
-/// The grain of heartbeat deadlines.
-const BEAT_SLOT: Duration = Duration::from_millis(100);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {

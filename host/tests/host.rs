@@ -234,7 +234,15 @@ async fn echo_room_answers_through_the_actor() {
     assert_eq!(welcome["sessionId"], json!(seat.session_id));
     a.send("echo", json!({ "x": 1, "nested": [1, "two"] }));
     assert_eq!(a.expect_message("echo").await, json!({ "x": 1, "nested": [1, "two"] }));
-    let listing = h.driver.find_by_id(&seat.listing.room_id).await.unwrap().unwrap();
+    // The listing is written by the room's publisher, off the room's loop: poll briefly.
+    let mut listing = h.driver.find_by_id(&seat.listing.room_id).await.unwrap().unwrap();
+    for _ in 0..100 {
+        if listing.clients == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        listing = h.driver.find_by_id(&seat.listing.room_id).await.unwrap().unwrap();
+    }
     assert_eq!((listing.clients, listing.max_clients, listing.locked), (1, Some(4), false));
 }
 

@@ -329,18 +329,14 @@ impl Wire {
         self.wake.notified().await;
     }
 
-    /// When the current backlog must be gone by, if there is one.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.lock().stalled_since.map(|t| t + self.limits.write_deadline)
-    }
-
-    /// Writes as much of the queue as the socket takes now. Returns whether the queue is empty.
-    pub(crate) fn drain(&self) -> io::Result<bool> {
+    /// Writes as much of the queue as the socket takes now. Returns `None` when the queue is
+    /// empty, else when the rest must be gone by (the write deadline).
+    pub(crate) fn drain(&self) -> io::Result<Option<Instant>> {
         let mut st = self.lock();
         loop {
             if st.queue.is_empty() {
                 st.stalled_since = None;
-                return Ok(true);
+                return Ok(None);
             }
             let written = {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -351,7 +347,9 @@ impl Wire {
                 }
                 match self.socket.try_write_vectored(&slices[..n]) {
                     Ok(w) => w,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(st.stalled_since.map(|t| t + self.limits.write_deadline));
+                    }
                     Err(e) => return Err(e),
                 }
             };

@@ -235,11 +235,11 @@ impl Connection {
                 }
                 Phase::Dead => return End::Aborted(close::ABNORMAL),
             }
-            let backlog = match self.wire.drain() {
-                Ok(empty) => !empty,
+            let deadline = match self.wire.drain() {
+                Ok(deadline) => deadline,
                 Err(_) => return End::Aborted(close::ABNORMAL),
             };
-            let deadline = if backlog { self.wire.deadline() } else { None };
+            let backlog = deadline.is_some();
             tokio::select! {
                 r = self.socket.readable(), if !waiting_for_room => {
                     if r.is_err() {
@@ -253,7 +253,7 @@ impl Connection {
                         return End::Aborted(close::ABNORMAL);
                     }
                 }
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = sleep_until(deadline), if backlog => {
                     tracing::warn!(session = %self.session_id, "client did not read for the write deadline; closing it");
                     self.wire.abort();
                 }
@@ -363,7 +363,7 @@ impl Connection {
         let until = Instant::now() + CLOSE_LINGER;
         loop {
             let backlog = match self.wire.drain() {
-                Ok(empty) => !empty,
+                Ok(deadline) => deadline.is_some(),
                 Err(_) => return,
             };
             if matches!(self.wire.phase(), Phase::Abort | Phase::Dead) {

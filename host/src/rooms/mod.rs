@@ -213,7 +213,6 @@ pub async fn create(
     let stats = Arc::new(RoomStats::default());
     let handle = RoomHandle { room_id: room_id.clone(), tx, stats: stats.clone() };
     runtime.spawn(async move {
-        let rx = rx;
         let mut guest = match plugin.instantiate(room_id.clone(), deps.limits).await {
             Ok(g) => g,
             Err(e) => {

@@ -1,4 +1,5 @@
-//! Process figures from /proc: CPU time (utime + stime) and resident memory (VmRSS).
+//! Process figures from /proc: CPU time (utime + stime, and stime alone) and resident memory
+//! (VmRSS).
 
 use std::time::Duration;
 
@@ -22,23 +23,30 @@ impl Pid {
     }
 }
 
-/// User plus system CPU time the process (all its threads) has used so far.
-pub fn cpu_time(pid: Pid) -> Option<Duration> {
+/// CPU time the process (all its threads) has used so far: user plus system, and system
+/// (kernel) alone.
+pub fn cpu_times(pid: Pid) -> Option<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("{}/stat", pid.dir())).ok()?;
-    let ticks = parse_stat_ticks(&stat)?;
+    let (utime, stime) = parse_stat_ticks(&stat)?;
     let per_sec = sys::clock_ticks_per_sec();
-    Some(Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_sec))
+    let time = |ticks: u64| Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_sec);
+    Some((time(utime + stime), time(stime)))
 }
 
-/// utime + stime (fields 14 and 15) in clock ticks. The command name (field 2) is in
+/// User plus system CPU time the process (all its threads) has used so far.
+pub fn cpu_time(pid: Pid) -> Option<Duration> {
+    cpu_times(pid).map(|(total, _)| total)
+}
+
+/// utime and stime (fields 14 and 15) in clock ticks. The command name (field 2) is in
 /// parentheses and may contain spaces, so fields are counted after the last `)`.
-pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+pub fn parse_stat_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     // After the `)`: field 3 (state) is the first; utime is field 14, i.e. the 12th here.
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// Resident set size in KiB (VmRSS).
@@ -95,6 +103,8 @@ pub struct Sample {
     pub at: std::time::Instant,
     /// CPU time used so far.
     pub cpu: Option<Duration>,
+    /// The part of it spent in the kernel (stime).
+    pub sys: Option<Duration>,
     /// Time spent waiting for a CPU so far.
     pub wait: Option<Duration>,
 }
@@ -102,7 +112,13 @@ pub struct Sample {
 impl Sample {
     /// Reads `pid` now.
     pub fn take(pid: Pid) -> Self {
-        Sample { at: std::time::Instant::now(), cpu: cpu_time(pid), wait: runqueue_wait(pid) }
+        let times = cpu_times(pid);
+        Sample {
+            at: std::time::Instant::now(),
+            cpu: times.map(|(total, _)| total),
+            sys: times.map(|(_, sys)| sys),
+            wait: runqueue_wait(pid),
+        }
     }
 
     /// CPU use between `self` and `later` as a percentage of one core.
@@ -124,6 +140,11 @@ impl Sample {
     pub fn cpu_until(&self, later: &Sample) -> Option<Duration> {
         later.cpu?.checked_sub(self.cpu?)
     }
+
+    /// Kernel CPU time used between `self` and `later`.
+    pub fn sys_until(&self, later: &Sample) -> Option<Duration> {
+        later.sys?.checked_sub(self.sys?)
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +155,7 @@ mod tests {
     fn stat_fields_are_counted_after_the_command_name() {
         let stat = "4242 (odeon host) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 9 0 \
                     123 456 789";
-        assert_eq!(parse_stat_ticks(stat), Some(325));
+        assert_eq!(parse_stat_ticks(stat), Some((250, 75)));
         assert_eq!(parse_stat_ticks("garbage"), None);
     }
 

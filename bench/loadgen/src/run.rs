@@ -311,6 +311,10 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         (Some(a), Some(b)) => a.cpu_until(b),
         _ => None,
     };
+    let server_sys = match (&start_server, &end_server) {
+        (Some(a), Some(b)) => a.sys_until(b),
+        _ => None,
+    };
     let frames = d.moves_sent + d.frames_received;
     let loadgen_cpu_pct = start_self.cpu_pct_until(&end_self).map(round2);
     let loadgen_limited = loadgen_cpu_pct.is_some_and(|p| p > 90.0 * workers as f64);
@@ -383,6 +387,9 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         },
         server_rss_kib,
         server_cpu_us_per_frame: server_cpu
+            .filter(|_| frames > 0)
+            .map(|cpu| round2(cpu.as_secs_f64() * 1e6 / frames as f64)),
+        server_sys_us_per_frame: server_sys
             .filter(|_| frames > 0)
             .map(|cpu| round2(cpu.as_secs_f64() * 1e6 / frames as f64)),
         loadgen_cpu_pct,

@@ -61,6 +61,9 @@ pub struct Summary {
     pub server_rss_kib: Option<u64>,
     /// Server CPU time per frame in or out, µs.
     pub server_cpu_us_per_frame: Option<f64>,
+    /// The kernel's part of it (stime): the TCP path both servers share, µs.
+    #[serde(default)]
+    pub server_sys_us_per_frame: Option<f64>,
     /// The loadgen's own CPU over the window, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
     /// The loadgen's VmRSS at the end of the window, KiB.

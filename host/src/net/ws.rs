@@ -77,7 +77,13 @@ pub(super) async fn websocket(
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                Connection::start(state, params, parts.io.into_inner(), parts.read_buf.to_vec()).await
+                // Copy what the client sent after its request, then let hyper's read buffer go:
+                // `read_buf` shares hyper's whole buffer (8 KiB or more), and keeping it across
+                // the connection's life was most of an idle client's memory.
+                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                let leftover = read_buf.to_vec();
+                drop(read_buf);
+                Connection::start(state, params, io.into_inner(), leftover).await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

@@ -60,7 +60,8 @@ pub struct Args {
     /// build if there is no release build].
     #[arg(long)]
     pub host_bin: Option<PathBuf>,
-    /// Plugins directory [default: $CARGO_TARGET_DIR/plugins, built by `just plugins`].
+    /// Plugins directory [default: `arena.wasm` alone, copied from $CARGO_TARGET_DIR/plugins
+    /// (built by `just plugins`) to $CARGO_TARGET_DIR/bench-plugins].
     #[arg(long)]
     pub plugins: Option<PathBuf>,
     /// The loadgen binary [default: `odeon-loadgen` next to this binary].
@@ -173,6 +174,20 @@ fn target_dir(repo: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"))
 }
 
+/// A plugins directory with only `arena`, the one room type the Colyseus peer defines, so both
+/// servers load the same application (each further plugin adds its compiled code, about 1 MiB,
+/// to every RSS figure of Odeon's).
+fn arena_only(target: &Path) -> anyhow::Result<PathBuf> {
+    let built = target.join("plugins/arena.wasm");
+    if !built.exists() {
+        bail!("no arena plugin at {} (just plugins)", built.display());
+    }
+    let dir = target.join("bench-plugins");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::copy(&built, dir.join("arena.wasm")).with_context(|| format!("copying {}", built.display()))?;
+    Ok(dir)
+}
+
 fn plan(args: &Args) -> anyhow::Result<Plan> {
     let repo = match &args.repo {
         Some(r) => r.clone(),
@@ -214,10 +229,13 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
                         }
                     }
                 };
-                let plugins = args.plugins.clone().unwrap_or_else(|| target.join("plugins"));
                 if !host.exists() {
                     bail!("no Odeon host at {} (cargo build --release -p odeon-host)", host.display());
                 }
+                let plugins = match &args.plugins {
+                    Some(dir) => dir.clone(),
+                    None => arena_only(&target)?,
+                };
                 if !plugins.join("arena.wasm").exists() {
                     bail!("no arena plugin in {} (just plugins)", plugins.display());
                 }

@@ -117,6 +117,12 @@ pub fn cpu_per_1000_idle(r: &RunRecord) -> Option<f64> {
 const CPU: Column = Column { header: "CPU %", get: |r| s(r)?.server_cpu_pct, decimals: 1, ratio: true };
 const US_PER_FRAME: Column =
     Column { header: "CPU µs/frame", get: |r| s(r)?.server_cpu_us_per_frame, decimals: 2, ratio: true };
+const SYS_PER_FRAME: Column = Column {
+    header: "of it kernel µs/frame",
+    get: |r| s(r)?.server_sys_us_per_frame,
+    decimals: 2,
+    ratio: true,
+};
 const RSS: Column =
     Column { header: "RSS MiB", get: |r| mib(s(r)?.server_rss_kib), decimals: 1, ratio: true };
 const JOIN_P99: Column =
@@ -226,7 +232,8 @@ pub fn markdown(plan: &Plan, meta: &Meta, records: &[RunRecord]) -> String {
     }
     out.push_str(
         "CPU % is of one core (utime + stime from /proc); CPU µs/frame is server CPU time over frames in (moves) \
-         plus frames out (patches and other frames); RSS is VmRSS at the end of the window; join is HTTP request to \
+         plus frames out (patches and other frames), and its kernel part is the stime share of it (the TCP path that \
+         both servers pay for the same frames); RSS is VmRSS at the end of the window; join is HTTP request to \
          first ROOM_STATE; echo is a move sent to the first patch showing it. ⚠ marks runs where the loadgen used \
          over 90 % of its core (the figures then measure the loadgen).\n\n",
     );
@@ -234,7 +241,12 @@ pub fn markdown(plan: &Plan, meta: &Meta, records: &[RunRecord]) -> String {
     let active = rows_of(records, |w| matches!(w, Workload::Active(_)).then(|| w.clients().0.to_string()));
     if !active.is_empty() {
         out.push_str("### Active clients (no idle clients)\n\n");
-        table(&mut out, "clients", &active, &[CPU, US_PER_FRAME, RSS, JOIN_P99, ECHO_P50, ECHO_P99, PATCHES]);
+        table(
+            &mut out,
+            "clients",
+            &active,
+            &[CPU, US_PER_FRAME, SYS_PER_FRAME, RSS, JOIN_P99, ECHO_P50, ECHO_P99, PATCHES],
+        );
         out.push('\n');
     }
     let idle = rows_of(records, |w| matches!(w, Workload::Idle(_)).then(|| w.clients().1.to_string()));
@@ -253,7 +265,7 @@ pub fn markdown(plan: &Plan, meta: &Meta, records: &[RunRecord]) -> String {
             &mut out,
             "idle + active",
             &mixed,
-            &[CPU, US_PER_FRAME, RSS, JOIN_P99, ECHO_P50, ECHO_P99, PATCHES, IDLE_PATCHES],
+            &[CPU, US_PER_FRAME, SYS_PER_FRAME, RSS, JOIN_P99, ECHO_P50, ECHO_P99, PATCHES, IDLE_PATCHES],
         );
         out.push('\n');
     }

@@ -7,7 +7,11 @@
 //!
 //! - Registry: `odeon:process:<id>` holds this process's address and load with a short TTL,
 //!   renewed every second; the set `odeon:processes` lists ids. A process whose key expired is
-//!   dead: any host that notices removes it from the set and removes its room listings.
+//!   dead: the sweeper of any host that notices removes it from the set and removes its room
+//!   listings. A live process that was swept (its renewal came too late) finds itself missing
+//!   from the set at its next renewal and publishes its listings again.
+//! - Creation locks: `odeon:creating:<name>:<filter>` holds its owner's token; see
+//!   [`Cluster::try_lock`].
 //! - Calls: a request is published on `p:<id>`; the reply comes back on `ipc:<request id>`, which
 //!   the caller subscribed to before publishing. A call that nobody receives fails at once; one
 //!   that gets no reply fails after [`CALL_TIMEOUT`].
@@ -173,8 +177,10 @@ impl Cluster {
         &self.process_id
     }
 
-    /// Renews this process's registry entry.
-    pub async fn heartbeat(&self, rooms: usize, clients: usize) {
+    /// Renews this process's registry entry. Returns `true` when this process had to be added
+    /// back to the registry's set: another process swept it as dead (its heartbeat came late),
+    /// which also removed its room listings, so the caller must publish them again.
+    pub async fn heartbeat(&self, rooms: usize, clients: usize) -> bool {
         let info = ProcessInfo {
             process_id: self.process_id.clone(),
             address: self.address.clone(),
@@ -185,13 +191,18 @@ impl Cluster {
         let key = process_key(&self.process_id);
         let result = async {
             self.presence.setex(&key, &json, PROCESS_TTL).await?;
-            self.presence.sadd(PROCESSES, &self.process_id).await?;
+            let added = self.presence.sadd(PROCESSES, &self.process_id).await?;
             // Colyseus's `roomcount` hash, for tools that read it.
-            self.presence.hset("roomcount", &self.process_id, &format!("{rooms},{clients}")).await
+            self.presence.hset("roomcount", &self.process_id, &format!("{rooms},{clients}")).await?;
+            Ok::<_, crate::presence::PresenceError>(added)
         }
         .await;
-        if let Err(e) = result {
-            tracing::warn!("process registry not renewed: {e}");
+        match result {
+            Ok(added) => added,
+            Err(e) => {
+                tracing::warn!("process registry not renewed: {e}");
+                false
+            }
         }
     }
 
@@ -202,27 +213,51 @@ impl Cluster {
         let _ = self.presence.hdel("roomcount", &self.process_id).await;
     }
 
-    /// The live processes; dead ones found on the way are swept.
+    /// The live processes.
     pub async fn processes(&self) -> Vec<ProcessInfo> {
+        self.registry().await.map(|(alive, _)| alive).unwrap_or_default()
+    }
+
+    /// Sweeps the processes whose entry expired (see [`Cluster::sweep`]); returns how many.
+    pub async fn sweep_dead(&self) -> usize {
+        let Some((_, dead)) = self.registry().await else { return 0 };
+        for id in &dead {
+            self.sweep(id).await;
+        }
+        dead.len()
+    }
+
+    /// The registry in two round trips whatever its size (the set, then every entry in one
+    /// MGET): the live processes, and the ids listed whose entry expired.
+    async fn registry(&self) -> Option<(Vec<ProcessInfo>, Vec<String>)> {
         let ids = match self.presence.smembers(PROCESSES).await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!("process registry unreadable: {e}");
-                return Vec::new();
+                return None;
             }
         };
-        let mut alive = Vec::new();
-        for id in ids {
-            match self.presence.get(&process_key(&id)).await {
-                Ok(Some(json)) => match serde_json::from_str::<ProcessInfo>(&json) {
+        let keys: Vec<String> = ids.iter().map(|id| process_key(id)).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let entries = match self.presence.mget(&keys).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!("process registry unreadable: {e}");
+                return None;
+            }
+        };
+        let (mut alive, mut dead) = (Vec::new(), Vec::new());
+        for (id, entry) in ids.into_iter().zip(entries) {
+            match entry {
+                Some(json) => match serde_json::from_str::<ProcessInfo>(&json) {
                     Ok(info) => alive.push(info),
                     Err(e) => tracing::warn!(process = %id, "bad registry entry: {e}"),
                 },
-                Ok(None) => self.sweep(&id).await,
-                Err(e) => tracing::warn!(process = %id, "registry entry unreadable: {e}"),
+                None if id == self.process_id => {}
+                None => dead.push(id),
             }
         }
-        alive
+        Some((alive, dead))
     }
 
     /// Whether a process's registry entry is current.
@@ -285,20 +320,74 @@ impl Cluster {
         }
     }
 
-    /// Takes the creation lock of a room type and filter across every process; `false` when
-    /// another caller holds it. The lock expires by itself should its holder die.
-    pub async fn try_lock(&self, name: &str, filter: &str) -> bool {
-        match self.presence.hincrbyex(&format!("odeon:creating:{name}"), filter, 1, PROCESS_TTL).await {
-            Ok(n) => n == 1,
+    /// Takes the creation lock of a room type and filter across every process; `None` when
+    /// another caller holds it (or presence is down).
+    ///
+    /// The lock is a key holding its owner's token (`SET NX PX`): contenders only read it, so
+    /// they never extend it; its holder renews it every [`LOCK_RENEW`] while it creates; so a
+    /// dead holder's lock expires within [`LOCK_TTL`].
+    pub async fn try_lock(&self, name: &str, filter: &str) -> Option<CreationLock> {
+        let key = format!("odeon:creating:{name}:{filter}");
+        let token = format!("{}:{}", self.process_id, crate::ids::generate());
+        match self.presence.set_nx(&key, &token, LOCK_TTL).await {
+            Ok(true) => {}
+            Ok(false) => return None,
             Err(e) => {
                 tracing::warn!("creation lock unavailable: {e}");
-                false
+                return None;
             }
         }
+        let renewal = tokio::spawn({
+            let (presence, key, token) = (self.presence.clone(), key.clone(), token.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(LOCK_RENEW).await;
+                    match presence.expire_if_equal(&key, &token, LOCK_TTL).await {
+                        Ok(true) => {}
+                        Ok(false) => return tracing::warn!(lock = %key, "creation lock lost before release"),
+                        Err(e) => tracing::warn!(lock = %key, "creation lock not renewed: {e}"),
+                    }
+                }
+            }
+        });
+        Some(CreationLock { presence: self.presence.clone(), key, token, renewal: Some(renewal) })
     }
+}
 
-    /// Releases a creation lock taken with [`Cluster::try_lock`].
-    pub async fn unlock(&self, name: &str, filter: &str) {
-        let _ = self.presence.hdel(&format!("odeon:creating:{name}"), filter).await;
+/// How long a creation lock lives unless its holder renews it.
+pub const LOCK_TTL: Duration = Duration::from_secs(3);
+/// How often the holder of a creation lock renews it.
+pub const LOCK_RENEW: Duration = Duration::from_secs(1);
+
+/// A creation lock this process holds (see [`Cluster::try_lock`]); renewed until released.
+/// Dropping it releases it too, from a task of its own.
+pub struct CreationLock {
+    presence: Arc<dyn Presence>,
+    key: String,
+    token: String,
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl CreationLock {
+    /// Releases the lock (only if it is still this holder's).
+    pub async fn release(mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        if let Err(e) = self.presence.del_if_equal(&self.key, &self.token).await {
+            tracing::warn!(lock = %self.key, "creation lock not released (it expires by itself): {e}");
+        }
+    }
+}
+
+impl Drop for CreationLock {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+            let (presence, key, token) = (self.presence.clone(), self.key.clone(), self.token.clone());
+            tokio::spawn(async move {
+                let _ = presence.del_if_equal(&key, &token).await;
+            });
+        }
     }
 }

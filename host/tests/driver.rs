@@ -6,7 +6,7 @@
 //! MongoDB-wire server on WiredTiger; it is not mongod. Each MongoDB test starts its own on a free
 //! loopback port with a fresh data directory and kills that process, by its id, when the test ends,
 //! passed or failed. The binary is `$SECANTUSD_PY`, else `secantusd-py` on `PATH`, else
-//! `~/.cache/secantus-venv/bin/secantusd-py`; without one these tests fail and say how to install it.
+//! `~/.cache/odeon/secantus-venv/bin/secantusd-py` (where `just setup` installs it); without one these tests fail and say how to install it.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -55,6 +55,7 @@ conformance!(
     sort_by_listing_fields,
     sort_by_metadata_keys_ranks_types,
     ties_go_to_the_oldest,
+    excluded_rooms_are_not_offered,
     query_lists_a_room_type_oldest_first,
     cleanup_removes_the_rooms_of_one_process,
 );
@@ -90,6 +91,7 @@ fn query(filters: &[(&str, Value)], on_metadata: bool, sort_by: &[(&str, i8)]) -
         filters: filters.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
         on_metadata,
         sort_by: sort_by.iter().map(|(k, d)| (k.to_string(), *d)).collect(),
+        exclude: Vec::new(),
     }
 }
 
@@ -362,6 +364,15 @@ async fn ties_go_to_the_oldest(d: &dyn Driver) {
     assert_eq!(offered(d, &query(&[], true, &[("tier", 1)])).await, ["second", "first", "second-b", "third"]);
 }
 
+async fn excluded_rooms_are_not_offered(d: &dyn Driver) {
+    insert_all(d, [room("first", 1), room("second", 2), room("third", 3)]).await;
+    let mut q = query(&[], true, &[]);
+    q.exclude = vec!["first".into(), "third".into()];
+    assert_eq!(offered(d, &q).await, ["second"]);
+    q.exclude.push("second".into());
+    assert!(d.find_one(&q).await.unwrap().is_none());
+}
+
 async fn query_lists_a_room_type_oldest_first(d: &dyn Driver) {
     insert_all(
         d,
@@ -521,8 +532,8 @@ mod mongo_only {
 // ---------------------------------------------------------------------------------------------
 // The server: a `secantusd-py` child process, killed by its id when the guard drops.
 
-const INSTALL: &str = "python3 -m venv ~/.cache/secantus-venv && \
-    ~/.cache/secantus-venv/bin/pip install 'secantusdb==0.7.0b3'";
+const INSTALL: &str = "just setup (or: python3 -m venv ~/.cache/odeon/secantus-venv && \
+    ~/.cache/odeon/secantus-venv/bin/pip install 'secantusdb==0.7.0b3')";
 
 /// A running `secantusd-py` with its own port and data directory.
 struct Secantus {
@@ -651,7 +662,8 @@ fn binary() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join("secantusd-py")).collect::<Vec<_>>())
         .unwrap_or_default();
-    let venv = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/secantus-venv/bin/secantusd-py"));
+    let venv =
+        std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/odeon/secantus-venv/bin/secantusd-py"));
     on_path.into_iter().chain(venv).find(|p| p.is_file()).unwrap_or_else(|| {
         panic!(
             "secantusd-py (SecantusDB's MongoDB-wire server) is not installed; these tests need it. \

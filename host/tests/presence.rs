@@ -7,10 +7,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::redis::RedisServer;
 
 use odeon_host::presence::{LocalPresence, Presence, PresenceError, RedisPresence, Subscription};
 
@@ -46,6 +47,8 @@ conformance!(
     sets,
     hashes,
     hincrbyex_counts_and_expires_the_whole_hash,
+    owned_keys_are_set_once_renewed_and_removed_only_by_their_owner,
+    mget_reads_many_strings_at_once,
     counters,
     lists,
     pubsub_fans_out_to_every_subscriber,
@@ -239,6 +242,40 @@ async fn hincrbyex_counts_and_expires_the_whole_hash(p: &dyn Presence) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!p.exists("ch:battle").await.unwrap(), "the lock expired with its holder gone");
     assert_eq!(p.hincrbyex("ch:battle", "mode:duel", 1, ttl).await.unwrap(), 1);
+}
+
+async fn owned_keys_are_set_once_renewed_and_removed_only_by_their_owner(p: &dyn Presence) {
+    let ttl = Duration::from_millis(400);
+    assert!(p.set_nx("lock", "owner-a", ttl).await.unwrap());
+    assert!(!p.set_nx("lock", "owner-b", ttl).await.unwrap(), "a second owner is refused");
+    assert_eq!(p.get("lock").await.unwrap().as_deref(), Some("owner-a"));
+    // Contenders do not extend it; only its owner does.
+    assert!(!p.expire_if_equal("lock", "owner-b", Duration::from_secs(60)).await.unwrap());
+    assert!(!p.del_if_equal("lock", "owner-b").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(p.expire_if_equal("lock", "owner-a", ttl).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(p.exists("lock").await.unwrap(), "renewed by its owner");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!p.exists("lock").await.unwrap(), "expired once its owner stopped renewing");
+    assert!(p.set_nx("lock", "owner-b", ttl).await.unwrap());
+    assert!(!p.del_if_equal("lock", "owner-a").await.unwrap(), "the old owner cannot remove it");
+    assert!(p.del_if_equal("lock", "owner-b").await.unwrap());
+    assert!(!p.exists("lock").await.unwrap());
+    // A key of another kind is neither taken nor removed.
+    p.sadd("set", "x").await.unwrap();
+    assert!(!p.set_nx("set", "owner", ttl).await.unwrap());
+    assert!(!p.del_if_equal("set", "x").await.unwrap());
+    assert!(p.exists("set").await.unwrap());
+}
+
+async fn mget_reads_many_strings_at_once(p: &dyn Presence) {
+    assert_eq!(p.mget(&[]).await.unwrap(), Vec::<Option<String>>::new());
+    p.set("a", "1").await.unwrap();
+    p.setex("b", "2", Duration::from_secs(60)).await.unwrap();
+    p.sadd("s", "x").await.unwrap();
+    let got = p.mget(&["a", "missing", "b", "s"]).await.unwrap();
+    assert_eq!(got, vec![Some("1".into()), None, Some("2".into()), None]);
 }
 
 async fn counters(p: &dyn Presence) {
@@ -454,7 +491,7 @@ async fn redis_dropping_the_presence_ends_its_subscriptions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_connect_fails_promptly_without_a_server_or_with_a_bad_url() {
-    let port = free_port();
+    let port = support::redis::free_port();
     let started = Instant::now();
     let err = RedisPresence::connect(&format!("redis://127.0.0.1:{port}/")).await.unwrap_err();
     assert!(matches!(err, PresenceError::Unavailable(_)), "{err:?}");
@@ -564,134 +601,6 @@ where
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("presence did not recover: {e}"),
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
-}
-
-/// A `redis-server` child process on a loopback port, killed (by its PID) when dropped.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Starts a server on a free port, trying another port if one was taken meanwhile.
-    fn start() -> Self {
-        for _ in 0..5 {
-            let port = free_port();
-            if let Some(child) = spawn_redis(port) {
-                return Self { port, child: Some(child) };
-            }
-        }
-        panic!("redis-server did not start on any of 5 free ports");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Kills the server (SIGKILL to the child's PID) and waits for it to exit.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port.
-    fn revive(&mut self) {
-        assert!(self.child.is_none(), "the server is still running");
-        self.child = Some(spawn_redis(self.port).expect("restarting redis-server on its port"));
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.revive();
-    }
-
-    /// Sends a signal (`STOP`, `CONT`) to the server's PID.
-    fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().expect("the server is running").id().to_string();
-        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status().expect("running kill");
-        assert!(status.success(), "kill -{name} {pid} failed");
-    }
-
-    /// A field of `INFO <section>`, read over a connection of the harness's own.
-    fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let info = info(self.port, section)?;
-        info.lines().find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_string()))
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Starts `redis-server` on `port` and waits until that very process answers; `None` if it exited
-/// or never answered (the port was taken, say).
-fn spawn_redis(port: u16) -> Option<Child> {
-    let bin = std::env::var("ODEON_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-    let port_arg = port.to_string();
-    let mut child = Command::new(&bin)
-        .args(["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run `{bin}`: {e}. The Redis presence tests need a real redis-server: \
-                 install it (`apt-get install -y redis-server`) or set ODEON_REDIS_SERVER to its path"
-            )
-        });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return None;
-        }
-        // Ask for the process id, so a server of another test on the same port does not count.
-        let pid = info(port, "server").and_then(|i| {
-            i.lines().find_map(|l| l.strip_prefix("process_id:").map(|v| v.trim().to_string()))
-        });
-        if pid == Some(child.id().to_string()) {
-            return Some(child);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `INFO <section>` over a fresh connection; `None` if nothing answers.
-fn info(port: u16, section: &str) -> Option<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut con = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    con.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-    con.write_all(format!("INFO {section}\r\n").as_bytes()).ok()?;
-    // The answer is a bulk string: `$<length>\r\n<body>\r\n`.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = con.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((header, body)) = text.split_once("\r\n") {
-            let len: usize = header.strip_prefix('$')?.parse().ok()?;
-            if body.len() >= len {
-                return Some(body[..len].to_string());
-            }
         }
     }
 }

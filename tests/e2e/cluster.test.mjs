@@ -184,6 +184,30 @@ describe("three hosts with Redis presence and a MongoDB driver (@colyseus/sdk 0.
         assert.deepEqual(await peer.roundTrip("echo", "mongo is back"), "mongo is back");
     }, { timeout: 40000 });
 
+    test("a host frozen past its TTL is swept; when it resumes its listing comes back and joinOrCreate reuses its room", async (s) => {
+        const mode = uniq("frozen");
+        const a = await s.join(sdk, "create", "echo", { mode }, { label: "A" });
+        await a.nextMsg("welcome");
+        const listed = (await listings(hosts[0])).find((l) => l.roomId === a.roomId);
+        const frozen = hosts.find((h) => h.processId === listed?.processId);
+        assert.ok(frozen, "the room runs on one of the hosts");
+        const observer = hosts.find((h) => h !== frozen);
+        frozen.child.kill("SIGSTOP");
+        try {
+            await until("the frozen host is swept with its listing", async () =>
+                !(await listings(observer)).some((l) => l.roomId === a.roomId), 8000);
+        } finally {
+            frozen.child.kill("SIGCONT");
+        }
+        // Its next heartbeat finds it was swept: it registers again and lists its rooms again.
+        await until("the listing is back", async () =>
+            (await listings(observer)).some((l) => l.roomId === a.roomId && l.processId === frozen.processId), 5000);
+        const res = await matchmake(observer, "joinOrCreate", "echo", { mode });
+        assert.equal(res.status, 200, res.text);
+        assert.equal(JSON.parse(res.text).roomId, a.roomId, "no duplicate room for the same filter");
+        assert.deepEqual(await a.roundTrip("echo", { after: "freeze" }), { after: "freeze" });
+    }, { timeout: 40000 });
+
     test("kill -9 of one host: its listings and registry entry are gone within 5 s, later joins succeed", async (s) => {
         const victim = hosts[2];
         const res = await matchmake(victim, "create", "echo", { mode: uniq("doomed") });

@@ -265,7 +265,89 @@ export function echoSuite(sdk) {
                 assert.deepEqual(await a.roundTrip("count"), { clients: 2 });
                 assert.ok(!a.inbox.items.some((i) => i.kind === "leave"), "no onLeave");
             });
+
+            // Kicks `p` (its SDK reconnects at once with minUptime 0) and waits for it to be back in
+            // the same room with the same session.
+            const kickAndReconnect = async (p) => {
+                sdk.setMinUptime(p.room, 0);
+                const { roomId, sessionId } = p.room;
+                p.send("kick-me");
+                assert.equal((await p.next("drop")).code, 1005);
+                await p.next("reconnect", 5000);
+                assert.equal(p.room.roomId, roomId);
+                assert.equal(p.room.sessionId, sessionId);
+            };
+            // Kicks `p` within 5 s of joining: its SDK gives up; the room holds its seat.
+            const kickAndGiveUp = async (p) => {
+                p.send("kick-me");
+                assert.equal((await p.next("drop")).code, 1005);
+                assert.equal((await p.next("leave")).code, 1006);
+            };
+
+            test("kick-me after another client was kicked and did not come back: automatic reconnection still works", async (s) => {
+                const a = await create(s, {}, "A");
+                const b = await joinById(s, a.roomId, {}, "B");
+                await Promise.all([a.nextMsg("welcome"), b.nextMsg("welcome")]);
+                await kickAndGiveUp(a);
+                await kickAndReconnect(b);
+                assert.deepEqual(await b.roundTrip("echo", { back: true }), { back: true });
+            });
+
+            test("a client that joins after a kicked one left: its own kick-me reconnects automatically", async (s) => {
+                const a = await create(s, {}, "A");
+                await a.nextMsg("welcome");
+                await kickAndGiveUp(a);
+                // The room holds A's seat for its reconnection window; B joins meanwhile.
+                const b = await joinById(s, a.roomId, {}, "B");
+                await b.nextMsg("welcome");
+                await kickAndReconnect(b);
+                assert.deepEqual(await b.roundTrip("echo", { back: true }), { back: true });
+            });
+
+            test("the only client kicked reconnects automatically", async (s) => {
+                const a = await create(s, {}, "A");
+                await a.nextMsg("welcome");
+                await kickAndReconnect(a);
+                assert.deepEqual(await a.roundTrip("count"), { clients: 1 });
+            });
+
+            test("two clients kicked at once both reconnect automatically", async (s) => {
+                const a = await create(s, {}, "A");
+                const b = await joinById(s, a.roomId, {}, "B");
+                await Promise.all([a.nextMsg("welcome"), b.nextMsg("welcome")]);
+                await Promise.all([kickAndReconnect(a), kickAndReconnect(b)]);
+                assert.deepEqual(await a.roundTrip("count"), { clients: 2 });
+                assert.deepEqual(await b.roundTrip("echo", { both: true }), { both: true });
+            });
         } else {
+            // Kicks `p` and brings it back with client.reconnect(token): same room, same session.
+            const kickAndReconnect16 = async (p) => {
+                const { roomId, sessionId, reconnectionToken } = p.room;
+                p.send("kick-me");
+                assert.equal((await p.next("leave")).code, 1005);
+                const room2 = await reconnect16(p.client, reconnectionToken);
+                p.replaceRoom(room2);
+                assert.equal(room2.roomId, roomId);
+                assert.equal(room2.sessionId, sessionId);
+            };
+
+            test("kick-me after another client was kicked and did not come back: client.reconnect(token) still works", async (s) => {
+                const a = await create(s, {}, "A");
+                const b = await joinById(s, a.roomId, {}, "B");
+                await Promise.all([a.nextMsg("welcome"), b.nextMsg("welcome")]);
+                a.send("kick-me");
+                assert.equal((await a.next("leave")).code, 1005);
+                await kickAndReconnect16(b);
+                assert.deepEqual(await b.roundTrip("echo", { back: true }), { back: true });
+            });
+
+            test("the only client kicked: client.reconnect(token) comes back to the room", async (s) => {
+                const a = await create(s, {}, "A");
+                await a.nextMsg("welcome");
+                await kickAndReconnect16(a);
+                assert.deepEqual(await a.roundTrip("count"), { clients: 1 });
+            });
+
             test("kick-me: onLeave(1005, \"\")", async (s) => {
                 const a = await create(s, {}, "A");
                 const b = await joinById(s, a.roomId, {}, "B");

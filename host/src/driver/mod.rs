@@ -62,6 +62,8 @@ pub struct Query {
     pub on_metadata: bool,
     /// Sort keys: listing fields or metadata keys, with 1 ascending or -1 descending.
     pub sort_by: Vec<(String, i8)>,
+    /// Room ids to leave out (rooms this request already found gone).
+    pub exclude: Vec<String>,
 }
 
 /// A change to a listing.
@@ -142,6 +144,7 @@ impl Query {
         l.name == self.name
             && !l.locked
             && !l.private
+            && !self.exclude.contains(&l.room_id)
             && self.filters.iter().all(|(k, want)| {
                 let source = if self.on_metadata { &l.metadata } else { &l.create_filters };
                 source.get(k) == Some(want)
@@ -236,6 +239,7 @@ mod tests {
             filters: vec![("mode".into(), json!(mode))],
             on_metadata,
             sort_by: vec![],
+            exclude: vec![],
         };
         assert_eq!(d.find_one(&q("default", true)).await.unwrap().unwrap().room_id, "a");
         assert!(d.find_one(&q("default", false)).await.unwrap().is_none());

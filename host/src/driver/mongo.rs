@@ -155,6 +155,9 @@ fn indexes() -> Vec<IndexModel> {
 fn pipeline(query: &Query) -> Vec<Document> {
     let source = if query.on_metadata { "metadata" } else { "filters" };
     let mut wanted = doc! { "name": &query.name, "locked": false, "private": false };
+    if !query.exclude.is_empty() {
+        wanted.insert("roomId", doc! { "$nin": &query.exclude });
+    }
     if !query.filters.is_empty() {
         let all: Vec<Bson> =
             query.filters.iter().map(|(key, want)| equals(field(source, key), want)).collect();

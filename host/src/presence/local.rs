@@ -126,6 +126,36 @@ impl Presence for LocalPresence {
     async fn get(&self, key: &str) -> Result<Option<String>> {
         self.with(|s| s.read(key, str_of, |v| v.clone()))
     }
+    async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        Ok(self.with(|s| keys.iter().map(|k| s.read(k, str_of, |v| v.clone()).ok().flatten()).collect()))
+    }
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        Ok(self.with(|s| {
+            if s.live(key).is_some() {
+                return false;
+            }
+            s.values.insert(key.into(), (Value::Str(value.into()), deadline(ttl)));
+            true
+        }))
+    }
+    async fn del_if_equal(&self, key: &str, value: &str) -> Result<bool> {
+        Ok(self.with(|s| {
+            let holds = matches!(s.live(key), Some(Value::Str(v)) if v == value);
+            if holds {
+                s.values.remove(key);
+            }
+            holds
+        }))
+    }
+    async fn expire_if_equal(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        Ok(self.with(|s| {
+            let holds = matches!(s.live(key), Some(Value::Str(v)) if v == value);
+            if holds && let Some((_, exp)) = s.values.get_mut(key) {
+                *exp = deadline(ttl);
+            }
+            holds
+        }))
+    }
     async fn del(&self, key: &str) -> Result<()> {
         self.with(|s| s.values.remove(key));
         Ok(())

@@ -56,6 +56,18 @@ pub trait Presence: Send + Sync + 'static {
     async fn setex(&self, key: &str, value: &str, ttl: Duration) -> Result<()>;
     /// Reads a string value.
     async fn get(&self, key: &str) -> Result<Option<String>>;
+    /// Reads several string values in one step; `None` for a missing key or one of another kind
+    /// (as Redis's MGET).
+    async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>>;
+    /// Sets a string value that expires, only if the key does not exist; true if it was set
+    /// (`SET key value NX PX`). With [`Presence::del_if_equal`] this is a lock owned by whoever
+    /// holds `value`: contenders never extend it, so a dead holder's lock expires on time.
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool>;
+    /// Deletes a string key only while it holds `value`; true if it did (one atomic step).
+    async fn del_if_equal(&self, key: &str, value: &str) -> Result<bool>;
+    /// Sets a string key's time to live only while it holds `value`; true if it did (one atomic
+    /// step): how the owner of a [`Presence::set_nx`] lock renews it.
+    async fn expire_if_equal(&self, key: &str, value: &str, ttl: Duration) -> Result<bool>;
     /// Deletes a key of any kind.
     async fn del(&self, key: &str) -> Result<()>;
     /// Whether a key exists.

@@ -154,6 +154,35 @@ impl Presence for RedisPresence {
     async fn get(&self, key: &str) -> Result<Option<String>> {
         self.one(key, Retry::Idempotent, cmd("GET").arg(key)).await
     }
+    async fn mget(&self, keys: &[&str]) -> Result<Vec<Option<String>>> {
+        let Some(first) = keys.first() else { return Ok(Vec::new()) };
+        // MGET answers nil for a key of another kind; decoded per value so one odd key cannot
+        // fail the whole read.
+        let values: Vec<::redis::Value> = self.one(first, Retry::Idempotent, cmd("MGET").arg(keys)).await?;
+        Ok(values.into_iter().map(|v| String::from_redis_value(v).ok()).collect())
+    }
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        let set: Option<String> = self
+            .one(key, Retry::IfUnsent, cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl)))
+            .await?;
+        Ok(set.is_some())
+    }
+    async fn del_if_equal(&self, key: &str, value: &str) -> Result<bool> {
+        // `pcall`: a key of another kind is left alone, not an error.
+        const SCRIPT: &str = "if redis.pcall('GET', KEYS[1]) == ARGV[1] then \
+                              return redis.call('DEL', KEYS[1]) else return 0 end";
+        let n: i64 =
+            self.one(key, Retry::Idempotent, cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value)).await?;
+        Ok(n == 1)
+    }
+    async fn expire_if_equal(&self, key: &str, value: &str, ttl: Duration) -> Result<bool> {
+        const SCRIPT: &str = "if redis.pcall('GET', KEYS[1]) == ARGV[1] then \
+                              return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+        let n: i64 = self
+            .one(key, Retry::Idempotent, cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value).arg(millis(ttl)))
+            .await?;
+        Ok(n == 1)
+    }
     async fn del(&self, key: &str) -> Result<()> {
         self.one(key, Retry::Idempotent, cmd("DEL").arg(key)).await
     }

@@ -279,6 +279,16 @@ impl Room {
                             let _ = reply.send(Err(ConnectError::Expired));
                             return 0;
                         };
+                        // A second seat for a session still connected (an auth hook that
+                        // names sessions, say) replaces the first connection: the guest sees
+                        // that one leave before this one joins.
+                        if let Some(old) = self.clients.remove(&session_id) {
+                            old.wire.close(Some(close::WITH_ERROR), "");
+                            events.push(Event::Leave {
+                                session_id: session_id.clone(),
+                                code: close::WITH_ERROR,
+                            });
+                        }
                         let join = Event::Join {
                             session_id: session_id.clone(),
                             options: seat.options,
@@ -339,6 +349,11 @@ impl Room {
                 self.disposing = true;
             }
             RoomMsg::Service(event) => events.push(event),
+            RoomMsg::Republish => {
+                if let Some(p) = &mut self.publisher {
+                    p.rewrite(&self.listing);
+                }
+            }
         }
         0
     }
@@ -505,9 +520,10 @@ impl Room {
     /// never waits for the driver.
     fn refresh_listing(&mut self) {
         self.stats.clients.store(self.clients.len(), Ordering::Relaxed);
-        let listing = self.listing_now();
+        self.listing.clients = self.seat_count();
+        self.listing.locked = self.is_locked();
         if let Some(p) = &mut self.publisher {
-            p.update(&listing);
+            p.update(&self.listing);
         }
     }
 

@@ -24,7 +24,10 @@ const REMOVE_FOR: Duration = Duration::from_secs(60);
 
 /// What the room last handed over.
 enum Latest {
+    /// The listing as it is now.
     Listing(Box<RoomListing>),
+    /// The listing as it is now, to be written whole (it may be missing from the driver).
+    Rewrite(Box<RoomListing>),
     Removed,
 }
 
@@ -55,6 +58,12 @@ impl ListingPublisher {
         }
     }
 
+    /// Writes the whole listing again (after another process removed it).
+    pub(super) fn rewrite(&mut self, listing: &RoomListing) {
+        self.published = listing.clone();
+        self.tx.send_replace(Latest::Rewrite(Box::new(listing.clone())));
+    }
+
     /// The room is gone: remove its listing.
     pub(super) fn remove(&self) {
         self.tx.send_replace(Latest::Removed);
@@ -80,6 +89,10 @@ async fn publish(
     while rx.changed().await.is_ok() {
         let listing = match &*rx.borrow_and_update() {
             Latest::Listing(l) => (**l).clone(),
+            Latest::Rewrite(l) => {
+                healthy = false;
+                (**l).clone()
+            }
             Latest::Removed => break,
         };
         let result = if healthy {

@@ -118,6 +118,9 @@ pub enum RoomMsg {
     },
     /// The host is shutting down: close everyone with 4001 and dispose.
     Shutdown,
+    /// Write the whole listing again: another process swept this one as dead and removed its
+    /// listings.
+    Republish,
     /// An answer from a shared service (presence, listings) for the guest, already in the
     /// form the guest receives it.
     Service(Event),

@@ -43,9 +43,11 @@ impl Seats {
         }
     }
 
-    /// Seats taken or promised, not counting connected clients.
+    /// Seats taken or promised, not counting connected clients. A dropped client whose fate the
+    /// guest has not decided yet still holds its seat: a room whose last client was just kicked
+    /// must not be disposed before the guest can keep that seat for a reconnection.
     pub(super) fn held(&self) -> usize {
-        self.reservations.len() + self.reconnections.len()
+        self.reservations.len() + self.reconnections.len() + self.dropped.len()
     }
 
     pub(super) fn reserve(&mut self, session_id: String, options: Vec<u8>, auth: Vec<u8>, now: Instant) {

@@ -1,0 +1,302 @@
+//! Matchmaking: joinOrCreate, create, join, joinById and reconnect, with filterBy, sortBy, locks,
+//! private rooms, auth and seat reservations. It talks to rooms through their handles and to the
+//! world through [`Driver`] and [`Presence`] only.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use odeon_protocol::abi::{AuthDecision, AuthRequest};
+use odeon_protocol::profile::{ErrorCode, Profile};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::cluster::{Cluster, Reply, Request};
+use crate::driver::{Driver, RoomListing};
+use crate::plugins::{PluginVersion, Plugins};
+use crate::presence::Presence;
+use crate::rooms::{RoomHandle, RoomMsg, SeatError};
+
+mod peers;
+mod placement;
+
+/// A held seat, ready to be turned into the profile's seat-reservation JSON.
+#[derive(Debug, Clone)]
+pub struct SeatReservation {
+    /// The room's listing after the reservation.
+    pub listing: RoomListing,
+    /// The session that must connect.
+    pub session_id: String,
+}
+
+/// A matchmaking failure, with Colyseus's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct MatchmakeError {
+    /// Which error, independent of the profile.
+    pub code: ErrorCode,
+    /// A custom numeric code from the room, overriding the profile's.
+    pub custom_code: Option<u32>,
+    /// The message clients see.
+    pub message: String,
+}
+
+impl MatchmakeError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, custom_code: None, message: message.into() }
+    }
+
+    /// The numeric code in a profile.
+    pub fn code_in(&self, profile: Profile) -> u32 {
+        self.custom_code.unwrap_or_else(|| profile.error_code(self.code))
+    }
+}
+
+/// Settings of the matchmaker.
+#[derive(Debug, Clone)]
+pub struct MatchmakerConfig {
+    /// This host's process id.
+    pub process_id: String,
+    /// Protocol profile.
+    pub profile: Profile,
+    /// Seat reservation lifetime.
+    pub seat_timeout: Duration,
+    /// Address clients should connect to, if not the matchmaking endpoint.
+    pub public_address: Option<String>,
+}
+
+/// Finds or creates rooms and reserves seats in them.
+pub struct Matchmaker {
+    config: MatchmakerConfig,
+    plugins: Arc<Plugins>,
+    driver: Arc<dyn Driver>,
+    presence: Arc<dyn Presence>,
+    rooms: Arc<Mutex<HashMap<String, RoomHandle>>>,
+    /// Serialises find-or-create per room type and filter, so concurrent joinOrCreate calls
+    /// never create more rooms than needed.
+    creation_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Rooms being created here: listed already, not yet in `rooms`. A seat asked of one is
+    /// `Locked` (ask again), not `Gone`.
+    creating: Mutex<std::collections::HashSet<String>>,
+    room_runtime: tokio::runtime::Handle,
+    shutting_down: AtomicBool,
+    /// The other processes of the deployment (only this one with the embedded presence).
+    cluster: Arc<Cluster>,
+}
+
+/// How long joinOrCreate keeps trying when chosen rooms fill up or another caller is creating.
+const JOIN_DEADLINE: Duration = Duration::from_secs(10);
+/// First and longest wait before asking a full (or not yet ready) room for a seat again.
+const RETRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(100));
+
+impl Matchmaker {
+    /// A matchmaker whose rooms run on `room_runtime`.
+    pub fn new(
+        config: MatchmakerConfig,
+        plugins: Arc<Plugins>,
+        driver: Arc<dyn Driver>,
+        presence: Arc<dyn Presence>,
+        room_runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        let cluster = Cluster::new(
+            presence.clone(),
+            driver.clone(),
+            config.process_id.clone(),
+            config.public_address.clone(),
+        );
+        Arc::new(Self {
+            cluster,
+            config,
+            plugins,
+            driver,
+            presence,
+            rooms: Arc::default(),
+            creation_locks: Mutex::default(),
+            creating: Mutex::default(),
+            room_runtime,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// This host's process id.
+    pub fn process_id(&self) -> &str {
+        &self.config.process_id
+    }
+
+    /// The protocol profile.
+    pub fn profile(&self) -> Profile {
+        self.config.profile
+    }
+
+    /// The plugin registry.
+    pub fn plugins(&self) -> &Arc<Plugins> {
+        &self.plugins
+    }
+
+    /// A live room of this process.
+    pub fn room(&self, room_id: &str) -> Option<RoomHandle> {
+        self.rooms.lock().expect("rooms lock").get(room_id).cloned().filter(|h| !h.is_closed())
+    }
+
+    /// Clients connected to this process's rooms.
+    pub fn client_count(&self) -> usize {
+        let rooms = self.rooms.lock().expect("rooms lock");
+        rooms.values().map(|r| r.stats().clients.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+
+    /// Number of live rooms in this process.
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().expect("rooms lock").len()
+    }
+
+    /// Every room listing, all types.
+    pub async fn listings(&self) -> Result<Vec<RoomListing>, crate::driver::DriverError> {
+        self.driver.query(None).await
+    }
+
+    /// The live processes of the deployment.
+    pub async fn processes(&self) -> Vec<crate::cluster::ProcessInfo> {
+        self.cluster.processes().await
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Stops matchmaking and closes every room with 4001; waits up to `grace` for them to go.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        let rooms: Vec<RoomHandle> = self.rooms.lock().expect("rooms lock").values().cloned().collect();
+        for room in &rooms {
+            room.send(RoomMsg::Shutdown);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.room_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.cluster.unregister().await;
+    }
+
+    /// Runs one matchmaking request: `method` on `target` (a room name or, for joinById and
+    /// reconnect, a room id) with the client's JSON options.
+    pub async fn matchmake(
+        &self,
+        method: &str,
+        target: &str,
+        options: Map<String, Value>,
+        token: Option<String>,
+        ip: String,
+    ) -> Result<SeatReservation, MatchmakeError> {
+        match method {
+            "joinOrCreate" | "create" | "join" => {
+                let plugin = self.plugins.get(target).ok_or_else(|| {
+                    MatchmakeError::new(
+                        ErrorCode::NoHandler,
+                        format!("provided room name \"{target}\" not defined"),
+                    )
+                })?;
+                let (session_id, auth) = self.authenticate(&plugin, &options, token, ip).await?;
+                match method {
+                    "create" => self.create_and_reserve(&plugin, &options, session_id, auth).await,
+                    "join" => self.join(&plugin, &options, session_id, auth, false).await,
+                    _ => self.join(&plugin, &options, session_id, auth, true).await,
+                }
+            }
+            "joinById" => {
+                let listing = self.find_by_id(target).await?;
+                if listing.locked {
+                    return Err(MatchmakeError::new(
+                        ErrorCode::InvalidRoomId,
+                        format!("room \"{target}\" is locked"),
+                    ));
+                }
+                let plugin = self.plugins.get(&listing.name).ok_or_else(|| {
+                    MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found"))
+                })?;
+                let (session_id, auth) = self.authenticate(&plugin, &options, token, ip).await?;
+                self.reserve(&listing, session_id, encode(&options), auth).await.map_err(|e| match e {
+                    SeatError::Locked => {
+                        MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" is locked"))
+                    }
+                    SeatError::Gone => {
+                        MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found"))
+                    }
+                })
+            }
+            "reconnect" => {
+                let listing = self.find_by_id(target).await?;
+                let Some(Value::String(token)) = options.get("reconnectionToken") else {
+                    return Err(MatchmakeError::new(
+                        ErrorCode::Unhandled,
+                        "'reconnectionToken' must be provided for reconnection.",
+                    ));
+                };
+                let expired =
+                    || MatchmakeError::new(ErrorCode::Expired, "reconnection token invalid or expired.");
+                let session_id = if listing.process_id == self.config.process_id {
+                    self.check_token_local(&listing.room_id, token.clone()).await
+                } else {
+                    let request = Request::CheckReconnectionToken {
+                        room_id: listing.room_id.clone(),
+                        token: token.clone(),
+                    };
+                    match self.cluster.call(&listing.process_id, request).await {
+                        Ok(Reply::Session { session_id }) => session_id,
+                        _ => None,
+                    }
+                };
+                Ok(SeatReservation { listing, session_id: session_id.ok_or_else(expired)? })
+            }
+            other => Err(MatchmakeError::new(ErrorCode::NoHandler, format!("invalid method \"{other}\""))),
+        }
+    }
+
+    async fn find_by_id(&self, room_id: &str) -> Result<RoomListing, MatchmakeError> {
+        self.driver
+            .find_by_id(room_id)
+            .await
+            .map_err(|e| MatchmakeError::new(ErrorCode::Unhandled, e.to_string()))?
+            .ok_or_else(|| {
+                MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{room_id}\" not found"))
+            })
+    }
+
+    async fn authenticate(
+        &self,
+        plugin: &PluginVersion,
+        options: &Map<String, Value>,
+        token: Option<String>,
+        ip: String,
+    ) -> Result<(String, Vec<u8>), MatchmakeError> {
+        if !plugin.manifest.has_auth {
+            return Ok((crate::ids::generate(), Vec::new()));
+        }
+        let request = AuthRequest { options: encode(options), token, ip };
+        match plugin.auth(&request, self.plugins.limits()).await {
+            Ok(AuthDecision::Accept) => Ok((crate::ids::generate(), Vec::new())),
+            Ok(AuthDecision::AcceptWith { auth, session_id }) => {
+                let session_id =
+                    session_id.filter(|s| crate::ids::is_valid(s)).unwrap_or_else(crate::ids::generate);
+                Ok((session_id, auth))
+            }
+            Ok(AuthDecision::Reject { message }) => Err(MatchmakeError::new(ErrorCode::AuthFailed, message)),
+            Err(e) => {
+                tracing::error!(room_type = %plugin.manifest.name, "auth hook failed: {e}");
+                Err(MatchmakeError::new(ErrorCode::AuthFailed, "onAuth failed"))
+            }
+        }
+    }
+
+    async fn check_token_local(&self, room_id: &str, token: String) -> Option<String> {
+        let room = self.room(room_id)?;
+        let (reply, rx) = oneshot::channel();
+        room.send(RoomMsg::CheckReconnectionToken { token, reply });
+        rx.await.ok().flatten()
+    }
+}
+
+fn encode(options: &Map<String, Value>) -> Vec<u8> {
+    rmp_serde::to_vec_named(options).expect("JSON always encodes as MessagePack")
+}

@@ -1,0 +1,284 @@
+//! Where a player goes: a seat in an existing room that matches (on this process or another), or
+//! a new room on the least-loaded process, under a creation lock so concurrent joinOrCreate
+//! calls never create more rooms than needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::cluster::{CallError, Reply, Request};
+use crate::driver::{Query, RoomListing};
+use crate::plugins::PluginVersion;
+use crate::rooms::{self, CreateError, RoomDeps, RoomMsg, SeatError};
+
+use super::{JOIN_DEADLINE, MatchmakeError, Matchmaker, RETRY_BACKOFF, SeatReservation, encode};
+use odeon_protocol::profile::ErrorCode;
+
+impl Matchmaker {
+    pub(super) async fn join(
+        &self,
+        plugin: &Arc<PluginVersion>,
+        options: &Map<String, Value>,
+        session_id: String,
+        auth: Vec<u8>,
+        create_if_missing: bool,
+    ) -> Result<SeatReservation, MatchmakeError> {
+        let query = self.query(plugin, options);
+        let filter = serde_json::to_string(&query.filters).unwrap_or_default();
+        // Callers in this process queue here; callers in other processes meet at the cluster
+        // lock below, so concurrent joinOrCreate calls never create more rooms than needed.
+        let lock = create_if_missing.then(|| self.creation_lock(&query));
+        let _guard = match &lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let unavailable =
+            |e: crate::driver::DriverError| MatchmakeError::new(ErrorCode::Unhandled, e.to_string());
+        let mut query = query;
+        let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
+        let mut backoff = RETRY_BACKOFF.0;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(listing) = self.driver.find_one(&query).await.map_err(unavailable)? {
+                match self.reserve(&listing, session_id.clone(), encode(options), auth.clone()).await {
+                    Ok(r) => return Ok(r),
+                    // Full since the listing was read: look again once the room's listing
+                    // publisher has had a moment to write the change, backing off.
+                    Err(SeatError::Locked) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_BACKOFF.1);
+                        continue;
+                    }
+                    // Not there (its process is gone, or a stale listing): leave it out of this
+                    // request's searches, so the next one finds another room or creates one.
+                    Err(SeatError::Gone) => {
+                        query.exclude.push(listing.room_id);
+                        continue;
+                    }
+                }
+            }
+            if !create_if_missing {
+                return Err(MatchmakeError::new(
+                    ErrorCode::InvalidCriteria,
+                    "no rooms found with provided criteria",
+                ));
+            }
+            let Some(lock) = self.cluster.try_lock(&query.name, &filter).await else {
+                // Another process is creating a room for this filter: wait for it to appear.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            // A room may have appeared between the search and the lock.
+            let result = match self.driver.find_one(&query).await {
+                Ok(Some(listing)) => {
+                    self.reserve(&listing, session_id.clone(), encode(options), auth.clone()).await.ok()
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    lock.release().await;
+                    return Err(unavailable(e));
+                }
+            };
+            let result = match result {
+                Some(seat) => Ok(seat),
+                None => self.create_and_reserve(plugin, options, session_id.clone(), auth.clone()).await,
+            };
+            lock.release().await;
+            return result;
+        }
+        Err(MatchmakeError::new(ErrorCode::Unhandled, "failed to reserve a seat in time"))
+    }
+
+    pub(super) fn query(&self, plugin: &PluginVersion, options: &Map<String, Value>) -> Query {
+        Query {
+            name: plugin.manifest.name.clone(),
+            filters: plugin
+                .manifest
+                .filter_by
+                .iter()
+                .filter_map(|k| options.get(k).map(|v| (k.clone(), v.clone())))
+                .collect(),
+            on_metadata: self.config.profile.filters_on_metadata(),
+            sort_by: plugin.manifest.sort_by.iter().map(|(k, d)| (k.clone(), *d)).collect(),
+            exclude: Vec::new(),
+        }
+    }
+
+    pub(super) fn creation_lock(&self, query: &Query) -> Arc<tokio::sync::Mutex<()>> {
+        let key = format!("{}:{}", query.name, serde_json::to_string(&query.filters).unwrap_or_default());
+        let mut locks = self.creation_locks.lock().expect("creation locks");
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(key).or_default().clone()
+    }
+
+    /// Creates a room on the least-loaded live process and reserves the creator's seat. A
+    /// process that fails to answer is never replaced by a local room unless it is dead, so a
+    /// slow process cannot cause duplicate rooms.
+    pub(super) async fn create_and_reserve(
+        &self,
+        plugin: &Arc<PluginVersion>,
+        options: &Map<String, Value>,
+        session_id: String,
+        auth: Vec<u8>,
+    ) -> Result<SeatReservation, MatchmakeError> {
+        for _ in 0..3 {
+            let target = self.cluster.least_loaded().await;
+            let Some(target) = target.filter(|p| p.process_id != self.config.process_id) else {
+                return self.create_local(plugin, options, session_id, auth).await;
+            };
+            let request = Request::Create {
+                room_name: plugin.manifest.name.clone(),
+                options: options.clone(),
+                session_id: session_id.clone(),
+                auth: auth.clone(),
+            };
+            match self.cluster.call(&target.process_id, request).await {
+                Ok(Reply::Created { room_id }) => {
+                    let listing = self.find_by_id(&room_id).await?;
+                    return Ok(SeatReservation { listing, session_id });
+                }
+                Ok(Reply::Failed { custom_code, message }) => {
+                    return Err(MatchmakeError { code: ErrorCode::Unhandled, custom_code, message });
+                }
+                Ok(other) => {
+                    return Err(MatchmakeError::new(
+                        ErrorCode::Unhandled,
+                        format!("unexpected reply {other:?}"),
+                    ));
+                }
+                Err(e) => {
+                    if self.cluster.is_alive(&target.process_id).await
+                        && !matches!(e, CallError::Unreachable(_))
+                    {
+                        return Err(MatchmakeError::new(ErrorCode::Unhandled, e.to_string()));
+                    }
+                    self.cluster.sweep(&target.process_id).await;
+                }
+            }
+        }
+        self.create_local(plugin, options, session_id, auth).await
+    }
+
+    pub(super) async fn create_local(
+        &self,
+        plugin: &Arc<PluginVersion>,
+        options: &Map<String, Value>,
+        session_id: String,
+        auth: Vec<u8>,
+    ) -> Result<SeatReservation, MatchmakeError> {
+        if self.is_shutting_down() {
+            return Err(MatchmakeError::new(ErrorCode::Unhandled, "server is shutting down"));
+        }
+        let mut merged: Map<String, Value> =
+            rmp_serde::from_slice(&plugin.manifest.default_options).unwrap_or_default();
+        merged.extend(options.clone());
+        let create_filters: Map<String, Value> = plugin
+            .manifest
+            .filter_by
+            .iter()
+            .filter_map(|k| merged.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        let room_id = crate::ids::generate();
+        let mut listing = rooms::new_listing(
+            &plugin.manifest.name,
+            room_id.clone(),
+            &self.config.process_id,
+            create_filters.clone(),
+            create_filters,
+        );
+        listing.public_address = self.config.public_address.clone();
+        let rooms_map = self.rooms.clone();
+        let deps = RoomDeps {
+            driver: self.driver.clone(),
+            presence: self.presence.clone(),
+            on_exit: Arc::new(move |id| {
+                rooms_map.lock().expect("rooms lock").remove(id);
+            }),
+            profile: self.config.profile,
+            seat_timeout: self.config.seat_timeout,
+            limits: self.plugins.limits(),
+            hold_bytes: crate::net::wire::WireLimits::default().queue_bytes,
+        };
+        self.creating.lock().expect("creating lock").insert(room_id.clone());
+        let created = rooms::create(plugin.clone(), listing, encode(&merged), deps, &self.room_runtime).await;
+        if let Ok((handle, _)) = &created {
+            self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle.clone());
+        }
+        self.creating.lock().expect("creating lock").remove(&room_id);
+        created.map_err(|e| match e {
+            CreateError::Refused { code, message } => MatchmakeError {
+                code: ErrorCode::Unhandled,
+                custom_code: Some(code).filter(|c| *c != 523),
+                message,
+            },
+            CreateError::Guest(g) => {
+                tracing::error!(room_type = %plugin.manifest.name, "room creation failed: {g}");
+                MatchmakeError::new(ErrorCode::Unhandled, format!("failed to create room: {g}"))
+            }
+        })?;
+        self.cluster.heartbeat(self.room_count(), self.client_count()).await;
+        self.reserve_local(&room_id, session_id, encode(options), auth)
+            .await
+            .map_err(|e| MatchmakeError::new(ErrorCode::Unhandled, format!("new room refused a seat: {e}")))
+    }
+
+    /// Reserves a seat in a room of any process.
+    pub(super) async fn reserve(
+        &self,
+        listing: &RoomListing,
+        session_id: String,
+        options: Vec<u8>,
+        auth: Vec<u8>,
+    ) -> Result<SeatReservation, SeatError> {
+        if listing.process_id == self.config.process_id {
+            return self.reserve_local(&listing.room_id, session_id, options, auth).await;
+        }
+        let request = Request::ReserveSeat {
+            room_id: listing.room_id.clone(),
+            session_id: session_id.clone(),
+            options,
+            auth,
+        };
+        match self.cluster.call(&listing.process_id, request).await {
+            Ok(Reply::Reserved) => Ok(SeatReservation { listing: listing.clone(), session_id }),
+            Ok(Reply::Locked) => Err(SeatError::Locked),
+            Ok(_) => Err(SeatError::Gone),
+            Err(e) => {
+                tracing::warn!(room = %listing.room_id, process = %listing.process_id, "seat not reserved: {e}");
+                if !self.cluster.is_alive(&listing.process_id).await {
+                    self.cluster.sweep(&listing.process_id).await;
+                }
+                Err(SeatError::Gone)
+            }
+        }
+    }
+
+    pub(super) async fn reserve_local(
+        &self,
+        room_id: &str,
+        session_id: String,
+        options: Vec<u8>,
+        auth: Vec<u8>,
+    ) -> Result<SeatReservation, SeatError> {
+        let Some(room) = self.room(room_id) else {
+            if self.creating.lock().expect("creating lock").contains(room_id) {
+                return Err(SeatError::Locked);
+            }
+            // A listing of this process's that names no room here is stale (a room that ended
+            // without its listing removed): remove it, off the request's path.
+            let (driver, room_id) = (self.driver.clone(), room_id.to_string());
+            tokio::spawn(async move {
+                match driver.remove(&room_id).await {
+                    Ok(()) => tracing::debug!(room = %room_id, "removed a stale listing"),
+                    Err(e) => tracing::warn!(room = %room_id, "stale listing not removed: {e}"),
+                }
+            });
+            return Err(SeatError::Gone);
+        };
+        let (reply, rx) = oneshot::channel();
+        room.send(RoomMsg::ReserveSeat { session_id: session_id.clone(), options, auth, reply });
+        let listing = rx.await.map_err(|_| SeatError::Gone)??;
+        Ok(SeatReservation { listing, session_id })
+    }
+}

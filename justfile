@@ -5,9 +5,11 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 target_dir := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
 plugins_dir := target_dir / "plugins"
 
-# Where the tests find the built plugins and host.
+# Where the tests find the built plugins and host, and the MongoDB-wire server `just setup`
+# installs.
 export ODEON_PLUGINS_DIR := plugins_dir
 export ODEON_HOST_BIN := target_dir / "debug" / "odeon-host"
+export SECANTUSD_PY := env_var_or_default("SECANTUSD_PY", env_var_or_default("ODEON_SECANTUS_VENV", home_directory() / ".cache" / "odeon" / "secantus-venv") / "bin" / "secantusd-py")
 
 # Build the example plugins and start a host on 127.0.0.1:2567 with the embedded presence and
 # driver; extra arguments go to the host, e.g. `just run --protocol 0.17`.
@@ -18,6 +20,7 @@ run *ARGS: plugins
 plugins:
     #!/usr/bin/env bash
     set -euo pipefail
+    scripts/setup.sh --wasm-target
     names=$(ls plugins)
     cargo build --target wasm32-wasip1 --profile wasm $(printf -- '-p %s ' $names)
     mkdir -p "{{plugins_dir}}"
@@ -33,10 +36,15 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --target wasm32-wasip1 -p odeon-guest $(ls plugins | sed 's/^/-p /') -- -D warnings
 
-# Everything CI checks: lint, unit and host integration tests (real redis-server and a
+# Installs what the tests need once (wasm target, npm packages, redis-server, SecantusDB);
+# after that it only checks, in well under a second.
+setup:
+    scripts/setup.sh
+
+# Everything CI checks: set-up, lint, unit and host integration tests (real redis-server and a
 # MongoDB-wire server), the schema encoder against the official @colyseus/schema, then the
 # end-to-end suite.
-test: plugins lint
+test: setup plugins lint
     cargo test --workspace
     just schema
     just e2e
@@ -65,6 +73,6 @@ e2e: plugins
 
 # Starts redis-server, SecantusDB and N hosts on ports 3001 … 3000+N (scripts/cluster.sh).
 # N hosts sharing Redis presence and MongoDB listings; Ctrl-C stops them all.
-cluster N="3": plugins
+cluster N="3": setup plugins
     cargo build -p odeon-host
     scripts/cluster.sh {{N}}

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Several Odeon hosts on this machine, sharing a Redis presence and MongoDB listings:
 # redis-server and SecantusDB (a MongoDB-wire server) on free loopback ports with their data in a
-# temporary directory, then N hosts on ports 3001 … 3000+N. Ctrl-C stops everything it started,
-# by PID, and removes the temporary directory.
+# temporary directory, then N hosts on ports 3001 … 3000+N. A host that dies is reported and
+# started again, as PM2 would; the others keep serving. Ctrl-C stops everything it started, by
+# PID, and removes the temporary directory.
 #
 #   scripts/cluster.sh [N]     (`just cluster N` builds the plugins and the host first)
 #
@@ -25,7 +26,7 @@ redis_bin="${ODEON_REDIS_SERVER:-redis-server}"
 
 secantus="${SECANTUSD_PY:-}"
 if [ -z "$secantus" ]; then
-    for c in "$(command -v secantusd-py || true)" "$HOME/.cache/secantus-venv/bin/secantusd-py" \
+    for c in "$(command -v secantusd-py || true)" \
         "$HOME/.cache/odeon/secantus-venv/bin/secantusd-py"; do
         if [ -n "$c" ] && [ -x "$c" ]; then secantus="$c"; break; fi
     done
@@ -34,9 +35,7 @@ fi
 [ -d "$plugins" ] || { echo "plugins directory not found: $plugins (just plugins)" >&2; exit 1; }
 command -v "$redis_bin" >/dev/null || { echo "$redis_bin not found (apt-get install -y redis-server)" >&2; exit 1; }
 [ -n "$secantus" ] || {
-    # shellcheck disable=SC2088  # the command is printed for the reader, not run
-    echo "secantusd-py not found: python3 -m venv ~/.cache/secantus-venv &&" \
-        "~/.cache/secantus-venv/bin/pip install 'secantusdb==0.7.0b3' (or set SECANTUSD_PY)" >&2
+    echo "secantusd-py not found: run \`just setup\` (or set SECANTUSD_PY)" >&2
     exit 1
 }
 
@@ -118,18 +117,24 @@ healthy() {
     curl -fsS --max-time 1 "http://127.0.0.1:$1/odeon/health" >/dev/null 2>&1
 }
 
+# Starts host number $1 (0-based) on its port; its PID goes to host_pids[$1] and pids.
+start_host() {
+    local i=$1 port=$((base + $1))
+    # No NODE_APP_INSTANCE: the host would add it to --port.
+    env -u NODE_APP_INSTANCE REDIS_URL="$redis_url" MONGO_URI="$mongo_uri" NO_COLOR=1 \
+        setsid "$host_bin" --bind 127.0.0.1 --port "$port" --plugins "$plugins" \
+        --public-address "127.0.0.1:$port" >>"$dir/host-$port.log" 2>&1 </dev/null &
+    host_pids[i]=$!
+    pids+=($!)
+}
+
 for ((i = 0; i < n; i++)); do
     port=$((base + i))
     if listening "$port"; then
         echo "port $port is already in use (set ODEON_CLUSTER_PORT to start elsewhere)" >&2
         exit 1
     fi
-    # No NODE_APP_INSTANCE: the host would add it to --port.
-    env -u NODE_APP_INSTANCE REDIS_URL="$redis_url" MONGO_URI="$mongo_uri" NO_COLOR=1 \
-        setsid "$host_bin" --bind 127.0.0.1 --port "$port" --plugins "$plugins" \
-        --public-address "127.0.0.1:$port" >"$dir/host-$port.log" 2>&1 </dev/null &
-    pids+=($!)
-    host_pids+=($!)
+    start_host "$i"
 done
 for ((i = 0; i < n; i++)); do
     port=$((base + i))
@@ -150,15 +155,44 @@ for ((i = 0; i < n; i++)); do
 done
 echo "Ctrl-C stops them all."
 
-# Keep watching: if a process dies, say which and stop the rest.
+# Keep watching, as PM2 would: a host that dies is reported and started again on its port
+# (after 1 s, doubling up to 30 s while it keeps dying within 10 s of its start); the other
+# hosts keep serving. Redis or SecantusDB dying stops the cluster: the hosts cannot serve
+# without them.
+declare -a started_at backoff
+for ((i = 0; i < n; i++)); do started_at[i]=$SECONDS; backoff[i]=1; done
+declare -a due
 while true; do
-    for ((i = 0; i < ${#pids[@]}; i++)); do
-        if ! kill -0 "${pids[i]}" 2>/dev/null; then
-            echo "process ${pids[i]} exited; stopping the cluster" >&2
-            for log in "$dir"/*.log; do echo "--- $log" >&2; tail -n 5 "$log" >&2; done
+    for ((k = 0; k < 2; k++)); do
+        if ! kill -0 "${pids[k]}" 2>/dev/null; then
+            name=$([ "$k" = 0 ] && echo redis-server || echo secantusd-py)
+            echo "$name (pid ${pids[k]}) exited; stopping the cluster" >&2
+            tail -n 5 "$dir/$([ "$k" = 0 ] && echo redis || echo mongo).log" >&2
             exit 1
         fi
     done
-    sleep 1 &
+    for ((i = 0; i < n; i++)); do
+        port=$((base + i))
+        pid=${host_pids[i]}
+        if [ -n "${due[i]:-}" ]; then
+            if [ "$SECONDS" -ge "${due[i]}" ]; then
+                unset "due[i]"
+                start_host "$i"
+                started_at[i]=$SECONDS
+                echo "host $((i + 1)) restarted: ws://127.0.0.1:$port  pid ${host_pids[i]}"
+            fi
+        elif ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" 2>/dev/null && status=0 || status=$?
+            if [ $((SECONDS - started_at[i])) -lt 10 ]; then
+                backoff[i]=$((backoff[i] * 2 > 30 ? 30 : backoff[i] * 2))
+            else
+                backoff[i]=1
+            fi
+            echo "host $((i + 1)) (port $port, pid $pid) exited with status $status; restarting it in ${backoff[i]} s" >&2
+            tail -n 5 "$dir/host-$port.log" >&2
+            due[i]=$((SECONDS + backoff[i]))
+        fi
+    done
+    sleep 0.5 &
     wait $! || true
 done

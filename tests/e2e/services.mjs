@@ -77,7 +77,6 @@ function secantusBin() {
     const candidates = [
         process.env.SECANTUSD_PY,
         join(homedir(), ".cache/odeon/secantus-venv/bin/secantusd-py"),
-        join(homedir(), ".cache/secantus-venv/bin/secantusd-py"),
     ].filter(Boolean);
     return candidates.find((c) => existsSync(c)) ?? "secantusd-py";
 }

@@ -1,0 +1,116 @@
+// `just cluster N` (scripts/cluster.sh): redis-server, SecantusDB and N hosts on one machine. A
+// freshly started cluster serves its first joinOrCreate without waiting out a timeout; a host
+// killed with -9 is reported and started again on its port while the others keep serving;
+// Ctrl-C stops every process it started.
+
+import { describe, it, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { resolve } from "node:path";
+import { TESTS_DIR, HOST_BIN, PLUGINS_DIR, freePort, sleep, waitFor } from "./harness.mjs";
+import { SDK18 } from "./sdks.mjs";
+
+const sdk18Url = (room) => SDK18.ws(room).url;
+
+const alive = (pid) => {
+    try {
+        process.kill(pid, 0);
+        return true;
+    } catch {
+        return false;
+    }
+};
+
+async function health(port) {
+    try {
+        const res = await fetch(`http://127.0.0.1:${port}/odeon/health`, { signal: AbortSignal.timeout(1000) });
+        return res.ok ? await res.json() : null;
+    } catch {
+        return null;
+    }
+}
+
+describe("just cluster (scripts/cluster.sh)", () => {
+    let child;
+    let exited = null;
+    let out = "";
+    after(async () => {
+        if (!child || exited) return;
+        process.kill(-child.pid, "SIGKILL");
+    });
+
+    const until = async (what, predicate, ms) => {
+        const deadline = Date.now() + ms;
+        while (Date.now() < deadline) {
+            if (await predicate()) return;
+            if (exited) assert.fail(`cluster.sh exited (${JSON.stringify(exited)}) while waiting for ${what}:\n${out.slice(-3000)}`);
+            await sleep(100);
+        }
+        assert.fail(`timed out waiting for ${what}:\n${out.slice(-3000)}`);
+    };
+
+    it("serves the first join at once, restarts a killed host, and stops everything on Ctrl-C", { timeout: 180000 }, async (t) => {
+        // Three consecutive free ports for the hosts.
+        let base;
+        for (let tries = 0; tries < 20 && base === undefined; tries++) {
+            const p = await freePort();
+            if (p < 65000) base = p;
+        }
+        const env = { ...process.env, ODEON_HOST_BIN: HOST_BIN, ODEON_PLUGINS_DIR: PLUGINS_DIR, ODEON_CLUSTER_PORT: String(base), NO_COLOR: "1" };
+        for (const k of ["REDIS_URL", "MONGO_URI", "NODE_APP_INSTANCE", "PORT"]) delete env[k];
+        child = spawn("bash", [resolve(TESTS_DIR, "../scripts/cluster.sh"), "3"], { detached: true, stdio: ["ignore", "pipe", "pipe"], env });
+        child.stdout.on("data", (c) => { out += c.toString(); });
+        child.stderr.on("data", (c) => { out += c.toString(); });
+        const exit = new Promise((r) => child.on("exit", (code, signal) => { exited = { code, signal }; r(exited); }));
+
+        await until("the cluster to be up", () => out.includes("Ctrl-C stops them all."), 120000);
+        const hosts = [...out.matchAll(/host (\d)\s+ws:\/\/127\.0\.0\.1:(\d+)\s+processId (\S+)\s+pid (\d+)/g)]
+            .map((m) => ({ n: Number(m[1]), port: Number(m[2]), processId: m[3], pid: Number(m[4]) }));
+        assert.equal(hosts.length, 3, out);
+        const services = [...out.matchAll(/(?:redis|mongodb)\s+\S+\s+pid (\d+)/g)].map((m) => Number(m[1]));
+        assert.equal(services.length, 2, out);
+
+        // The first joinOrCreate after the start: no timeout waited out (the SDK gives up at 3 s).
+        const client = new SDK18.Client(`ws://127.0.0.1:${hosts[0].port}`);
+        const t0 = Date.now();
+        const room = await waitFor(client.joinOrCreate("echo", { mode: "first" }), 5000, "first joinOrCreate");
+        const firstJoinMs = Date.now() - t0;
+        assert.ok(firstJoinMs < 1500, `the first join took ${firstJoinMs} ms`);
+        room.onMessage("*", () => {});
+        // The next room goes to a host with no room yet: the first call between two processes.
+        const t1 = Date.now();
+        const remote = await waitFor(client.joinOrCreate("echo", { mode: "second" }), 5000, "second joinOrCreate");
+        const remoteJoinMs = Date.now() - t1;
+        remote.onMessage("*", () => {});
+        const remoteHost = hosts.find((h) => sdk18Url(remote).includes(`:${h.port}/`));
+        assert.ok(remoteHost && remoteHost !== hosts[0], `the second room runs on another host (${sdk18Url(remote)})`);
+        assert.ok(remoteJoinMs < 1500, `the first cross-process join took ${remoteJoinMs} ms`);
+        t.diagnostic(`first join ${firstJoinMs} ms, first cross-process join ${remoteJoinMs} ms`);
+        await waitFor(room.leave(), 5000, "leave");
+        await waitFor(remote.leave(), 5000, "leave");
+
+        // kill -9 of host 2: reported, the others keep serving, and it comes back on its port.
+        const victim = hosts[1];
+        process.kill(victim.pid, "SIGKILL");
+        await until("the death to be reported", () => out.includes(`host 2 (port ${victim.port}, pid ${victim.pid}) exited`), 5000);
+        for (const h of [hosts[0], hosts[2]]) assert.ok(await health(h.port), `host ${h.n} still serves`);
+        await until("host 2 to be restarted", () => /host 2 restarted: ws:\/\/127\.0\.0\.1:\d+\s+pid \d+/.test(out), 10000);
+        const newPid = Number(out.match(/host 2 restarted: ws:\/\/127\.0\.0\.1:\d+\s+pid (\d+)/)[1]);
+        assert.notEqual(newPid, victim.pid);
+        let back = null;
+        await until("host 2 to answer again", async () => (back = await health(victim.port)) !== null, 30000);
+        assert.notEqual(back.processId, victim.processId, "a new process");
+        await until("the restarted host to join the registry", async () =>
+            ((await health(hosts[0].port))?.processes ?? []).includes(back.processId), 5000);
+        const again = new SDK18.Client(`ws://127.0.0.1:${victim.port}`);
+        const room2 = await waitFor(again.joinOrCreate("echo", { mode: "after-restart" }), 5000, "join through the restarted host");
+        room2.onMessage("*", () => {});
+        await waitFor(room2.leave(), 5000, "leave");
+
+        // Ctrl-C: everything it started is stopped.
+        process.kill(child.pid, "SIGINT");
+        const { code } = await waitFor(exit, 20000, "cluster.sh to exit");
+        assert.equal(code, 0, out.slice(-2000));
+        for (const pid of [...services, hosts[0].pid, hosts[2].pid, newPid]) assert.ok(!alive(pid), `pid ${pid} still runs`);
+    });
+});

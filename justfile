@@ -4,10 +4,12 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target_dir := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
 plugins_dir := target_dir / "plugins"
+variants_dir := target_dir / "plugin-variants"
 
 # Where the tests find the built plugins and host, and the MongoDB-wire server `just setup`
 # installs.
 export ODEON_PLUGINS_DIR := plugins_dir
+export ODEON_PLUGIN_VARIANTS_DIR := variants_dir
 export ODEON_HOST_BIN := target_dir / "debug" / "odeon-host"
 export SECANTUSD_PY := env_var_or_default("SECANTUSD_PY", env_var_or_default("ODEON_SECANTUS_VENV", home_directory() / ".cache" / "odeon" / "secantus-venv") / "bin" / "secantusd-py")
 
@@ -16,7 +18,8 @@ export SECANTUSD_PY := env_var_or_default("SECANTUSD_PY", env_var_or_default("OD
 run *ARGS: plugins
     cargo run -p odeon-host -- --plugins "{{plugins_dir}}" {{ARGS}}
 
-# Build every crate under plugins/ to wasm32-wasip1 and copy it to target/plugins/.
+# Build every crate under plugins/ to wasm32-wasip1 and copy it to target/plugins/ (and echo's
+# `v2` build to target/plugin-variants/).
 plugins:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -29,6 +32,11 @@ plugins:
         cp "{{target_dir}}/wasm32-wasip1/wasm/$name.wasm" "{{plugins_dir}}/.$name.wasm.tmp"
         mv "{{plugins_dir}}/.$name.wasm.tmp" "{{plugins_dir}}/$name.wasm"
     done
+    # A second build of echo whose `build` message answers "v2", for the hot-load tests; its own
+    # target directory, so the two builds do not keep rebuilding each other.
+    cargo build --target wasm32-wasip1 --profile wasm -p echo --features v2 --target-dir "{{target_dir}}/variants"
+    mkdir -p "{{variants_dir}}"
+    cp "{{target_dir}}/variants/wasm32-wasip1/wasm/echo.wasm" "{{variants_dir}}/echo-v2.wasm"
 
 # Formatting and clippy, host and wasm targets.
 lint:

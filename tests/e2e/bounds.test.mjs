@@ -134,6 +134,24 @@ describe("bounds: one client cannot hurt its room", () => {
         assert.deepEqual((await a.echo({ after: "silent" })).payload, { after: "silent" });
         a.leave();
     });
+
+    test("matchmaking bodies up to 100 KiB are read; one byte more is a 413 JSON error", async () => {
+        const limit = 100 * 1024;
+        // `{"mode":"…","pad":"…"}` of exactly `length` bytes.
+        const body = (length) => {
+            const head = `{"mode":"${uniq("big")}","pad":"`;
+            return head + "p".repeat(length - head.length - 2) + `"}`;
+        };
+        const post = (text) => fetch(`${host.http}/matchmake/create/echo`, {
+            method: "POST", headers: { "Content-Type": "application/json" }, body: text,
+        });
+        const atLimit = await post(body(limit));
+        assert.equal(atLimit.status, 200, await atLimit.clone().text());
+        assert.ok((await atLimit.json()).sessionId);
+        const over = await post(body(limit + 1));
+        assert.equal(over.status, 413);
+        assert.match((await over.json()).error, /over the 102400-byte limit/);
+    });
 });
 
 describe("heartbeats", () => {

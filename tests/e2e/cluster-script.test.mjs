@@ -5,9 +5,8 @@
 
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { resolve } from "node:path";
-import { TESTS_DIR, HOST_BIN, PLUGINS_DIR, freePort, sleep, waitFor } from "./harness.mjs";
+import { TESTS_DIR, HOST_BIN, PLUGINS_DIR, cleanEnv, freePort, sleep, spawnGroup, waitFor } from "./harness.mjs";
 import { SDK18 } from "./sdks.mjs";
 
 const sdk18Url = (room) => SDK18.ws(room).url;
@@ -56,9 +55,9 @@ describe("just cluster (scripts/cluster.sh)", () => {
             const p = await freePort();
             if (p < 65000) base = p;
         }
-        const env = { ...process.env, ODEON_HOST_BIN: HOST_BIN, ODEON_PLUGINS_DIR: PLUGINS_DIR, ODEON_CLUSTER_PORT: String(base), NO_COLOR: "1" };
-        for (const k of ["REDIS_URL", "MONGO_URI", "NODE_APP_INSTANCE", "PORT"]) delete env[k];
-        child = spawn("bash", [resolve(TESTS_DIR, "../scripts/cluster.sh"), "3"], { detached: true, stdio: ["ignore", "pipe", "pipe"], env });
+        const env = cleanEnv({ ODEON_HOST_BIN: HOST_BIN, ODEON_PLUGINS_DIR: PLUGINS_DIR, ODEON_CLUSTER_PORT: String(base) });
+        for (const k of ["SECANTUSD_PY", "ODEON_REDIS_SERVER"]) if (process.env[k]) env[k] = process.env[k];
+        child = spawnGroup("bash", [resolve(TESTS_DIR, "../scripts/cluster.sh"), "3"], { stdio: ["ignore", "pipe", "pipe"], env });
         child.stdout.on("data", (c) => { out += c.toString(); });
         child.stderr.on("data", (c) => { out += c.toString(); });
         const exit = new Promise((r) => child.on("exit", (code, signal) => { exited = { code, signal }; r(exited); }));

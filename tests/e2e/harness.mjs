@@ -28,6 +28,10 @@ export const HOST_BIN = process.env.ODEON_HOST_BIN
 export const PLUGINS_DIR = process.env.ODEON_PLUGINS_DIR
     ? resolve(process.env.ODEON_PLUGINS_DIR)
     : resolve(TESTS_DIR, "../target/plugins");
+// Other builds of the example plugins (`just plugins` writes echo-v2.wasm here).
+export const PLUGIN_VARIANTS_DIR = process.env.ODEON_PLUGIN_VARIANTS_DIR
+    ? resolve(process.env.ODEON_PLUGIN_VARIANTS_DIR)
+    : resolve(PLUGINS_DIR, "../plugin-variants");
 
 /** Default per-test budget (ms). node:test gets a few seconds more so our own timer fires first. */
 export const TEST_TIMEOUT = 20000;
@@ -125,9 +129,50 @@ export function freePort() {
 // Host process
 // ---------------------------------------------------------------------------
 
+/**
+ * The environment a process under test gets: PATH, HOME and the temp dir, nothing else from the
+ * developer's shell (REDIS_URL, MONGO_URI, NODE_APP_INSTANCE, PORT and ODEON_* would change what
+ * a host does). `ODEON_TEST_RUST_LOG` becomes the host's RUST_LOG.
+ */
+export function cleanEnv(extra = {}) {
+    const env = { NO_COLOR: "1" };
+    for (const k of ["PATH", "HOME", "TMPDIR", "LANG"]) {
+        if (process.env[k] !== undefined) env[k] = process.env[k];
+    }
+    if (process.env.ODEON_TEST_RUST_LOG) env.RUST_LOG = process.env.ODEON_TEST_RUST_LOG;
+    return { ...env, ...extra };
+}
+
+// Every process group a test started, so they are killed even when the test file crashes.
+const GROUPS = new Set();
+const killGroups = () => {
+    for (const pid of GROUPS) {
+        try { process.kill(-pid, "SIGKILL"); } catch { /* already gone */ }
+    }
+    GROUPS.clear();
+};
+process.on("exit", killGroups);
+for (const signal of ["SIGINT", "SIGTERM"]) {
+    process.on(signal, () => { killGroups(); process.exit(128 + (signal === "SIGINT" ? 2 : 15)); });
+}
+
+/**
+ * Spawns `cmd` as the leader of a process group of its own (so a signal to the group reaches
+ * whatever it starts), remembered until it exits and killed by group when this process exits.
+ */
+export function spawnGroup(cmd, args, options = {}) {
+    const child = spawn(cmd, args, { ...options, detached: true });
+    if (child.pid !== undefined) {
+        GROUPS.add(child.pid);
+        child.on("exit", () => GROUPS.delete(child.pid));
+    }
+    return child;
+}
+
 export class Host {
-    constructor({ profile, seatReservationSecs, extraArgs = [], label, pluginsDir = PLUGINS_DIR } = {}) {
+    constructor({ profile, seatReservationSecs, extraArgs = [], label, pluginsDir = PLUGINS_DIR, env = {} } = {}) {
         this.profile = profile;
+        this.env = env;
         this.pluginsDir = pluginsDir;
         this.seatReservationSecs = seatReservationSecs;
         this.extraArgs = extraArgs;
@@ -170,10 +215,7 @@ export class Host {
         args.push(...this.extraArgs);
         this.args = args;
 
-        this.child = spawn(HOST_BIN, args, {
-            stdio: ["ignore", "pipe", "pipe"],
-            env: { ...process.env, NO_COLOR: process.env.NO_COLOR ?? "1" },
-        });
+        this.child = spawnGroup(HOST_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: cleanEnv(this.env) });
         const verbose = !!process.env.ODEON_TEST_VERBOSE;
         const capture = (chunk) => {
             const s = chunk.toString();

@@ -7,19 +7,24 @@ import assert from "node:assert/strict";
 import { mkdtempSync, copyFileSync, readFileSync, writeFileSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Host, hostTest, PLUGINS_DIR, sleep, uniq } from "./harness.mjs";
+import { Host, hostTest, PLUGINS_DIR, PLUGIN_VARIANTS_DIR, sleep, uniq } from "./harness.mjs";
 import { SDK18 as sdk } from "./sdks.mjs";
 
 const TOKEN = "test-admin-token";
 const ECHO = readFileSync(resolve(PLUGINS_DIR, "echo.wasm"));
+// The same room built with the `v2` feature: its `build` message answers "v2" instead of "v1".
+const ECHO_V2 = readFileSync(resolve(PLUGIN_VARIANTS_DIR, "echo-v2.wasm"));
 
-/** The same module with a custom section appended: identical behaviour, different bytes. */
-function variant(label) {
+/** A module with a custom section appended: identical behaviour, different bytes. */
+function variant(label, module = ECHO) {
     const name = Buffer.from("odeon-test");
     const payload = Buffer.from(label);
     const body = Buffer.concat([leb(name.length), name, payload]);
-    return Buffer.concat([ECHO, Buffer.from([0x00]), leb(body.length), body]);
+    return Buffer.concat([module, Buffer.from([0x00]), leb(body.length), body]);
 }
+
+/** Which build of echo a joined client's room runs. */
+const build = (peer) => peer.roundTrip("build");
 
 function leb(n) {
     const out = [];
@@ -88,11 +93,15 @@ describe("hot loading (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)", () =>
         const old = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "old" });
         await old.nextMsg("welcome");
 
-        deploy(dir, "echo.wasm", variant("rename"));
+        assert.equal(await build(old), "v1");
+
+        deploy(dir, "echo.wasm", ECHO_V2);
         const after = await waitForEchoVersion(host, (v) => v > before, "the renamed file was not loaded");
 
         assert.deepEqual(await old.roundTrip("echo", { still: "here" }), { still: "here" }, "the running room keeps serving");
+        assert.equal(await build(old), "v1", "the running room runs the old code");
         const fresh = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "new" });
+        assert.equal(await build(fresh), "v2", "a new room runs the new code");
         assert.deepEqual(await fresh.roundTrip("echo", { fresh: true }), { fresh: true });
         const versions = await roomVersions(host);
         assert.equal(versions[old.roomId], before, "the running room keeps the version that created it");
@@ -125,16 +134,44 @@ describe("hot loading (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)", () =>
         assert.equal(rooms.status, 401);
     });
 
+    test("uploads up to the 32 MiB plugin cap reach the loader; one byte more is a 413 JSON error", async () => {
+        const cap = 32 << 20;
+        // Exactly at the cap: read whole and refused by the loader for what it is, not its size.
+        const atCap = Buffer.alloc(cap, 0x61);
+        const read = await upload(host, atCap);
+        assert.equal(read.status, 400);
+        assert.match((await read.json()).error, /not a valid wasm module/);
+        const over = await upload(host, Buffer.alloc(cap + 1, 0x61));
+        assert.equal(over.status, 413);
+        assert.match((await over.json()).error, /over the 33554432-byte limit/);
+        assert.ok(await echoVersion(host), "echo still serves");
+    }, { timeout: 60000 });
+
+    test("concurrent uploads of one room type: the version serving is the one saved", async () => {
+        const results = await Promise.all(["c1", "c2", "c3", "c4"].map((l) => upload(host, variant(`concurrent-${l}`))));
+        for (const r of results) assert.equal(r.status, 200);
+        const versions = await Promise.all(results.map((r) => r.json()));
+        const newest = Math.max(...versions.map((v) => v.version));
+        assert.equal(await echoVersion(host), newest);
+        const saved = readFileSync(join(host.pluginsDir, "echo.wasm"));
+        const label = ["c1", "c2", "c3", "c4"][versions.findIndex((v) => v.version === newest)];
+        assert.ok(saved.equals(variant(`concurrent-${label}`)), "the file on disk is the serving version");
+    });
+
     test("a version POSTed to the admin endpoint serves new rooms at once", async (s) => {
         const before = await echoVersion(host);
         const old = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "old" });
-        const res = await upload(host, variant("admin"));
+        const oldBuild = await build(old);
+        const newBuild = oldBuild === "v1" ? "v2" : "v1";
+        const res = await upload(host, variant("admin", newBuild === "v2" ? ECHO_V2 : ECHO));
         assert.equal(res.status, 200);
         const body = await res.json();
         assert.equal(body.name, "echo");
         assert.ok(body.version > before, `new version ${body.version} after ${before}`);
         assert.equal(await echoVersion(host), body.version);
         const fresh = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "new" });
+        assert.equal(await build(fresh), newBuild, "a new room runs the uploaded code");
+        assert.equal(await build(old), oldBuild, "the running room keeps its code");
         const versions = await roomVersions(host);
         assert.equal(versions[fresh.roomId], body.version);
         assert.equal(versions[old.roomId], before);

@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { HOST_BIN, PLUGINS_DIR, TESTS_DIR, freePort, sleep, waitFor } from "./harness.mjs";
+import { HOST_BIN, PLUGINS_DIR, TESTS_DIR, cleanEnv, freePort, sleep, waitFor } from "./harness.mjs";
 import { startMongo, startRedis } from "./services.mjs";
 import { SDK18 } from "./sdks.mjs";
 
@@ -75,7 +75,7 @@ describe("PM2 ecosystem (deploy/ecosystem.config.js)", { timeout: 60000 }, () =>
     /** Run the pm2 CLI with this file's PM2_HOME; resolves {code, stdout, stderr}. */
     function pm2(args, extraEnv = {}, ms = 20000) {
         const env = {
-            ...process.env,
+            ...cleanEnv(),
             PM2_HOME: pm2Home,
             // No phone-home to the version-check service from the daemon.
             PM2_DISABLE_VERSION_CHECK: "1",
@@ -83,8 +83,6 @@ describe("PM2 ecosystem (deploy/ecosystem.config.js)", { timeout: 60000 }, () =>
             FORCE_COLOR: "0",
             ...extraEnv,
         };
-        // An instance number inherited from an outer PM2 would shift the ports.
-        delete env.NODE_APP_INSTANCE;
         return new Promise((r) => {
             execFile(PM2_BIN, args, { cwd: TESTS_DIR, env, timeout: ms, killSignal: "SIGKILL" }, (err, stdout, stderr) => {
                 r({ code: err ? (err.code ?? err.signal ?? 1) : 0, stdout, stderr, killed: err?.killed ?? false });

@@ -2,12 +2,11 @@
 // (SecantusDB's secantusd-py; no mongod can be installed here). Each is started on a free loopback
 // port, awaited until it answers, and stopped by its PID.
 
-import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, sleep } from "./harness.mjs";
+import { cleanEnv, freePort, sleep, spawnGroup } from "./harness.mjs";
 
 class Service {
     constructor(name, cmd, args, port, cleanup) {
@@ -21,7 +20,7 @@ class Service {
     }
 
     spawn() {
-        this.child = spawn(this.cmd, this.args, { stdio: ["ignore", "pipe", "pipe"] });
+        this.child = spawnGroup(this.cmd, this.args, { stdio: ["ignore", "pipe", "pipe"], env: cleanEnv() });
         this.child.stdout.on("data", (c) => this.logs.push(c.toString()));
         this.child.stderr.on("data", (c) => this.logs.push(c.toString()));
         this.exited = new Promise((r) => this.child.on("exit", r));

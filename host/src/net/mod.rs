@@ -19,6 +19,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -54,16 +56,31 @@ struct AppState {
     config: Arc<NetConfig>,
     next_conn: Arc<AtomicU64>,
     heartbeats: Arc<heartbeat::Heartbeats>,
+    /// One plugin upload at a time: the version that serves is the one left on disk.
+    uploads: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// Largest matchmaking request body (the client's options), as Colyseus's `express.json()`.
+const MATCHMAKE_BODY_LIMIT: usize = 100 * 1024;
 
 /// Builds the HTTP router.
 pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
     let heartbeats = heartbeat::Heartbeats::start(config.heartbeat);
-    let state = AppState { mm, config: Arc::new(config), next_conn: Arc::new(AtomicU64::new(1)), heartbeats };
+    let upload_limit = mm.plugins().limits().max_plugin_bytes;
+    let state = AppState {
+        mm,
+        config: Arc::new(config),
+        next_conn: Arc::new(AtomicU64::new(1)),
+        heartbeats,
+        uploads: Arc::default(),
+    };
     Router::new()
-        .route("/matchmake/{method}/{*target}", post(matchmake).options(preflight))
+        .route(
+            "/matchmake/{method}/{*target}",
+            post(matchmake).options(preflight).layer(DefaultBodyLimit::max(MATCHMAKE_BODY_LIMIT)),
+        )
         .route("/odeon/health", get(health))
-        .route("/odeon/admin/plugins", post(upload_plugin))
+        .route("/odeon/admin/plugins", post(upload_plugin).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/odeon/admin/rooms", get(list_rooms))
         .route("/{process_id}/{room_id}", get(ws::websocket))
         .fallback(not_found)
@@ -123,8 +140,12 @@ async fn matchmake(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((method, target)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return body_refusal(&e, MATCHMAKE_BODY_LIMIT, "matchmaking request"),
+    };
     let profile = state.mm.profile();
     if state.mm.is_shutting_down() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
@@ -231,13 +252,18 @@ async fn upload_plugin(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Some(refusal) = admin_refusal(&state, &headers) {
         return refusal;
     }
     let plugins = state.mm.plugins();
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return body_refusal(&e, plugins.limits().max_plugin_bytes, "plugin"),
+    };
     let source = query.get("file").cloned().unwrap_or_else(|| "upload".into());
+    let _one_at_a_time = state.uploads.lock().await;
     match plugins.load(&format!("admin:{source}"), body.to_vec()).await {
         Ok(version) => {
             let file = state.config.plugins_dir.join(format!("{}.wasm", version.manifest.name));
@@ -257,8 +283,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A body that could not be read: too large (413) or broken off, as a JSON error.
+fn body_refusal(e: &BytesRejection, limit: usize, what: &str) -> Response {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        json_error(status, &format!("{what} body is over the {limit}-byte limit"))
+    } else {
+        json_error(status, &format!("{what} body unreadable: {e}"))
+    }
+}
+
+/// Writes `bytes` to `path` through a hidden temporary file of this process (the plugin watcher
+/// ignores hidden files), then renames it into place.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("wasm.tmp");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plugin.wasm");
+    let tmp = path.with_file_name(format!(".{name}.{}.upload", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }

@@ -14,6 +14,7 @@
 //! | `kick-me` | the sender is kicked (close without a code) |
 //! | `error-me` | error 4321 `requested error` to the sender |
 //! | `lock`, `unlock` | locks or unlocks the room |
+//! | `build` | `build` to the sender: `"v1"`, or `"v2"` when built with the `v2` feature |
 //!
 //! Joiners get `welcome {sessionId, roomId, clients}` and the others `joined {sessionId}`; leavers
 //! are announced with `left {sessionId}`. Dropped clients may reconnect for 10 seconds. Options
@@ -21,6 +22,9 @@
 
 use odeon_guest::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// What `build` answers: which build of this room runs (hot-load tests deploy both).
+const BUILD: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
 
 /// The echo room; it keeps no state of its own.
 pub struct Echo;
@@ -124,6 +128,7 @@ impl Room for Echo {
             Some("error-me") => ctx.send_error(client, 4321, "requested error"),
             Some("lock") => ctx.lock(),
             Some("unlock") => ctx.unlock(),
+            Some("build") => ctx.send(client, "build", &BUILD),
             _ => ctx.debug(format_args!("ignoring message {:?}", message.kind)),
         }
     }
@@ -265,6 +270,14 @@ mod tests {
         let mut room = room_with_two();
         room.message_empty("a", "count");
         assert_eq!(room.sent_to::<Json>("a", "count"), [json!({"clients": 2})]);
+    }
+
+    #[test]
+    fn build_names_the_build() {
+        let mut room = room_with_two();
+        room.message_empty("a", "build");
+        let want = if cfg!(feature = "v2") { "v2" } else { "v1" };
+        assert_eq!(room.sent_to::<Json>("a", "build"), [json!(want)]);
     }
 
     #[test]

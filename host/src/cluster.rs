@@ -320,22 +320,19 @@ impl Cluster {
         }
     }
 
-    /// Takes the creation lock of a room type and filter across every process; `None` when
-    /// another caller holds it (or presence is down).
+    /// Takes the creation lock of a room type and filter across every process; `Ok(None)` when
+    /// another caller holds it, `Err` when presence cannot be asked (nobody can create then).
     ///
     /// The lock is a key holding its owner's token (`SET NX PX`): contenders only read it, so
     /// they never extend it; its holder renews it every [`LOCK_RENEW`] while it creates; so a
     /// dead holder's lock expires within [`LOCK_TTL`].
-    pub async fn try_lock(&self, name: &str, filter: &str) -> Option<CreationLock> {
+    pub async fn try_lock(&self, name: &str, filter: &str) -> Result<Option<CreationLock>, CallError> {
         let key = format!("odeon:creating:{name}:{filter}");
         let token = format!("{}:{}", self.process_id, crate::ids::generate());
         match self.presence.set_nx(&key, &token, LOCK_TTL).await {
             Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                tracing::warn!("creation lock unavailable: {e}");
-                return None;
-            }
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(CallError::Presence(e.to_string())),
         }
         let renewal = tokio::spawn({
             let (presence, key, token) = (self.presence.clone(), key.clone(), token.clone());
@@ -350,7 +347,7 @@ impl Cluster {
                 }
             }
         });
-        Some(CreationLock { presence: self.presence.clone(), key, token, renewal: Some(renewal) })
+        Ok(Some(CreationLock { presence: self.presence.clone(), key, token, renewal: Some(renewal) }))
     }
 }
 

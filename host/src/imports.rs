@@ -22,6 +22,8 @@ pub struct RoomEnv {
     pub memory: Option<Memory>,
     /// Tag for every log line this guest produces.
     pub tag: Arc<str>,
+    /// How many lines this guest may still log (its log calls and its stdout and stderr).
+    pub log_budget: Arc<LogBudget>,
     /// Epoch ticks the running call may still use before it is interrupted; the call gives its
     /// worker back at every tick in between.
     pub ticks_left: u64,
@@ -30,17 +32,56 @@ pub struct RoomEnv {
 impl RoomEnv {
     /// A fresh environment for a guest tagged `tag` (a room id, or `auth:<type>`).
     pub fn new(tag: Arc<str>, memory_limit: usize) -> Self {
+        let log_budget = Arc::new(LogBudget::default());
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stdout(GuestOutput::new(tag.clone(), "stdout"))
-            .stderr(GuestOutput::new(tag.clone(), "stderr"))
+            .stdout(GuestOutput::new(tag.clone(), "stdout", log_budget.clone()))
+            .stderr(GuestOutput::new(tag.clone(), "stderr", log_budget.clone()))
             .build_p1();
         Self {
             wasi,
             limiter: RoomLimiter { memory_limit, exceeded: false },
             memory: None,
             tag,
+            log_budget,
             ticks_left: 0,
         }
+    }
+}
+
+/// A guest's log allowance: bursts of [`LogBudget::BURST`] lines, then [`LogBudget::PER_SEC`] a
+/// second. Lines past it are dropped and counted, and the count is logged once lines flow again,
+/// so a chatty or hostile guest cannot flood the host's log.
+#[derive(Debug)]
+pub struct LogBudget {
+    state: Mutex<(f64, std::time::Instant, u64)>,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self { state: Mutex::new((Self::BURST, std::time::Instant::now(), 0)) }
+    }
+}
+
+impl LogBudget {
+    /// Lines a guest may log at once.
+    pub const BURST: f64 = 200.0;
+    /// Lines a second after a burst.
+    pub const PER_SEC: f64 = 50.0;
+
+    /// Takes one line from the budget: `None` when it is spent (the line is dropped), else the
+    /// number of lines dropped since the last one logged.
+    fn take(&self) -> Option<u64> {
+        let mut state = self.state.lock().expect("log budget lock");
+        let (tokens, at, dropped) = &mut *state;
+        let now = std::time::Instant::now();
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * Self::PER_SEC).min(Self::BURST);
+        *at = now;
+        if *tokens < 1.0 {
+            *dropped += 1;
+            return None;
+        }
+        *tokens -= 1.0;
+        Some(std::mem::take(dropped))
     }
 }
 
@@ -103,8 +144,23 @@ fn log(mut caller: Caller<'_, RoomEnv>, level: i32, ptr: i32, len: i32) -> wasmt
         .and_then(|end| data.get(start..end))
         .ok_or_else(|| wasmtime::format_err!("log: buffer {start}+{len} outside guest memory"))?;
     let line = std::str::from_utf8(bytes).map_err(|_| wasmtime::format_err!("log: line is not UTF-8"))?;
-    emit(&env.tag, LogLevel::from_u32(level as u32), line);
+    emit_budgeted(&env.tag, &env.log_budget, LogLevel::from_u32(level as u32), line);
     Ok(())
+}
+
+/// Logs `line` (cut at [`MAX_LINE`] bytes) if the guest's budget allows, saying first how many
+/// lines were dropped before it.
+fn emit_budgeted(tag: &str, budget: &LogBudget, level: LogLevel, line: &str) {
+    let Some(dropped) = budget.take() else { return };
+    if dropped > 0 {
+        tracing::warn!(target: "guest", room = tag, "{dropped} log lines dropped: over the guest's log budget");
+    }
+    if line.len() > MAX_LINE {
+        let cut = (0..=MAX_LINE).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+        emit(tag, level, &format!("{}… ({} bytes)", &line[..cut], line.len()));
+    } else {
+        emit(tag, level, line);
+    }
 }
 
 /// `now_ms()`: the host's wall clock.
@@ -129,14 +185,15 @@ struct GuestOutput {
     stream: &'static str,
     /// The unfinished last line; shared because WASI may open several handles to one stream.
     partial: Arc<Mutex<Vec<u8>>>,
+    budget: Arc<LogBudget>,
 }
 
 /// A guest line longer than this is logged in pieces, so a guest cannot grow host memory.
 const MAX_LINE: usize = 4096;
 
 impl GuestOutput {
-    fn new(tag: Arc<str>, stream: &'static str) -> Self {
-        Self { tag, stream, partial: Arc::default() }
+    fn new(tag: Arc<str>, stream: &'static str, budget: Arc<LogBudget>) -> Self {
+        Self { tag, stream, partial: Arc::default(), budget }
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -155,7 +212,7 @@ impl GuestOutput {
     fn flush_line(&self, partial: &mut Vec<u8>) {
         let line = String::from_utf8_lossy(partial);
         let level = if self.stream == "stderr" { LogLevel::Warn } else { LogLevel::Info };
-        emit(&self.tag, level, &format!("[{}] {line}", self.stream));
+        emit_budgeted(&self.tag, &self.budget, level, &format!("[{}] {line}", self.stream));
         partial.clear();
     }
 }
@@ -218,5 +275,24 @@ impl tokio::io::AsyncWrite for GuestOutput {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogBudget;
+
+    #[test]
+    fn the_log_budget_allows_a_burst_then_counts_what_it_drops() {
+        let budget = LogBudget::default();
+        for _ in 0..LogBudget::BURST as usize {
+            assert_eq!(budget.take(), Some(0));
+        }
+        assert_eq!(budget.take(), None);
+        assert_eq!(budget.take(), None);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        // 50 lines a second: after 60 ms there are 3 again, and the first says 2 were dropped.
+        assert_eq!(budget.take(), Some(2));
+        assert_eq!(budget.take(), Some(0));
     }
 }

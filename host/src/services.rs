@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use odeon_protocol::abi::{Event, Key, Listing, PresenceOp, PresenceValue};
 use tokio::sync::mpsc;
@@ -14,6 +15,12 @@ use tokio::task::JoinHandle;
 use crate::driver::{Driver, RoomListing};
 use crate::presence::{Presence, PresenceError};
 use crate::rooms::RoomMsg;
+
+/// The most presence operations and listing queries one room may have in flight; past it an
+/// operation is answered with an error at once instead of being started.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// The most topics one room may be subscribed to.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
 
 /// A room's view of presence: its scope and its live subscriptions.
 pub struct RoomServices {
@@ -24,6 +31,17 @@ pub struct RoomServices {
     inbox: mpsc::WeakUnboundedSender<RoomMsg>,
     /// Topic as the room named it (and its scope) → the task forwarding its messages.
     subscriptions: HashMap<(String, bool), JoinHandle<()>>,
+    /// Operations started and not yet answered.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one operation in flight until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl RoomServices {
@@ -34,7 +52,7 @@ impl RoomServices {
         room_type: String,
         inbox: mpsc::WeakUnboundedSender<RoomMsg>,
     ) -> Self {
-        Self { presence, driver, room_type, inbox, subscriptions: HashMap::new() }
+        Self { presence, driver, room_type, inbox, subscriptions: HashMap::new(), in_flight: Arc::default() }
     }
 
     /// Starts a presence operation; its answer arrives as an [`Event::PresenceResult`].
@@ -44,6 +62,15 @@ impl RoomServices {
             return;
         }
         match op {
+            PresenceOp::Subscribe { topic }
+                if self.subscriptions.len() >= MAX_SUBSCRIPTIONS
+                    && !self.subscriptions.contains_key(&(topic.name.clone(), topic.global)) =>
+            {
+                self.answer(
+                    op_id,
+                    Err(format!("a room may subscribe to at most {MAX_SUBSCRIPTIONS} topics")),
+                );
+            }
             PresenceOp::Subscribe { topic } => self.subscribe(op_id, topic),
             PresenceOp::Unsubscribe { topic } => {
                 if let Some(task) = self.subscriptions.remove(&(topic.name, topic.global)) {
@@ -52,10 +79,14 @@ impl RoomServices {
                 self.answer(op_id, Ok(PresenceValue::Nil));
             }
             op => {
+                let Some(counted) = self.start() else {
+                    return self.answer(op_id, Err(too_many()));
+                };
                 let presence = self.presence.clone();
                 let scope = self.room_type.clone();
                 let inbox = self.inbox.clone();
                 tokio::spawn(async move {
+                    let _counted = counted;
                     let result = run(&*presence, &scope, op).await.map_err(|e| e.to_string());
                     if let Some(inbox) = inbox.upgrade() {
                         let _ = inbox.send(RoomMsg::Service(Event::PresenceResult { op_id, result }));
@@ -67,9 +98,16 @@ impl RoomServices {
 
     /// Starts a listing query; its answer arrives as an [`Event::Rooms`].
     pub fn query_rooms(&self, op_id: u64, name: Option<String>) {
+        let Some(counted) = self.start() else {
+            if let Some(inbox) = self.inbox.upgrade() {
+                let _ = inbox.send(RoomMsg::Service(Event::Rooms { op_id, result: Err(too_many()) }));
+            }
+            return;
+        };
         let driver = self.driver.clone();
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
+            let _counted = counted;
             let result = driver
                 .query(name.as_deref())
                 .await
@@ -118,6 +156,13 @@ impl RoomServices {
         }
     }
 
+    /// Counts a new operation in flight, unless [`MAX_IN_FLIGHT`] are already.
+    fn start(&self) -> Option<InFlight> {
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let counted = InFlight(self.in_flight.clone());
+        (n < MAX_IN_FLIGHT).then_some(counted)
+    }
+
     fn answer(&self, op_id: u64, result: Result<PresenceValue, String>) {
         if let Some(inbox) = self.inbox.upgrade() {
             let _ = inbox.send(RoomMsg::Service(Event::PresenceResult { op_id, result }));
@@ -131,6 +176,10 @@ impl Drop for RoomServices {
             task.abort();
         }
     }
+}
+
+fn too_many() -> String {
+    format!("a room may have at most {MAX_IN_FLIGHT} presence operations and room queries in flight")
 }
 
 /// The store key for a room's key: room-type keys live under `plugin:<type>:`.

@@ -32,7 +32,7 @@ async fn a_dead_holders_lock_expires_although_contenders_keep_asking() {
     assert!(dead.set_nx("odeon:creating:arena:{}", "dead:token", LOCK_TTL).await.unwrap());
     let t0 = Instant::now();
     let lock = loop {
-        if let Some(lock) = contender.try_lock("arena", "{}").await {
+        if let Some(lock) = contender.try_lock("arena", "{}").await.unwrap() {
             break lock;
         }
         assert!(t0.elapsed() < LOCK_TTL + Duration::from_secs(1), "the dead holder's lock never expired");
@@ -50,15 +50,21 @@ async fn a_live_holder_keeps_its_lock_until_it_releases_it() {
     let server = RedisServer::start();
     let (p, driver): (_, Arc<dyn Driver>) = (presence(&server).await, Arc::new(LocalDriver::default()));
     let (a, b) = (cluster(&p, &driver, "a"), cluster(&presence(&server).await, &driver, "b"));
-    let held = a.try_lock("arena", "{\"mode\":\"duel\"}").await.expect("a free lock");
-    assert!(b.try_lock("arena", "{\"mode\":\"ffa\"}").await.is_some(), "another filter is another lock");
+    let held = a.try_lock("arena", "{\"mode\":\"duel\"}").await.unwrap().expect("a free lock");
+    assert!(
+        b.try_lock("arena", "{\"mode\":\"ffa\"}").await.unwrap().is_some(),
+        "another filter is another lock"
+    );
     let until = Instant::now() + LOCK_TTL * 2;
     while Instant::now() < until {
-        assert!(b.try_lock("arena", "{\"mode\":\"duel\"}").await.is_none(), "taken while its holder lives");
+        assert!(
+            b.try_lock("arena", "{\"mode\":\"duel\"}").await.unwrap().is_none(),
+            "taken while its holder lives"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     held.release().await;
-    assert!(b.try_lock("arena", "{\"mode\":\"duel\"}").await.is_some(), "free once released");
+    assert!(b.try_lock("arena", "{\"mode\":\"duel\"}").await.unwrap().is_some(), "free once released");
 }
 
 /// A process whose entry expired is swept by the others, with its listings; if it was alive after

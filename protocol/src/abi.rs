@@ -536,6 +536,24 @@ pub struct Effects {
     pub effects: Vec<Effect>,
 }
 
+/// Decodes one call's effects, refusing more than `max` of them before decoding any: the count
+/// is the array header, so a guest cannot make the host allocate a record per byte of its
+/// memory. `Err` says why (the count, or what did not decode).
+pub fn decode_effects(bytes: &[u8], max: usize) -> Result<Effects, String> {
+    let mut rd = bytes;
+    // `Effects` is a one-field struct: `[ [effect, …] ]`.
+    let count = rmp::decode::read_array_len(&mut rd)
+        .ok()
+        .filter(|&n| n == 1)
+        .and_then(|_| rmp::decode::read_array_len(&mut rd).ok());
+    if let Some(n) = count
+        && n as usize > max
+    {
+        return Err(format!("{n} effects in one call, over the limit of {max}"));
+    }
+    decode(bytes).map_err(|e| format!("undecodable effects: {e}"))
+}
+
 /// Encodes an ABI record.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec(value).expect("ABI records always serialize")
@@ -549,6 +567,16 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, rmp_serde::d
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effects_over_the_limit_are_refused_by_their_count() {
+        let effects = Effects { effects: vec![Effect::Lock; 10] };
+        let bytes = encode(&effects);
+        assert_eq!(decode_effects(&bytes, 10).unwrap(), effects);
+        let err = decode_effects(&bytes, 9).unwrap_err();
+        assert!(err.contains("10 effects in one call, over the limit of 9"), "{err}");
+        assert!(decode_effects(&[0xc1], 10).unwrap_err().contains("undecodable"));
+    }
 
     #[test]
     fn pack_round_trips() {

@@ -11,5 +11,6 @@
 pub mod abi;
 pub mod codec;
 pub mod frame;
+pub mod matchmake;
 pub mod msgpackr;
 pub mod profile;

@@ -79,6 +79,11 @@ pub fn normalize_within(input: &[u8], max_output: usize) -> Result<Vec<u8>, Msgp
     if normalizer.pos != input.len() {
         return Err(MsgpackError::Trailing);
     }
+    // Records check the limit as they expand; the values copied after the last check may still
+    // have gone past it (by at most one value, which is never more than the input).
+    if normalizer.out.len() > normalizer.out_limit {
+        return Err(MsgpackError::TooLarge(normalizer.out_limit));
+    }
     Ok(normalizer.out)
 }
 

@@ -184,6 +184,74 @@ describe("three hosts with Redis presence and a MongoDB driver (@colyseus/sdk 0.
         assert.deepEqual(await peer.roundTrip("echo", "mongo is back"), "mongo is back");
     }, { timeout: 40000 });
 
+    /** An arena player through `host` that moves every 20 ms; counts the patches it gets. */
+    async function arenaPlayer(host) {
+        const client = new sdk.Client(host.endpoint);
+        const room = await waitFor(client.joinOrCreate("arena"), 8000, "join arena");
+        const patches = [];
+        room.onStateChange(() => patches.push(Date.now()));
+        let x = 0;
+        const timer = setInterval(() => room.send("move", { x: ++x, y: 0 }), 20);
+        return {
+            room,
+            rate: (from, to) => patches.filter((t) => t >= from && t < to).length / ((to - from) / 1000),
+            async stop() { clearInterval(timer); await room.leave().catch(() => {}); },
+        };
+    }
+
+    /** Matchmaking through `host` every second for `ms`: each attempt's status and time. */
+    async function attemptsFor(host, ms) {
+        const attempts = [];
+        const end = Date.now() + ms;
+        while (Date.now() < end) {
+            const t = Date.now();
+            const r = await matchmake(host, "joinOrCreate", "echo", { mode: uniq("outage") }).catch((e) => ({ status: 0, text: String(e) }));
+            attempts.push({ status: r.status, text: r.text, ms: Date.now() - t });
+            await sleep(Math.max(0, 1000 - (Date.now() - t)));
+        }
+        return attempts;
+    }
+
+    /**
+     * `service` down for 10 s under an arena room on host 1, with a joinOrCreate for a new room
+     * every second: each must fail within `maxMs` with a JSON error matching `error`, the room must
+     * keep its 20 patches/s, and after the restart matchmaking must recover by itself.
+     */
+    async function outage(s, { service, name, maxMs, error, recovered = async () => true }) {
+        const player = await arenaPlayer(hosts[0]);
+        try {
+            await sleep(500);
+            await service.kill();
+            const t0 = Date.now();
+            const attempts = await attemptsFor(hosts[0], 10000);
+            const rate = player.rate(t0, Date.now());
+            console.log(`# ${name} down 10 s: ${attempts.length} joins refused in at most ${Math.max(...attempts.map((a) => a.ms))} ms each; arena ${rate.toFixed(2)} patches/s`);
+            for (const a of attempts) {
+                assert.notEqual(a.status, 200, `a new room needs ${name}: ${a.text}`);
+                assert.ok(a.ms < maxMs, `failed within ${maxMs} ms (${a.ms} ms)`);
+                assert.match(JSON.parse(a.text).error, error);
+            }
+            assert.ok(rate >= 19, `the arena room kept its 20 patches/s without ${name} (${rate.toFixed(2)})`);
+            await service.restart();
+            await until(`${name} is used again`, recovered, 8000);
+            await until("matchmaking recovers", async () =>
+                (await matchmake(hosts[0], "joinOrCreate", "echo", { mode: uniq("up") })).status === 200, 15000);
+            const peer = await s.join(sdk, "joinOrCreate", "echo", { mode: uniq("up") });
+            assert.deepEqual(await peer.roundTrip("echo", `${name} is back`), `${name} is back`);
+        } finally {
+            await player.stop();
+        }
+    }
+
+    test("Redis down for 10 s: joins that need it fail fast and clearly, rooms keep ticking, all recovers by itself", (s) =>
+        outage(s, {
+            service: redis, name: "Redis", maxMs: 3000, error: /presence unavailable|redis/i,
+            recovered: async () => (await (await fetch(`${hosts[0].http}/odeon/health`)).json()).processes.length === hosts.length,
+        }), { timeout: 45000 });
+
+    test("MongoDB down for 10 s: joins fail clearly, rooms keep ticking, all recovers by itself", (s) =>
+        outage(s, { service: mongo, name: "MongoDB", maxMs: 7000, error: /./ }), { timeout: 60000 });
+
     test("a host frozen past its TTL is swept; when it resumes its listing comes back and joinOrCreate reuses its room", async (s) => {
         const mode = uniq("frozen");
         const a = await s.join(sdk, "create", "echo", { mode }, { label: "A" });

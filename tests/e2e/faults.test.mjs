@@ -5,7 +5,7 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Host, hostTest, matchmake, uniq, PROFILES, MSG, expectMatchMakeError } from "./harness.mjs";
+import { Host, hostTest, matchmake, sleep, uniq, PROFILES, MSG, expectMatchMakeError } from "./harness.mjs";
 import { SDK_BY_PROFILE } from "./sdks.mjs";
 
 // The full set on the 0.17 profile, the panic case on the other two as well.
@@ -98,3 +98,60 @@ for (const { profile, faults } of PLAN) {
         });
     });
 }
+
+// What one guest can make the host hold is capped; each cap is probed at its boundary. Over a
+// cap the room fails like any other fault (4002 for its clients); the log cap only drops lines.
+describe("host limits on what one guest can make the host hold (--protocol 0.18)", () => {
+    const sdk = SDK_BY_PROFILE["0.18"];
+    const host = new Host({ profile: "0.18", label: "host 0.18 (guest caps)" });
+    before(async () => { await host.start(); });
+    after(async () => { await host.stop(); });
+    const test = (name, fn, opts) => hostTest(() => host, `[faults / caps] ${name}`, fn, opts);
+
+    /** A faults room with one client, and an echo room beside it. */
+    async function victimAndBystander(s) {
+        const echo = await s.join(sdk, "create", "echo", { mode: uniq("bystander") }, { label: "E" });
+        await echo.nextMsg("welcome");
+        const f = await s.join(sdk, "create", "faults", {}, { label: "F" });
+        sdk.disableAutoReconnect(f.room);
+        return { echo, f };
+    }
+
+    async function expectDisposed(f, echo, cause) {
+        assert.equal((await f.next("leave", 5000)).code, 4002);
+        const line = host.logTail(400).split("\n").find((l) => l.includes(f.roomId) && cause.test(l));
+        assert.ok(line, `the host log names room ${f.roomId} and ${cause}:\n${host.logTail(20)}`);
+        assert.deepEqual(await echo.roundTrip("echo", { still: "here" }), { still: "here" });
+    }
+
+    test("10 000 pending timers are allowed; one more disposes only that room", async (s) => {
+        const { echo, f } = await victimAndBystander(s);
+        f.send("timers", 10000);
+        assert.deepEqual(await f.roundTrip("echo", "alive"), "alive");
+        f.send("timers", 1);
+        await expectDisposed(f, echo, /over 10000 pending timers/);
+    });
+
+    test("65 536 effects in one call are allowed; 65 537 dispose only that room", async (s) => {
+        const { echo, f } = await victimAndBystander(s);
+        f.send("broadcasts", 65536);
+        assert.deepEqual(await f.roundTrip("echo", "alive", 10000), "alive");
+        f.send("broadcasts", 65537);
+        await expectDisposed(f, echo, /65537 effects in one call, over the limit of 65536/);
+    }, { timeout: 30000 });
+
+    test("a guest logging 5000 lines at once gets 200 through, then the count of the dropped ones", async (s) => {
+        const { f } = await victimAndBystander(s);
+        f.send("logs", 5000);
+        assert.deepEqual(await f.roundTrip("echo", "alive"), "alive");
+        await sleep(100);
+        f.send("logs", 1);
+        assert.deepEqual(await f.roundTrip("echo", "alive"), "alive");
+        const lines = host.logTail(20000).split("\n").filter((l) => l.includes(f.roomId));
+        const logged = lines.filter((l) => /log line \d+/.test(l)).length;
+        assert.ok(logged >= 200 && logged <= 220, `${logged} guest lines logged`);
+        const dropped = lines.find((l) => /\d+ log lines dropped/.test(l));
+        assert.ok(dropped, "the dropped count is logged");
+        assert.ok(Number(dropped.match(/(\d+) log lines dropped/)[1]) >= 4780, dropped);
+    });
+});

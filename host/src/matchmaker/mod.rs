@@ -79,6 +79,8 @@ pub struct Matchmaker {
     /// Rooms being created here: listed already, not yet in `rooms`. A seat asked of one is
     /// `Locked` (ask again), not `Gone`.
     creating: Mutex<std::collections::HashSet<String>>,
+    /// Rooms of this process alive or being created (see `placement::RoomSlot`).
+    room_slots: Arc<std::sync::atomic::AtomicUsize>,
     room_runtime: tokio::runtime::Handle,
     shutting_down: AtomicBool,
     /// The other processes of the deployment (only this one with the embedded presence).
@@ -114,6 +116,7 @@ impl Matchmaker {
             rooms: Arc::default(),
             creation_locks: Mutex::default(),
             creating: Mutex::default(),
+            room_slots: Arc::default(),
             room_runtime,
             shutting_down: AtomicBool::new(false),
         })

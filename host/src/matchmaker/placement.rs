@@ -64,7 +64,10 @@ impl Matchmaker {
                     "no rooms found with provided criteria",
                 ));
             }
-            let Some(lock) = self.cluster.try_lock(&query.name, &filter).await else {
+            let lock = self.cluster.try_lock(&query.name, &filter).await.map_err(|e| {
+                MatchmakeError::new(ErrorCode::Unhandled, format!("cannot create a room now: {e}"))
+            })?;
+            let Some(lock) = lock else {
                 // Another process is creating a room for this filter: wait for it to appear.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
@@ -179,6 +182,13 @@ impl Matchmaker {
             .iter()
             .filter_map(|k| merged.get(k).map(|v| (k.clone(), v.clone())))
             .collect();
+        let Some(slot) = RoomSlot::take(&self.room_slots, self.plugins.limits().max_instances as usize)
+        else {
+            return Err(MatchmakeError::new(
+                ErrorCode::Unhandled,
+                format!("this process runs its limit of {} rooms", self.plugins.limits().max_instances),
+            ));
+        };
         let room_id = crate::ids::generate();
         let mut listing = rooms::new_listing(
             &plugin.manifest.name,
@@ -192,7 +202,9 @@ impl Matchmaker {
         let deps = RoomDeps {
             driver: self.driver.clone(),
             presence: self.presence.clone(),
+            // The slot is freed when the room's last handle on its dependencies goes.
             on_exit: Arc::new(move |id| {
+                let _held = &slot;
                 rooms_map.lock().expect("rooms lock").remove(id);
             }),
             profile: self.config.profile,
@@ -280,5 +292,23 @@ impl Matchmaker {
         room.send(RoomMsg::ReserveSeat { session_id: session_id.clone(), options, auth, reply });
         let listing = rx.await.map_err(|_| SeatError::Gone)??;
         Ok(SeatReservation { listing, session_id })
+    }
+}
+
+/// One of the process's room slots (at most `--max-rooms` rooms run at once), free again when
+/// dropped.
+pub(super) struct RoomSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl RoomSlot {
+    fn take(slots: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        slots.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Self(slots.clone()))
+    }
+}
+
+impl Drop for RoomSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }

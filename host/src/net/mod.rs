@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use odeon_protocol::profile::Profile;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::matchmaker::{Matchmaker, SeatReservation};
 use wire::WireLimits;
@@ -150,14 +150,9 @@ async fn matchmake(
     if state.mm.is_shutting_down() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     }
-    let options = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return json_error(StatusCode::BAD_REQUEST, "options must be a JSON object"),
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")),
-        }
+    let options = match odeon_protocol::matchmake::options(&body) {
+        Ok(options) => options,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let token = headers
         .get(header::AUTHORIZATION)

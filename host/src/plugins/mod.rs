@@ -49,6 +49,10 @@ impl Default for GuestLimits {
     }
 }
 
+/// The most effects one guest call may return (sends, timers, presence operations, …): a guest
+/// that returns more is flooding the host and its room fails like any other fault.
+pub const MAX_EFFECTS_PER_CALL: usize = 65_536;
+
 /// How often the engine's epoch advances; deadlines are whole multiples of it.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -113,6 +117,9 @@ pub enum GuestError {
     /// The host has no free instance slot.
     #[error("no instance slot available: {0}")]
     Capacity(String),
+    /// The guest asked the host to hold more than a room may (timers, effects in one call).
+    #[error("guest exceeded a host limit: {0}")]
+    Flood(String),
 }
 
 /// One loaded, validated version of a room type.
@@ -126,6 +133,7 @@ pub struct PluginVersion {
     /// Hash of the module bytes, to skip reloading identical files.
     pub digest: u64,
     pre: InstancePre<RoomEnv>,
+    aux: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for PluginVersion {
@@ -145,14 +153,20 @@ pub struct Plugins {
     limits: GuestLimits,
     current: RwLock<HashMap<String, Arc<PluginVersion>>>,
     next_version: AtomicU64,
+    /// Instance slots beyond the rooms', for short-lived auth and canary instances; the
+    /// matchmaker keeps rooms to `max_instances`, so these never take a room's slot.
+    aux: Arc<tokio::sync::Semaphore>,
 }
+
+/// Instance slots kept for auth hooks and load-time canaries (at most this many run at once).
+const AUX_SLOTS: u32 = 16;
 
 impl Plugins {
     /// Builds the engine (pooling allocator, epoch interruption) and links the imports once.
     pub fn new(limits: GuestLimits) -> Result<Arc<Self>, anyhow::Error> {
         let mut config = Config::new();
         config.epoch_interruption(true).cranelift_opt_level(OptLevel::Speed);
-        let slots = limits.max_instances + 16;
+        let slots = limits.max_instances + AUX_SLOTS;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(slots)
             .total_memories(slots)
@@ -171,6 +185,7 @@ impl Plugins {
             limits,
             current: RwLock::default(),
             next_version: AtomicU64::new(1),
+            aux: Arc::new(tokio::sync::Semaphore::new(AUX_SLOTS as usize)),
         }))
     }
 
@@ -225,6 +240,7 @@ impl Plugins {
             source: source_owned,
             digest,
             pre,
+            aux: self.aux.clone(),
         });
         let previous = self
             .current
@@ -300,6 +316,7 @@ impl Plugins {
 
     async fn canary(&self, pre: &InstancePre<RoomEnv>, source: &str) -> Result<Manifest, PluginError> {
         let tag: Arc<str> = format!("canary:{source}").into();
+        let _slot = self.aux.acquire().await.expect("the semaphore is never closed");
         let mut guest = Guest::instantiate(pre, tag, self.limits).await.map_err(PluginError::Canary)?;
         let found = guest.abi_version().await.map_err(PluginError::Canary)?;
         if found != abi::ABI_VERSION {
@@ -320,6 +337,7 @@ impl PluginVersion {
     /// Runs the static auth hook in a short-lived instance of its own.
     pub async fn auth(&self, request: &AuthRequest, limits: GuestLimits) -> Result<AuthDecision, GuestError> {
         let tag: Arc<str> = format!("auth:{}", self.manifest.name).into();
+        let _slot = self.aux.acquire().await.expect("the semaphore is never closed");
         let mut guest = self.instantiate(tag, limits).await?;
         guest.auth(request).await
     }
@@ -421,7 +439,8 @@ impl Guest {
             return Ok(Effects::default());
         }
         let out = self.read_output(packed)?;
-        abi::decode(&out).map_err(|e| GuestError::Abi(format!("undecodable effects: {e}")))
+        abi::decode_effects(&out, MAX_EFFECTS_PER_CALL)
+            .map_err(|e| if e.starts_with("undecodable") { GuestError::Abi(e) } else { GuestError::Flood(e) })
     }
 
     async fn abi_version(&mut self) -> Result<u32, GuestError> {

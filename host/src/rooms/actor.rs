@@ -60,7 +60,12 @@ pub(super) struct Room {
     /// The guest has no tick hook (it said so on its first tick).
     ticks_unhandled: bool,
     disposing: bool,
+    /// A host limit the guest's last effects broke; the room fails once they are applied.
+    fault: Option<GuestError>,
 }
+
+/// The most timers one room may have pending.
+pub(super) const MAX_TIMERS: usize = 10_000;
 
 impl Room {
     pub(super) fn new(
@@ -93,6 +98,7 @@ impl Room {
             patch_pending: false,
             ticks_unhandled: false,
             disposing: false,
+            fault: None,
         }
     }
 
@@ -216,6 +222,10 @@ impl Room {
         };
         let mut follow_up = Vec::new();
         let rejected = self.apply(effects, &mut follow_up);
+        if let Some(fault) = self.take_fault() {
+            self.crash(fault);
+            return false;
+        }
         for sid in dropped {
             // Without an AllowReconnection the SDK already ran the leave hook: the seat is gone.
             self.seats.forget_drop(&sid);
@@ -440,6 +450,11 @@ impl Room {
                     self.disposing = true;
                 }
                 Effect::SetTimer { id, delay_ms, repeat } => {
+                    if self.schedule.timer_count() >= MAX_TIMERS {
+                        self.fault
+                            .get_or_insert(GuestError::Flood(format!("over {MAX_TIMERS} pending timers")));
+                        continue;
+                    }
                     let delay = Duration::from_millis(delay_ms.max(if repeat { 1 } else { 0 }));
                     self.schedule.set_timer(id, delay, repeat, now);
                 }
@@ -535,6 +550,11 @@ impl Room {
 
     /// The guest failed: close its clients with 4002 and remove the room. Other rooms are
     /// untouched; the guest instance is dropped, never called again.
+    /// The host limit the last effects broke, if any.
+    pub(super) fn take_fault(&mut self) -> Option<GuestError> {
+        self.fault.take()
+    }
+
     fn crash(&mut self, error: GuestError) {
         tracing::error!(
             room = self.tag(), room_type = %self.listing.name, version = self.plugin.version,

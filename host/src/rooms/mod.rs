@@ -252,6 +252,10 @@ pub async fn create(
         drop(inbox);
         let mut room = actor::Room::new(plugin, guest, listing, deps, rx, services, stats);
         room.apply(effects, &mut Vec::new());
+        if let Some(fault) = room.take_fault() {
+            let _ = ready_tx.send(Err(CreateError::Guest(fault)));
+            return;
+        }
         let listing = room.listing_now();
         // The one write a room waits for: it is not offered before its listing exists.
         let inserted =

@@ -95,6 +95,11 @@ impl Schedule {
         self.timers.insert((now + delay, self.seq), (id, repeat.then_some(delay)));
     }
 
+    /// Timers pending.
+    pub(super) fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
     pub(super) fn clear_timer(&mut self, id: u64) {
         self.timers.retain(|_, (t, _)| *t != id);
     }

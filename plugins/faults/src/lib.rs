@@ -11,31 +11,197 @@
 //! | `panic` | panics with `requested panic` |
 //! | `loop` | spins forever |
 //! | `oom` | allocates 1 MiB chunks forever |
+//! | `timers` n | sets n one-hour timeouts (the host allows 10 000 pending per room) |
+//! | `broadcasts` n | n broadcasts to everyone but the sender, in one call (the host allows 65 536 effects per call) |
+//! | `logs` n | logs n info lines (the host keeps a guest to bursts of 200 lines, then 50 a second) |
+//! | `alloc` n | allocates and keeps n more MiB (touched), then answers `alloc` with the total |
+//! | `busy` n | runs for n ms of wall-clock time, then answers `busy` |
+//!
+//! A room created with `{fault, hook}` misbehaves in that hook instead: `fault` is one of
+//! `panic`, `trap` (abort), `loop`, `oom`, `stack` (unbounded recursion) or `flood` (70 000
+//! effects in one call), and `hook` is where:
+//!
+//! | hook | when |
+//! |---|---|
+//! | `auth` | matchmaking asks the static auth hook (no `flood` there: it returns no effects) |
+//! | `create` | the room is created |
+//! | `join` | a second client joins |
+//! | `leave` | a client leaves for good |
+//! | `drop` | a client's connection drops |
+//! | `message` | a client sends `go` |
+//! | `tick` | the first simulation tick after a client sends `arm` |
+//! | `timer` | a timer a client set with `arm` fires (after 20 ms) |
 
 use odeon_guest::prelude::*;
+use serde::Deserialize;
 
-/// The faults room; it keeps no state of its own.
-pub struct Faults;
+/// The faults room: what `alloc` asked it to hold, and the fault it is armed with.
+pub struct Faults {
+    hoard: Vec<Vec<u8>>,
+    armed: Option<Armed>,
+    /// A client sent `arm`: the tick hook faults at its next run.
+    ticking_armed: bool,
+    joins: u32,
+}
+
+/// A fault and the hook it strikes in (`{fault, hook}` in the creation or join options).
+#[derive(Debug, Clone, Deserialize)]
+struct Armed {
+    fault: String,
+    hook: String,
+}
+
+fn armed(options: &Payload) -> Option<Armed> {
+    options.decode::<Armed>().ok()
+}
 
 impl Room for Faults {
     const NAME: &'static str = "faults";
+    const AUTH: bool = true;
 
-    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
-        Ok(Faults)
+    fn on_auth(auth: &AuthContext) -> Auth {
+        if let Some(a) = armed(&auth.options).filter(|a| a.hook == "auth") {
+            strike(&a.fault, None);
+        }
+        Auth::Accept
+    }
+
+    fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {
+        let armed = armed(&options);
+        match armed.as_ref().map(|a| a.hook.as_str()) {
+            Some("create") => strike(&armed.as_ref().expect("matched").fault, Some(ctx)),
+            Some("tick") => ctx.set_simulation_interval(20),
+            _ => {}
+        }
+        Ok(Faults { hoard: Vec::new(), armed, ticking_armed: false, joins: 0 })
+    }
+
+    fn on_join(
+        &mut self,
+        ctx: &mut Ctx,
+        _client: &Client,
+        _options: Payload,
+        _auth: Payload,
+    ) -> Result<(), RoomError> {
+        self.joins += 1;
+        if self.joins >= 2 {
+            self.strike_in("join", ctx);
+        }
+        Ok(())
+    }
+
+    fn on_leave(&mut self, ctx: &mut Ctx, _client: &Client, _code: u16) {
+        self.strike_in("leave", ctx);
+    }
+
+    fn on_drop(&mut self, ctx: &mut Ctx, _client: &Client, _code: u16) {
+        self.strike_in("drop", ctx);
+    }
+
+    fn on_tick(&mut self, ctx: &mut Ctx, _dt_ms: f64) {
+        if self.ticking_armed {
+            self.strike_in("tick", ctx);
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx, _timer: TimerId) {
+        self.strike_in("timer", ctx);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
         match message.kind.as_str() {
             Some("echo") => ctx.send_payload(client, "echo", &message.payload),
+            Some("go") => self.strike_in("message", ctx),
+            Some("arm") => {
+                self.ticking_armed = true;
+                if self.armed.as_ref().is_some_and(|a| a.hook == "timer") {
+                    ctx.set_timeout(20);
+                }
+            }
             Some("panic") => panic!("requested panic"),
             Some("loop") => spin_forever(),
             Some("oom") => allocate_forever(),
+            Some("timers") => {
+                for _ in 0..count(&message) {
+                    ctx.set_timeout(3_600_000);
+                }
+            }
+            Some("broadcasts") => {
+                for _ in 0..count(&message) {
+                    ctx.broadcast_except("b", &0u8, client);
+                }
+            }
+            Some("alloc") => {
+                for _ in 0..count(&message) {
+                    self.hoard.push(vec![0xa5; 1 << 20]);
+                }
+                std::hint::black_box(&mut self.hoard);
+                ctx.send(client, "alloc", &(self.hoard.len() as u64));
+            }
+            Some("busy") => {
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(count(&message));
+                let mut spins = 0u64;
+                while std::time::Instant::now() < until {
+                    spins = std::hint::black_box(spins.wrapping_add(1));
+                }
+                ctx.send(client, "busy", &count(&message));
+            }
+            Some("logs") => {
+                for i in 0..count(&message) {
+                    ctx.info(format_args!("log line {i}"));
+                }
+            }
             _ => ctx.debug(format_args!("ignoring message {:?}", message.kind)),
         }
     }
 }
 
 export_room!(Faults);
+
+impl Faults {
+    /// Strikes if the room is armed for `hook`.
+    fn strike_in(&self, hook: &str, ctx: &mut Ctx) {
+        if let Some(a) = self.armed.as_ref().filter(|a| a.hook == hook) {
+            strike(&a.fault, Some(ctx));
+        }
+    }
+}
+
+/// Misbehaves as `fault` says; an unknown fault does nothing.
+fn strike(fault: &str, ctx: Option<&mut Ctx>) {
+    match fault {
+        "panic" => panic!("requested panic"),
+        "trap" => std::process::abort(),
+        "loop" => spin_forever(),
+        "oom" => allocate_forever(),
+        "stack" => {
+            recurse(0);
+        }
+        "flood" => {
+            if let Some(ctx) = ctx {
+                for _ in 0..70_000 {
+                    ctx.lock();
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Recurses until the guest's stack is exhausted; `black_box` keeps it a real recursion (the
+/// exit condition never holds, but the compiler cannot know).
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 16]);
+    if std::hint::black_box(depth) == u64::MAX {
+        return frame[0];
+    }
+    recurse(std::hint::black_box(depth + 1)).wrapping_add(frame[0])
+}
+
+/// The count a flood message carries as its payload (0 if it is not a number).
+fn count(message: &Message) -> u64 {
+    message.payload.value().ok().and_then(|v| v.as_u64()).unwrap_or(0)
+}
 
 /// Burns CPU until the host interrupts the call; `black_box` keeps the optimiser from proving the
 /// loop does nothing.
@@ -67,6 +233,7 @@ mod tests {
     #[test]
     fn echo_proves_the_room_is_alive() {
         let mut room = TestRoom::<Faults>::create(()).unwrap();
+        assert!(room.room().armed.is_none());
         room.join("a", ()).unwrap();
         room.message("a", "echo", &[1, 2, 3]);
         room.message_empty("a", "echo");

@@ -50,6 +50,14 @@ pub struct Config {
     /// Largest WebSocket message accepted from a client, in bytes.
     #[arg(long, env = "ODEON_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
+    /// Matchmaking requests per second from one client address (bursts of twice that); more
+    /// are answered 429. 0: no limit.
+    #[arg(long, env = "ODEON_MATCHMAKE_RATE", default_value_t = 50)]
+    pub matchmake_rate: u32,
+    /// Rooms one client address may have created per minute (in bursts of as many); more
+    /// creations are refused. 0: no limit.
+    #[arg(long, env = "ODEON_ROOM_CREATES_PER_MIN", default_value_t = 120)]
+    pub room_creates_per_min: u32,
     /// Redis URL for presence shared by several hosts; unset keeps the in-process presence.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,

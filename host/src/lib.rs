@@ -20,6 +20,7 @@ pub mod config;
 pub mod driver;
 pub mod ids;
 pub mod imports;
+pub mod limits;
 pub mod matchmaker;
 pub mod net;
 pub mod os;
@@ -81,6 +82,7 @@ pub async fn run(
             profile: config.protocol,
             seat_timeout: Duration::from_secs(config.seat_reservation_secs),
             public_address,
+            room_creates_per_min: config.room_creates_per_min,
         },
         plugins,
         driver,
@@ -97,6 +99,7 @@ pub async fn run(
             max_expanded_bytes: config.max_message_bytes.saturating_mul(4).max(256 << 10),
             wire: net::wire::WireLimits::default(),
             heartbeat: Duration::from_secs(3),
+            matchmake_rate: config.matchmake_rate,
         },
     );
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");

@@ -85,6 +85,37 @@ describe("three hosts with Redis presence and a MongoDB driver (@colyseus/sdk 0.
         assert.deepEqual(await c.roundTrip("count"), { clients: 3 });
     });
 
+    test("reconnection through another process: the room's process checks the token and the client returns to it", async (s) => {
+        const mode = uniq("recon");
+        const res = JSON.parse((await matchmake(hosts[1], "create", "echo", { mode })).text);
+        const onHost = hosts.find((h) => h.processId === res.processId);
+        const other = hosts.find((h) => h !== onHost);
+        const a = await s.join(sdk, "joinById", res.roomId, {}, { label: "A" });
+        const b = await s.join(sdk, "joinById", res.roomId, {}, { label: "B" });
+        await Promise.all([a.nextMsg("welcome"), b.nextMsg("welcome")]);
+        sdk.disableAutoReconnect(a.room);
+        const { reconnectionToken, sessionId } = a.room;
+        sdk.ws(a.room).terminate();
+        await a.next("leave");
+        // Through a host that does not run the room, retrying while the drop reaches the room.
+        const client = new sdk.Client(other.endpoint);
+        let room2;
+        for (let attempt = 1; !room2; attempt++) {
+            try {
+                room2 = await waitFor(client.reconnect(reconnectionToken), 5000, "reconnect");
+            } catch (e) {
+                if (attempt >= 10) throw e;
+                await sleep(100);
+            }
+        }
+        a.replaceRoom(room2);
+        assert.equal(room2.roomId, res.roomId);
+        assert.equal(room2.sessionId, sessionId);
+        assert.match(sdk.ws(room2).url, new RegExp(`:${onHost.port}/${res.processId}/`), "back on the room's host");
+        assert.deepEqual(await a.roundTrip("echo", "back"), "back");
+        assert.deepEqual(await b.roundTrip("count"), { clients: 2 });
+    });
+
     test("200 concurrent joinOrCreate over three hosts fill exactly 20 rooms of 10, no seat lost", async () => {
         const mode = uniq("crowd");
         const results = await Promise.all(Array.from({ length: 200 }, (_, i) =>

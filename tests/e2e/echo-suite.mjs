@@ -234,6 +234,20 @@ export function echoSuite(sdk) {
             assert.ok(!a.inbox.items.some((i) => i.kind === "leave" || i.kind === "drop"), "no leave/drop after error");
         });
 
+        test("the reconnection window closes after its 10 s: reconnecting with the token then fails as expired", async (s) => {
+            const a = await create(s, {}, "A");
+            const b = await joinById(s, a.roomId, {}, "B");
+            await Promise.all([a.nextMsg("welcome"), b.nextMsg("welcome")]);
+            if (sdk.autoReconnect) sdk.disableAutoReconnect(a.room);
+            const { reconnectionToken } = a.room;
+            a.send("kick-me");
+            await a.next(sdk.autoReconnect ? "drop" : "leave");
+            // B keeps the room alive; A's seat is held for 10 s and then given up.
+            await sleep(10500);
+            await expectMatchMakeError(s, sdk, a.client.reconnect(reconnectionToken), C.expired, MSG.reconnectBadToken, "reconnect after the window");
+            assert.deepEqual(await b.roundTrip("count"), { clients: 1 });
+        }, { timeout: 25000 });
+
         if (sdk.autoReconnect) {
             test("kick-me within 5 s of joining: onDrop(1005, \"\") then onLeave(1006, uptime too short)", async (s) => {
                 const a = await create(s, {}, "A");

@@ -100,3 +100,36 @@ describe("limits at their boundaries (non-default --max-rooms, --room-memory-mb,
         other.leave();
     });
 });
+
+describe("per-address limits (--matchmake-rate 5, --room-creates-per-min 3)", () => {
+    const host = new Host({
+        profile: "0.18",
+        label: "host 0.18 (per-address limits)",
+        extraArgs: ["--matchmake-rate", "5", "--room-creates-per-min", "3"],
+    });
+    before(async () => { await host.start(); });
+    after(async () => { await host.stop(); });
+    const test = (name, fn, opts) => hostTest(() => host, `[limits] ${name}`, fn, opts);
+
+    test("3 rooms created from one address pass, the 4th is refused; a burst of 10 matchmaking requests passes, the next is a 429", async () => {
+        for (let i = 0; i < 3; i++) {
+            const r = await matchmake(host, "create", "echo", { mode: uniq("rate") });
+            assert.equal(r.status, 200, r.text);
+        }
+        const fourth = await matchmake(host, "create", "echo", { mode: uniq("rate") });
+        assert.notEqual(fourth.status, 200);
+        assert.match(fourth.body?.error ?? fourth.text, /too many rooms created from this address/);
+        // Wait for the matchmaking bucket to refill to its burst of 10 (5 a second).
+        await sleep(2100);
+        const burst = [];
+        for (let i = 0; i < 10; i++) burst.push(await matchmake(host, "join", "echo", { mode: uniq("none") }));
+        const statuses = burst.map((r) => r.status);
+        assert.ok(statuses.every((st) => st !== 429), `the burst of 10 passes: ${statuses}`);
+        const over = await matchmake(host, "join", "echo", { mode: uniq("none") });
+        assert.equal(over.status, 429, over.text);
+        assert.match(over.body.error, /too many matchmaking requests/);
+        await sleep(250);
+        const later = await matchmake(host, "join", "echo", { mode: uniq("none") });
+        assert.notEqual(later.status, 429, "one more a fifth of a second later");
+    });
+});

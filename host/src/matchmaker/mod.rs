@@ -64,6 +64,8 @@ pub struct MatchmakerConfig {
     pub seat_timeout: Duration,
     /// Address clients should connect to, if not the matchmaking endpoint.
     pub public_address: Option<String>,
+    /// Rooms one client address may have created per minute (bursts of as many); 0: no limit.
+    pub room_creates_per_min: u32,
 }
 
 /// Finds or creates rooms and reserves seats in them.
@@ -81,6 +83,8 @@ pub struct Matchmaker {
     creating: Mutex<std::collections::HashSet<String>>,
     /// Rooms of this process alive or being created (see `placement::RoomSlot`).
     room_slots: Arc<std::sync::atomic::AtomicUsize>,
+    /// Rooms created per client address.
+    creates: Arc<crate::limits::PerAddress>,
     room_runtime: tokio::runtime::Handle,
     shutting_down: AtomicBool,
     /// The other processes of the deployment (only this one with the embedded presence).
@@ -107,6 +111,7 @@ impl Matchmaker {
             config.process_id.clone(),
             config.public_address.clone(),
         );
+        let creates = crate::limits::PerAddress::new(config.room_creates_per_min, Duration::from_secs(60));
         Arc::new(Self {
             cluster,
             config,
@@ -117,6 +122,7 @@ impl Matchmaker {
             creation_locks: Mutex::default(),
             creating: Mutex::default(),
             room_slots: Arc::default(),
+            creates,
             room_runtime,
             shutting_down: AtomicBool::new(false),
         })
@@ -200,11 +206,15 @@ impl Matchmaker {
                         format!("provided room name \"{target}\" not defined"),
                     )
                 })?;
+                let creator = ip.parse().ok();
                 let (session_id, auth) = self.authenticate(&plugin, &options, token, ip).await?;
                 match method {
-                    "create" => self.create_and_reserve(&plugin, &options, session_id, auth).await,
-                    "join" => self.join(&plugin, &options, session_id, auth, false).await,
-                    _ => self.join(&plugin, &options, session_id, auth, true).await,
+                    "create" => {
+                        self.may_create(creator)?;
+                        self.create_and_reserve(&plugin, &options, session_id, auth).await
+                    }
+                    "join" => self.join(&plugin, &options, session_id, auth, None).await,
+                    _ => self.join(&plugin, &options, session_id, auth, Some(creator)).await,
                 }
             }
             "joinById" => {
@@ -253,6 +263,18 @@ impl Matchmaker {
                 Ok(SeatReservation { listing, session_id: session_id.ok_or_else(expired)? })
             }
             other => Err(MatchmakeError::new(ErrorCode::NoHandler, format!("invalid method \"{other}\""))),
+        }
+    }
+
+    /// Whether the client at `creator` may have another room created now (see
+    /// `--room-creates-per-min`).
+    fn may_create(&self, creator: Option<std::net::IpAddr>) -> Result<(), MatchmakeError> {
+        match creator {
+            Some(ip) if !self.creates.allow(ip) => Err(MatchmakeError::new(
+                ErrorCode::Unhandled,
+                "too many rooms created from this address; try again in a moment",
+            )),
+            _ => Ok(()),
         }
     }
 

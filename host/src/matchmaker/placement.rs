@@ -23,8 +23,11 @@ impl Matchmaker {
         options: &Map<String, Value>,
         session_id: String,
         auth: Vec<u8>,
-        create_if_missing: bool,
+        // `Some(address)` for joinOrCreate: create a room if none matches, on behalf of that
+        // client address (which the per-address creation limit counts).
+        create_for: Option<Option<std::net::IpAddr>>,
     ) -> Result<SeatReservation, MatchmakeError> {
+        let create_if_missing = create_for.is_some();
         let query = self.query(plugin, options);
         let filter = serde_json::to_string(&query.filters).unwrap_or_default();
         // Callers in this process queue here; callers in other processes meet at the cluster
@@ -85,7 +88,12 @@ impl Matchmaker {
             };
             let result = match result {
                 Some(seat) => Ok(seat),
-                None => self.create_and_reserve(plugin, options, session_id.clone(), auth.clone()).await,
+                None => match self.may_create(create_for.flatten()) {
+                    Ok(()) => {
+                        self.create_and_reserve(plugin, options, session_id.clone(), auth.clone()).await
+                    }
+                    Err(e) => Err(e),
+                },
             };
             lock.release().await;
             return result;

@@ -48,6 +48,8 @@ pub struct NetConfig {
     pub wire: WireLimits,
     /// Interval of WebSocket pings; a client that misses two is dropped.
     pub heartbeat: Duration,
+    /// Matchmaking requests per second per client address (bursts of twice that); 0: no limit.
+    pub matchmake_rate: u32,
 }
 
 #[derive(Clone)]
@@ -58,6 +60,8 @@ struct AppState {
     heartbeats: Arc<heartbeat::Heartbeats>,
     /// One plugin upload at a time: the version that serves is the one left on disk.
     uploads: Arc<tokio::sync::Mutex<()>>,
+    /// Matchmaking requests per client address.
+    matchmaking: Arc<crate::limits::PerAddress>,
 }
 
 /// Largest matchmaking request body (the client's options), as Colyseus's `express.json()`.
@@ -67,12 +71,15 @@ const MATCHMAKE_BODY_LIMIT: usize = 100 * 1024;
 pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
     let heartbeats = heartbeat::Heartbeats::start(config.heartbeat);
     let upload_limit = mm.plugins().limits().max_plugin_bytes;
+    // Bursts of two seconds' worth.
+    let matchmaking = crate::limits::PerAddress::new(config.matchmake_rate * 2, Duration::from_secs(2));
     let state = AppState {
         mm,
         config: Arc::new(config),
         next_conn: Arc::new(AtomicU64::new(1)),
         heartbeats,
         uploads: Arc::default(),
+        matchmaking,
     };
     Router::new()
         .route(
@@ -146,6 +153,9 @@ async fn matchmake(
         Ok(body) => body,
         Err(e) => return body_refusal(&e, MATCHMAKE_BODY_LIMIT, "matchmaking request"),
     };
+    if !state.matchmaking.allow(peer.ip()) {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, "too many matchmaking requests from this address");
+    }
     let profile = state.mm.profile();
     if state.mm.is_shutting_down() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");

@@ -18,7 +18,8 @@
 //!
 //! Joiners get `welcome {sessionId, roomId, clients}` and the others `joined {sessionId}`; leavers
 //! are announced with `left {sessionId}`. Dropped clients may reconnect for 10 seconds. Options
-//! are `{maxClients = 4, mode}`; rooms are filtered by `mode`, and `{token: "bad"}` fails auth.
+//! are `{maxClients = 4, mode}`; rooms are filtered by `mode`, and `{token: "bad"}` (or the bearer
+//! token `bad`) fails auth.
 
 use odeon_guest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -78,7 +79,9 @@ impl Room for Echo {
     const AUTH: bool = true;
 
     fn on_auth(auth: &AuthContext) -> Auth {
-        if auth.options.get("token") == Some("bad".into()) { Auth::deny() } else { Auth::Accept }
+        // `{token: "bad"}` in the options, or the bearer token "bad" (the SDK's `client.auth.token`).
+        let bad = auth.options.get("token") == Some("bad".into()) || auth.token.as_deref() == Some("bad");
+        if bad { Auth::deny() } else { Auth::Accept }
     }
 
     fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {

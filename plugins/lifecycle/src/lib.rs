@@ -14,6 +14,7 @@
 //! | `now` | `now {now}`: the host clock in milliseconds |
 //!
 //! Creation options: `{tickMs, patchMs}` (no ticks and a 50 ms patch rate by default).
+//! Matchmaking offers the lifecycle room with the most clients first (`sortBy`).
 
 use std::collections::HashMap;
 
@@ -61,6 +62,8 @@ struct Empty {}
 
 impl Room for Lifecycle {
     const NAME: &'static str = "lifecycle";
+    /// Matchmaking offers the fullest room first (`sortBy: {clients: -1}`).
+    const SORT_BY: &'static [(&'static str, i8)] = &[("clients", -1)];
 
     fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {
         let options: Options = options.decode()?;

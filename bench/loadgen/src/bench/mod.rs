@@ -242,7 +242,16 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
                 servers.push(server::Spec {
                     kind: Kind::Odeon,
                     program: host,
-                    args: vec!["--plugins".into(), plugins.into(), "--no-watch".into()],
+                    // Every simulated client comes from 127.0.0.1: no per-address limits.
+                    args: vec![
+                        "--plugins".into(),
+                        plugins.into(),
+                        "--no-watch".into(),
+                        "--matchmake-rate".into(),
+                        "0".into(),
+                        "--room-creates-per-min".into(),
+                        "0".into(),
+                    ],
                     cwd: repo.clone(),
                 });
             }

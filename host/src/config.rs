@@ -50,6 +50,10 @@ pub struct Config {
     /// Largest WebSocket message accepted from a client, in bytes.
     #[arg(long, env = "ODEON_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
+    /// Messages per second one client may send (bursts of twice that); a client over it is
+    /// closed with 1008. 0: no limit.
+    #[arg(long, env = "ODEON_MAX_MESSAGES_PER_SEC", default_value_t = 500)]
+    pub max_messages_per_sec: u32,
     /// Matchmaking requests per second from one client address (bursts of twice that); more
     /// are answered 429. 0: no limit.
     #[arg(long, env = "ODEON_MATCHMAKE_RATE", default_value_t = 50)]

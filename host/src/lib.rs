@@ -51,7 +51,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let plugins = Plugins::new(config.guest_limits()).context("starting the wasm engine")?;
-    std::fs::create_dir_all(&config.plugins)
+    tokio::fs::create_dir_all(&config.plugins)
+        .await
         .with_context(|| format!("creating plugins directory {}", config.plugins.display()))?;
     let loaded = plugins.load_dir(&config.plugins).await.context("reading the plugins directory")?;
     tracing::info!(dir = %config.plugins.display(), loaded, room_types = ?plugins.names(), "plugins loaded");
@@ -100,6 +101,7 @@ pub async fn run(
             wire: net::wire::WireLimits::default(),
             heartbeat: Duration::from_secs(3),
             matchmake_rate: config.matchmake_rate,
+            max_messages_per_sec: config.max_messages_per_sec,
         },
     );
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");

@@ -234,6 +234,22 @@ export function echoSuite(sdk) {
             assert.ok(!a.inbox.items.some((i) => i.kind === "leave" || i.kind === "drop"), "no leave/drop after error");
         });
 
+        test("a second seat for a session still connected replaces the first: the room sees it leave, then join", async (s) => {
+            const mode = uniq("dup");
+            const c = await create(s, { mode }, "C");
+            await c.nextMsg("welcome");
+            const first = await s.join(sdk, "joinOrCreate", "echo", { mode, sessionAs: "dupSessn1" }, { label: "A1" });
+            assert.equal(first.room.sessionId, "dupSessn1");
+            assert.deepEqual(await c.nextMsg("joined"), { sessionId: "dupSessn1" });
+            if (sdk.autoReconnect) sdk.disableAutoReconnect(first.room);
+            const second = await s.join(sdk, "joinOrCreate", "echo", { mode, sessionAs: "dupSessn1" }, { label: "A2" });
+            assert.equal(second.roomId, first.roomId);
+            assert.equal((await first.next("leave")).code, 4002, "the first connection is closed");
+            assert.deepEqual(await c.nextMsg("left"), { sessionId: "dupSessn1" });
+            assert.deepEqual(await c.nextMsg("joined"), { sessionId: "dupSessn1" });
+            assert.deepEqual(await second.roundTrip("count"), { clients: 2 });
+        });
+
         test("the reconnection window closes after its 10 s: reconnecting with the token then fails as expired", async (s) => {
             const a = await create(s, {}, "A");
             const b = await joinById(s, a.roomId, {}, "B");

@@ -212,10 +212,11 @@ export class Host {
         if (this.seatReservationSecs !== undefined) {
             args.push("--seat-reservation-secs", String(this.seatReservationSecs));
         }
-        // Every test client comes from 127.0.0.1: the per-address limits are off unless a test
-        // sets them (limits.test.mjs probes them).
-        if (!this.extraArgs.includes("--matchmake-rate")) args.push("--matchmake-rate", "0");
-        if (!this.extraArgs.includes("--room-creates-per-min")) args.push("--room-creates-per-min", "0");
+        // Every test client comes from 127.0.0.1 and some tests flood on purpose: the rate limits
+        // are off unless a test sets them (limits.test.mjs probes them at their boundaries).
+        for (const flag of ["--matchmake-rate", "--room-creates-per-min", "--max-messages-per-sec"]) {
+            if (!this.extraArgs.includes(flag)) args.push(flag, "0");
+        }
         args.push(...this.extraArgs);
         this.args = args;
 

@@ -133,3 +133,25 @@ describe("per-address limits (--matchmake-rate 5, --room-creates-per-min 3)", ()
         assert.notEqual(later.status, 429, "one more a fifth of a second later");
     });
 });
+
+describe("per-client message rate (--max-messages-per-sec 50)", () => {
+    const host = new Host({ profile: "0.18", label: "host 0.18 (message rate)", extraArgs: ["--max-messages-per-sec", "50"] });
+    before(async () => { await host.start(); });
+    after(async () => { await host.stop(); });
+    const test = (name, fn, opts) => hostTest(() => host, `[limits] ${name}`, fn, opts);
+
+    test("a burst of 100 messages (twice the rate) is delivered; flooding past it closes only that client with 1008", async (s) => {
+        const other = await s.raw("create", "echo", { mode: uniq("rate"), maxClients: 4 });
+        await other.nextData("welcome");
+        const a = await s.raw("joinById", other.roomId);
+        await a.nextData("welcome");
+        // The JOIN_ROOM ack, 98 messages and an echo: exactly the burst.
+        for (let i = 0; i < 98; i++) a.ws.send(roomData("count"));
+        assert.deepEqual((await a.echo({ within: "burst" }, 5000)).payload, { within: "burst" });
+        for (let i = 0; i < 100; i++) a.ws.send(roomData("count"));
+        const close = await a.waitClose(5000, "close over the message rate");
+        assert.equal(close.code, 1008);
+        assert.deepEqual((await other.echo({ after: "flood" })).payload, { after: "flood" });
+        other.leave();
+    });
+});

@@ -50,6 +50,9 @@ pub struct NetConfig {
     pub heartbeat: Duration,
     /// Matchmaking requests per second per client address (bursts of twice that); 0: no limit.
     pub matchmake_rate: u32,
+    /// Messages per second one client may send (bursts of twice that); over it the client is
+    /// closed with 1008. 0: no limit.
+    pub max_messages_per_sec: u32,
 }
 
 #[derive(Clone)]
@@ -272,8 +275,18 @@ async fn upload_plugin(
     match plugins.load(&format!("admin:{source}"), body.to_vec()).await {
         Ok(version) => {
             let file = state.config.plugins_dir.join(format!("{}.wasm", version.manifest.name));
-            if let Err(e) = write_atomically(&file, &body) {
-                tracing::warn!("uploaded plugin serves but was not saved to {}: {e}", file.display());
+            let saved = {
+                let (file, body) = (file.clone(), body.clone());
+                tokio::task::spawn_blocking(move || write_atomically(&file, &body)).await
+            };
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!("uploaded plugin serves but was not saved to {}: {e}", file.display())
+                }
+                Err(e) => {
+                    tracing::warn!("uploaded plugin serves but was not saved to {}: {e}", file.display())
+                }
             }
             Json(json!({ "name": version.manifest.name, "version": version.version })).into_response()
         }

@@ -31,6 +31,8 @@ use crate::rooms::{ClientInput, RoomHandle, RoomMsg};
 
 /// Close code for a message over the size limit, as the `ws` library Colyseus uses sends.
 const MESSAGE_TOO_BIG: u16 = 1009;
+/// Close code for a client over its message rate (RFC 6455 "policy violation").
+const POLICY_VIOLATION: u16 = 1008;
 /// How long a closed connection waits for the client's close reply before dropping the socket.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// Read buffer of a connection (and the most one `recv` reads); a larger frame grows it while
@@ -151,6 +153,34 @@ enum End {
     Aborted(u16),
 }
 
+/// A client's message allowance: bursts of `2 × rate`, refilled at `rate` a second.
+struct MessageRate {
+    tokens: f32,
+    at: Instant,
+}
+
+impl MessageRate {
+    fn new(rate: u32) -> Self {
+        Self { tokens: 2.0 * rate as f32, at: Instant::now() }
+    }
+
+    /// Takes one message; false when the client is over its rate (`0` is unlimited).
+    fn take(&mut self, rate: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f32() * rate as f32;
+        self.tokens = (self.tokens + refill).min(2.0 * rate as f32);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 struct Connection {
     state: AppState,
     session_id: Arc<str>,
@@ -159,6 +189,7 @@ struct Connection {
     socket: Arc<TcpStream>,
     wire: Arc<Wire>,
     ws: WebSocket<Io>,
+    rate: MessageRate,
 }
 
 impl Connection {
@@ -182,7 +213,8 @@ impl Connection {
         let profile = state.mm.profile();
         let conn_id = state.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session_id: Arc<str> = params.session_id.as_str().into();
-        let mut conn = Connection { state, session_id, conn_id, profile, socket, wire, ws };
+        let rate = MessageRate::new(state.config.max_messages_per_sec);
+        let mut conn = Connection { state, session_id, conn_id, profile, socket, wire, ws, rate };
 
         let seated = match &params.room {
             Some(room) if !conn.session_id.is_empty() => {
@@ -296,6 +328,11 @@ impl Connection {
                     return Err(End::Closed(frame.map_or(close::NO_STATUS, |f| f.code.into())));
                 }
             };
+            if !self.rate.take(self.state.config.max_messages_per_sec) {
+                tracing::debug!(session = %self.session_id, "closing client: over its message rate");
+                self.wire.close(Some(POLICY_VIOLATION), "message rate limit exceeded");
+                return Err(End::Closed(POLICY_VIOLATION));
+            }
             match self.input(&bytes) {
                 Ok(Some((input, cost))) => {
                     let wait = cost > 0 && self.wire.take_inbound(cost);

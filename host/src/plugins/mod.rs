@@ -267,10 +267,14 @@ impl Plugins {
 
     /// Loads every `*.wasm` in `dir`; a refused file is logged and skipped.
     pub async fn load_dir(self: &Arc<Self>, dir: &Path) -> std::io::Result<usize> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_plugin_file(p))
-            .collect();
+        // File I/O on the blocking pool, never on an async worker.
+        let mut entries = tokio::fs::read_dir(dir).await?;
+        let mut paths: Vec<PathBuf> = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            if is_plugin_file(&entry.path()) {
+                paths.push(entry.path());
+            }
+        }
         paths.sort();
         let mut loaded = 0;
         for path in paths {
@@ -284,7 +288,7 @@ impl Plugins {
     /// Loads one file, logging the outcome; returns whether it is now serving.
     pub async fn load_file(self: &Arc<Self>, path: &Path) -> bool {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let bytes = match std::fs::read(path) {
+        let bytes = match tokio::fs::read(path).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(plugin = %name, "cannot read plugin: {e}");

@@ -19,7 +19,7 @@
 //! Joiners get `welcome {sessionId, roomId, clients}` and the others `joined {sessionId}`; leavers
 //! are announced with `left {sessionId}`. Dropped clients may reconnect for 10 seconds. Options
 //! are `{maxClients = 4, mode}`; rooms are filtered by `mode`, and `{token: "bad"}` (or the bearer
-//! token `bad`) fails auth.
+//! token `bad`) fails auth; `{sessionAs: id}` makes the auth hook name the session `id`.
 
 use odeon_guest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,14 @@ impl Room for Echo {
     fn on_auth(auth: &AuthContext) -> Auth {
         // `{token: "bad"}` in the options, or the bearer token "bad" (the SDK's `client.auth.token`).
         let bad = auth.options.get("token") == Some("bad".into()) || auth.token.as_deref() == Some("bad");
-        if bad { Auth::deny() } else { Auth::Accept }
+        if bad {
+            return Auth::deny();
+        }
+        // `{sessionAs}` names the session, as an auth hook that maps accounts to sessions would.
+        match auth.options.get("sessionAs").and_then(|v| v.as_str().map(str::to_owned)) {
+            Some(session) => Auth::AcceptWith { auth: Value::Nil, session_id: Some(session) },
+            None => Auth::Accept,
+        }
     }
 
     fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {

@@ -31,12 +31,46 @@
 //! | `message` | a client sends `go` |
 //! | `tick` | the first simulation tick after a client sends `arm` |
 //! | `timer` | a timer a client set with `arm` fires (after 20 ms) |
+//! | `encode` | the state is encoded after a client sent `arm` (a field type whose encoding faults; no `flood` there) |
+//!
+//! The state is `{wire: string}`; `wire` is a custom field type, as a room author might write.
 
 use odeon_guest::prelude::*;
+use odeon_schema as schema;
 use serde::Deserialize;
+
+/// A string field whose encoding strikes its fault once armed: a custom field type with a bug,
+/// so the fault happens inside state encoding.
+#[derive(Default, PartialEq)]
+struct Tripwire {
+    armed: Option<String>,
+    label: String,
+}
+
+impl schema::Field for Tripwire {
+    fn describe(_: &mut schema::__private::Registry) -> schema::__private::FieldType {
+        schema::__private::FieldType::Primitive(<String as schema::Primitive>::TYPE)
+    }
+    fn view(&self) -> schema::__private::FieldRef<'_> {
+        if let Some(fault) = &self.armed {
+            strike(fault, None);
+        }
+        schema::__private::FieldRef::Prim(Some(schema::Primitive::prim(&self.label)))
+    }
+    fn unchanged(&self, new: &Self) -> bool {
+        self == new
+    }
+}
+
+/// The synchronised state: one tripwire.
+#[derive(Schema, Default)]
+pub struct FaultsState {
+    wire: Tripwire,
+}
 
 /// The faults room: what `alloc` asked it to hold, and the fault it is armed with.
 pub struct Faults {
+    state: StateEncoder<FaultsState>,
     hoard: Vec<Vec<u8>>,
     armed: Option<Armed>,
     /// A client sent `arm`: the tick hook faults at its next run.
@@ -73,7 +107,13 @@ impl Room for Faults {
             Some("tick") => ctx.set_simulation_interval(20),
             _ => {}
         }
-        Ok(Faults { hoard: Vec::new(), armed, ticking_armed: false, joins: 0 })
+        Ok(Faults {
+            state: StateEncoder::default(),
+            hoard: Vec::new(),
+            armed,
+            ticking_armed: false,
+            joins: 0,
+        })
     }
 
     fn on_join(
@@ -108,14 +148,25 @@ impl Room for Faults {
         self.strike_in("timer", ctx);
     }
 
+    fn state(&mut self) -> Option<&mut dyn SyncedState> {
+        Some(&mut self.state)
+    }
+
     fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
         match message.kind.as_str() {
             Some("echo") => ctx.send_payload(client, "echo", &message.payload),
             Some("go") => self.strike_in("message", ctx),
             Some("arm") => {
                 self.ticking_armed = true;
-                if self.armed.as_ref().is_some_and(|a| a.hook == "timer") {
-                    ctx.set_timeout(20);
+                match self.armed.as_ref().map(|a| (a.hook.as_str(), a.fault.clone())) {
+                    Some(("timer", _)) => {
+                        ctx.set_timeout(20);
+                    }
+                    Some(("encode", fault)) => self
+                        .state
+                        .state_mut()
+                        .set_wire(Tripwire { armed: Some(fault), label: "armed".into() }),
+                    _ => {}
                 }
             }
             Some("panic") => panic!("requested panic"),

@@ -74,6 +74,11 @@ bench *ARGS: plugins
     cargo bench -p odeon-schema --bench encode
     cd tests/schema && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi && CARGO_TARGET_DIR="{{target_dir}}" node bench.mjs
 
+# Coverage-guided fuzzing of frames, msgpackr, matchmaking bodies and ABI records (not part of
+# `just test`, which runs the same decoders as bounded property tests): `just fuzz 300`.
+fuzz SECS="60" *TARGETS:
+    scripts/fuzz.sh {{SECS}} {{TARGETS}}
+
 # The end-to-end suite: the real host binary driven by the official Colyseus SDKs from npm.
 e2e: plugins
     cargo build -p odeon-host

@@ -369,3 +369,23 @@ async fn an_idle_room_without_a_tick_hook_makes_no_guest_calls() {
         }
     }
 }
+
+/// A listing of this process that names no room (its room ended without removing it) is left
+/// out of the request and removed, instead of being retried until the join deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_listing_is_skipped_and_removed_not_retried() {
+    let h = Harness::new().await;
+    let mode: Map<String, Value> = [("mode".to_string(), json!("stale"))].into_iter().collect();
+    let stale =
+        odeon_host::rooms::new_listing("echo", "staleRoom".into(), "proc", mode.clone(), mode.clone());
+    h.driver.insert(stale).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let seat = h.seat("joinOrCreate", "echo", json!({ "mode": "stale" })).await;
+    assert!(t0.elapsed() < Duration::from_secs(2), "joinOrCreate took {:?}", t0.elapsed());
+    assert_ne!(seat.listing.room_id, "staleRoom", "a new room, not the stale listing");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while h.driver.find_by_id("staleRoom").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the stale listing was not removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

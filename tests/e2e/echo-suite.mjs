@@ -61,6 +61,14 @@ export function echoSuite(sdk) {
         const host = startHostHooks({ profile: sdk.profile, label: `host ${sdk.profile} (${sdk.id})` });
         const test = (name, fn, opts) => hostTest(() => host, `${tag} ${name}`, fn, opts);
 
+        // No `type` message for `p`, checked at the room's next step rather than after a fixed
+        // wait: the room answers `p`'s echo after everything it already sent `p`, so once the echo
+        // is back, a message the room had sent would be in `p`'s inbox.
+        const noMsgNow = async (p, type) => {
+            const marker = uniq("settle");
+            assert.deepEqual(await p.roundTrip("echo", marker), marker);
+            await p.noMsg(type, 0);
+        };
         const create = (s, opts = {}, label) => s.join(sdk, "create", "echo", { mode: uniq(), ...opts }, { label });
         const joinById = (s, roomId, opts = {}, label) => s.join(sdk, "joinById", roomId, opts, { label });
 
@@ -124,7 +132,7 @@ export function echoSuite(sdk) {
             assert.deepEqual(await c.nextMsg("welcome"), { sessionId: c.sessionId, roomId: a.roomId, clients: 3 });
             assert.deepEqual(await a.nextMsg("joined"), { sessionId: c.sessionId });
             assert.deepEqual(await b.nextMsg("joined"), { sessionId: c.sessionId });
-            await c.noMsg("joined", 300);
+            await noMsgNow(c, "joined");
             assert.deepEqual(b.inbox.types(), ["welcome", "joined"], "B never gets joined about itself");
         });
 
@@ -149,7 +157,7 @@ export function echoSuite(sdk) {
             a.send("broadcast", data);
             assert.deepEqual(await b.nextMsg("broadcast"), { from: a.sessionId, data });
             assert.deepEqual(await c.nextMsg("broadcast"), { from: a.sessionId, data });
-            await a.noMsg("broadcast", 400);
+            await noMsgNow(a, "broadcast");
         });
 
         test("bytes: sendBytes(\"bytes\") comes back reversed as a Uint8Array via onMessage(\"bytes\")", async (s) => {
@@ -174,7 +182,7 @@ export function echoSuite(sdk) {
             await b.nextMsg("welcome");
             assert.deepEqual(await a.roundTrip("count"), { clients: 2 });
             assert.deepEqual(await b.roundTrip("count"), { clients: 2 });
-            await b.noMsg("count", 200);
+            await noMsgNow(b, "count");
         });
 
         test("order: welcome > joined(B) > count > left(B); the joiner never gets joined about itself", async (s) => {
@@ -446,7 +454,7 @@ export function echoSuite(sdk) {
                 a.send("broadcast", { after: "reconnect" });
                 assert.deepEqual(await b.nextMsg("broadcast"), { from: sessionId, data: { after: "reconnect" } });
                 assert.deepEqual(await a.roundTrip("count"), { clients: 2 });
-                await b.noMsg("left", 300);
+                await noMsgNow(b, "left");
                 await b.noMsg("joined", 0);
                 await a.noMsg("welcome", 0);
                 assert.ok(!a.inbox.items.some((i) => i.kind === "leave"), "no onLeave");
@@ -473,7 +481,7 @@ export function echoSuite(sdk) {
                 a.send("broadcast", { after: "reconnect" });
                 assert.deepEqual(await b.nextMsg("broadcast"), { from: sessionId, data: { after: "reconnect" } });
                 assert.deepEqual(await a.roundTrip("count"), { clients: 2 });
-                await b.noMsg("left", 300);
+                await noMsgNow(b, "left");
                 await b.noMsg("joined", 0);
                 await a.noMsg("welcome", 0);
             });

@@ -11,6 +11,7 @@ variants_dir := target_dir / "plugin-variants"
 export ODEON_PLUGINS_DIR := plugins_dir
 export ODEON_PLUGIN_VARIANTS_DIR := variants_dir
 export ODEON_HOST_BIN := target_dir / "debug" / "odeon-host"
+export ODEON_PROXY_BIN := target_dir / "debug" / "odeon-proxy"
 export SECANTUSD_PY := env_var_or_default("SECANTUSD_PY", env_var_or_default("ODEON_SECANTUS_VENV", home_directory() / ".cache" / "odeon" / "secantus-venv") / "bin" / "secantusd-py")
 
 # Build the example plugins and start a host on 127.0.0.1:2567 with the embedded presence and
@@ -81,11 +82,12 @@ fuzz SECS="60" *TARGETS:
 
 # The end-to-end suite: the real host binary driven by the official Colyseus SDKs from npm.
 e2e: plugins
-    cargo build -p odeon-host
+    cargo build -p odeon-host -p odeon-proxy
     cd tests && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi && npm test
 
-# Starts redis-server, SecantusDB and N hosts on ports 3001 … 3000+N (scripts/cluster.sh).
-# N hosts sharing Redis presence and MongoDB listings; Ctrl-C stops them all.
+# Starts redis-server, SecantusDB, N hosts on ports 3001 … 3000+N sharing Redis presence and
+# MongoDB listings, and odeon-proxy on 127.0.0.1:8080 in front of them (scripts/cluster.sh);
+# clients use the proxy's address. Ctrl-C stops them all.
 cluster N="3": setup plugins
-    cargo build -p odeon-host
+    cargo build -p odeon-host -p odeon-proxy
     scripts/cluster.sh {{N}}

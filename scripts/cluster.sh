@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Several Odeon hosts on this machine, sharing a Redis presence and MongoDB listings:
 # redis-server and SecantusDB (a MongoDB-wire server) on free loopback ports with their data in a
-# temporary directory, then N hosts on ports 3001 … 3000+N. A host that dies is reported and
+# temporary directory, then N hosts on ports 3001 … 3000+N, and odeon-proxy on 127.0.0.1:8080 in
+# front of them: the one address clients use. A host (or the proxy) that dies is reported and
 # started again, as PM2 would; the others keep serving. Ctrl-C stops everything it started, by
 # PID, and removes the temporary directory.
 #
 #   scripts/cluster.sh [N]     (`just cluster N` builds the plugins and the host first)
 #
-# Environment: ODEON_HOST_BIN (default target/debug/odeon-host), ODEON_PLUGINS_DIR (default
-# target/plugins), ODEON_CLUSTER_PORT (first host's port, default 3001), ODEON_REDIS_SERVER
+# Environment: ODEON_HOST_BIN (default target/debug/odeon-host), ODEON_PROXY_BIN (default
+# target/debug/odeon-proxy), ODEON_PLUGINS_DIR (default target/plugins), ODEON_CLUSTER_PORT (first
+# host's port, default 3001), ODEON_PROXY_PORT (default 8080), ODEON_REDIS_SERVER
 # (default redis-server), SECANTUSD_PY (default secantusd-py on PATH, else the venvs in ~/.cache).
 set -euo pipefail
 
@@ -20,6 +22,8 @@ fi
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 host_bin="${ODEON_HOST_BIN:-$root/target/debug/odeon-host}"
+proxy_bin="${ODEON_PROXY_BIN:-$root/target/debug/odeon-proxy}"
+proxy_port="${ODEON_PROXY_PORT:-8080}"
 plugins="${ODEON_PLUGINS_DIR:-$root/target/plugins}"
 base="${ODEON_CLUSTER_PORT:-3001}"
 redis_bin="${ODEON_REDIS_SERVER:-redis-server}"
@@ -32,6 +36,7 @@ if [ -z "$secantus" ]; then
     done
 fi
 [ -x "$host_bin" ] || { echo "host binary not found: $host_bin (cargo build -p odeon-host)" >&2; exit 1; }
+[ -x "$proxy_bin" ] || { echo "proxy binary not found: $proxy_bin (cargo build -p odeon-proxy)" >&2; exit 1; }
 [ -d "$plugins" ] || { echo "plugins directory not found: $plugins (just plugins)" >&2; exit 1; }
 command -v "$redis_bin" >/dev/null || { echo "$redis_bin not found (apt-get install -y redis-server)" >&2; exit 1; }
 [ -n "$secantus" ] || {
@@ -120,14 +125,33 @@ healthy() {
 # Starts host number $1 (0-based) on its port; its PID goes to host_pids[$1] and pids.
 start_host() {
     local i=$1 port=$((base + $1))
-    # No NODE_APP_INSTANCE: the host would add it to --port.
+    # No NODE_APP_INSTANCE: the host would add it to --port. Behind the proxy, reservations
+    # name no address, so clients come back through the proxy.
     env -u NODE_APP_INSTANCE REDIS_URL="$redis_url" MONGO_URI="$mongo_uri" NO_COLOR=1 \
         setsid "$host_bin" --bind 127.0.0.1 --port "$port" --plugins "$plugins" \
-        --public-address "127.0.0.1:$port" >>"$dir/host-$port.log" 2>&1 </dev/null &
+        --behind-proxy >>"$dir/host-$port.log" 2>&1 </dev/null &
     host_pids[i]=$!
     pids+=($!)
 }
 
+proxy_pid=""
+start_proxy() {
+    env REDIS_URL="$redis_url" NO_COLOR=1 setsid "$proxy_bin" --bind 127.0.0.1 --port "$proxy_port" \
+        >>"$dir/proxy.log" 2>&1 </dev/null &
+    proxy_pid=$!
+    pids+=($!)
+}
+# True when the proxy answers its health path and routes to $1 processes.
+proxy_routes() {
+    local body
+    body="$(curl -fsS --max-time 1 "http://127.0.0.1:$proxy_port/health" 2>/dev/null)" || return 1
+    [ "$(grep -o '"processes":\[[^]]*\]' <<<"$body" | grep -o '"[A-Za-z0-9_-]*"' | grep -vc processes)" -ge "$1" ]
+}
+
+if listening "$proxy_port"; then
+    echo "port $proxy_port is already in use (set ODEON_PROXY_PORT to start the proxy elsewhere)" >&2
+    exit 1
+fi
 for ((i = 0; i < n; i++)); do
     port=$((base + i))
     if listening "$port"; then
@@ -145,6 +169,13 @@ for ((i = 0; i < n; i++)); do
     fi
 done
 
+start_proxy
+if ! wait_until "$proxy_pid" 30 proxy_routes "$n"; then
+    echo "odeon-proxy on port $proxy_port did not route to the $n hosts:" >&2
+    tail -n 20 "$dir/proxy.log" >&2
+    exit 1
+fi
+
 echo "Odeon cluster: $n hosts, Redis presence, MongoDB listings (data and logs in $dir)"
 echo "  redis    $redis_url  pid ${pids[0]}  log $dir/redis.log"
 echo "  mongodb  $mongo_uri  pid ${pids[1]}  log $dir/mongo.log"
@@ -153,6 +184,8 @@ for ((i = 0; i < n; i++)); do
     id="$(curl -fsS --max-time 1 "http://127.0.0.1:$port/odeon/health" | sed -n 's/.*"processId":"\([^"]*\)".*/\1/p')"
     echo "  host $((i + 1))   ws://127.0.0.1:$port  processId $id  pid ${host_pids[i]}  log $dir/host-$port.log"
 done
+echo "  proxy    http://127.0.0.1:$proxy_port  pid $proxy_pid  log $dir/proxy.log"
+echo "Clients use the proxy: ws://127.0.0.1:$proxy_port (e.g. new Client(\"ws://127.0.0.1:$proxy_port\"))"
 echo "Ctrl-C stops them all."
 
 # Keep watching, as PM2 would: a host that dies is reported and started again on its port
@@ -171,6 +204,18 @@ while true; do
             exit 1
         fi
     done
+    if [ -n "${proxy_due:-}" ]; then
+        if [ "$SECONDS" -ge "$proxy_due" ]; then
+            proxy_due=""
+            start_proxy
+            echo "proxy restarted: http://127.0.0.1:$proxy_port  pid $proxy_pid"
+        fi
+    elif ! kill -0 "$proxy_pid" 2>/dev/null; then
+        wait "$proxy_pid" 2>/dev/null && status=0 || status=$?
+        echo "proxy (pid $proxy_pid) exited with status $status; restarting it in 1 s" >&2
+        tail -n 5 "$dir/proxy.log" >&2
+        proxy_due=$((SECONDS + 1))
+    fi
     for ((i = 0; i < n; i++)); do
         port=$((base + i))
         pid=${host_pids[i]}

@@ -10,6 +10,8 @@
 //!   dead: the sweeper of any host that notices removes it from the set and removes its room
 //!   listings. A live process that was swept (its renewal came too late) finds itself missing
 //!   from the set at its next renewal and publishes its listings again.
+//!   Joining and leaving are also announced on [`REGISTRY_EVENTS`] for the proxy (`odeon-proxy`),
+//!   which routes by `endpoint` and resyncs from the registry itself.
 //! - Creation locks: `odeon:creating:<name>:<filter>` holds its owner's token; see
 //!   [`Cluster::try_lock`].
 //! - Calls: a request is published on `p:<id>`; the reply comes back on `ipc:<request id>`, which
@@ -32,11 +34,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a call to another process waits for its reply.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
-const PROCESSES: &str = "odeon:processes";
-
-fn process_key(process_id: &str) -> String {
-    format!("odeon:process:{process_id}")
-}
+use odeon_protocol::registry::{PROCESSES, process_key};
+pub use odeon_protocol::registry::{ProcessInfo, REGISTRY_EVENTS, RegistryEvent};
 
 fn request_channel(process_id: &str) -> String {
     format!("p:{process_id}")
@@ -44,20 +43,6 @@ fn request_channel(process_id: &str) -> String {
 
 fn reply_channel(request_id: &str) -> String {
     format!("ipc:{request_id}")
-}
-
-/// What the registry says about a live process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessInfo {
-    /// Process id.
-    pub process_id: String,
-    /// Where clients reach it, if it advertises an address.
-    pub address: Option<String>,
-    /// Rooms it runs.
-    pub rooms: usize,
-    /// Clients connected to it.
-    pub clients: usize,
 }
 
 /// A call from one process to another.
@@ -159,17 +144,29 @@ pub struct Cluster {
     driver: Arc<dyn Driver>,
     process_id: String,
     address: Option<String>,
+    endpoint: Option<String>,
 }
 
 impl Cluster {
-    /// The cluster as seen by `process_id`, reachable by clients at `address`.
+    /// The cluster as seen by `process_id`, reachable by clients at `address` and by a proxy at
+    /// `endpoint`.
     pub fn new(
         presence: Arc<dyn Presence>,
         driver: Arc<dyn Driver>,
         process_id: String,
         address: Option<String>,
+        endpoint: Option<String>,
     ) -> Arc<Self> {
-        Arc::new(Self { presence, driver, process_id, address })
+        Arc::new(Self { presence, driver, process_id, address, endpoint })
+    }
+
+    /// Announces a registry change to whoever follows the deployment; a failure is only logged
+    /// (followers resync the whole registry periodically).
+    async fn announce(&self, event: RegistryEvent) {
+        let json = serde_json::to_string(&event).expect("registry events serialize");
+        if let Err(e) = self.presence.publish(REGISTRY_EVENTS, &json).await {
+            tracing::debug!("registry change not announced: {e}");
+        }
     }
 
     /// This process's id.
@@ -184,6 +181,7 @@ impl Cluster {
         let info = ProcessInfo {
             process_id: self.process_id.clone(),
             address: self.address.clone(),
+            endpoint: self.endpoint.clone(),
             rooms,
             clients,
         };
@@ -198,7 +196,12 @@ impl Cluster {
         }
         .await;
         match result {
-            Ok(added) => added,
+            Ok(added) => {
+                if added {
+                    self.announce(RegistryEvent::Add { process_id: self.process_id.clone() }).await;
+                }
+                added
+            }
             Err(e) => {
                 tracing::warn!("process registry not renewed: {e}");
                 false
@@ -211,6 +214,7 @@ impl Cluster {
         let _ = self.presence.del(&process_key(&self.process_id)).await;
         let _ = self.presence.srem(PROCESSES, &self.process_id).await;
         let _ = self.presence.hdel("roomcount", &self.process_id).await;
+        self.announce(RegistryEvent::Remove { process_id: self.process_id.clone() }).await;
     }
 
     /// The live processes.
@@ -272,6 +276,7 @@ impl Cluster {
         }
         let _ = self.presence.srem(PROCESSES, process_id).await;
         let _ = self.presence.hdel("roomcount", process_id).await;
+        self.announce(RegistryEvent::Remove { process_id: process_id.to_string() }).await;
         match self.driver.cleanup(process_id).await {
             Ok(n) => tracing::warn!(process = process_id, listings = n, "swept a dead process"),
             Err(e) => tracing::warn!(process = process_id, "listings of a dead process not removed: {e}"),

@@ -38,6 +38,20 @@ pub struct Config {
     /// is this host's port). With Redis presence it defaults to the listening address.
     #[arg(long, env = "ODEON_PUBLIC_ADDRESS")]
     pub public_address: Option<String>,
+    /// Behind a proxy (`odeon-proxy`): reservations name no address unless `--public-address`
+    /// is given, so each client comes back through the proxy it matchmade through; and the
+    /// client address given to limits and auth hooks comes from `X-Forwarded-For` when the
+    /// request came from a trusted proxy (`--trusted-proxies`).
+    #[arg(long, env = "ODEON_BEHIND_PROXY")]
+    pub behind_proxy: bool,
+    /// Addresses or networks (`10.0.0.0/8`) whose `X-Forwarded-For` is believed; with
+    /// `--behind-proxy` the default is loopback and private networks.
+    #[arg(long, env = "ODEON_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where a proxy reaches this host (`host:port`), announced in the process registry;
+    /// defaults to the listening address unless that is unspecified (`0.0.0.0`).
+    #[arg(long, env = "ODEON_INTERNAL_ADDRESS")]
+    pub internal_address: Option<String>,
     /// Linear memory cap per room, in MiB.
     #[arg(long, env = "ODEON_ROOM_MEMORY_MB", default_value_t = 64)]
     pub room_memory_mb: usize,
@@ -78,6 +92,20 @@ impl Config {
     pub fn effective_port(&self) -> u16 {
         let instance: u16 = std::env::var("NODE_APP_INSTANCE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         self.port.saturating_add(instance)
+    }
+
+    /// The networks whose forwarded headers are believed (none unless behind a proxy).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        if !self.trusted_proxies.is_empty() {
+            return self.trusted_proxies.clone();
+        }
+        if !self.behind_proxy {
+            return Vec::new();
+        }
+        ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+            .iter()
+            .map(|n| n.parse().expect("built-in networks parse"))
+            .collect()
     }
 
     /// Limits for every guest.

@@ -65,10 +65,15 @@ pub async fn run(
     // With shared presence, clients may be seated on another process: reservations must say
     // where each room's process is. `{port}` lets instances that share one configuration (PM2)
     // each advertise their own port.
+    // Behind a proxy, reservations name no address unless one is given: clients come back
+    // through the proxy they matchmade through, which routes by process id.
     let public_address =
         config.public_address.as_ref().map(|a| a.replace("{port}", &addr.port().to_string())).or_else(|| {
-            (config.redis_url.is_some() && !addr.ip().is_unspecified()).then(|| addr.to_string())
+            (config.redis_url.is_some() && !config.behind_proxy && !addr.ip().is_unspecified())
+                .then(|| addr.to_string())
         });
+    let endpoint =
+        config.internal_address.clone().or_else(|| (!addr.ip().is_unspecified()).then(|| addr.to_string()));
     let presence: Arc<dyn Presence> = match &config.redis_url {
         Some(url) => Arc::new(RedisPresence::connect(url).await.context("connecting to Redis presence")?),
         None => Arc::new(LocalPresence::default()),
@@ -83,6 +88,7 @@ pub async fn run(
             profile: config.protocol,
             seat_timeout: Duration::from_secs(config.seat_reservation_secs),
             public_address,
+            endpoint,
             room_creates_per_min: config.room_creates_per_min,
         },
         plugins,
@@ -102,6 +108,7 @@ pub async fn run(
             heartbeat: Duration::from_secs(3),
             matchmake_rate: config.matchmake_rate,
             max_messages_per_sec: config.max_messages_per_sec,
+            trusted_proxies: config.trusted_proxies(),
         },
     );
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");

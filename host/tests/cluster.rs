@@ -17,7 +17,7 @@ async fn presence(server: &RedisServer) -> Arc<dyn Presence> {
 }
 
 fn cluster(presence: &Arc<dyn Presence>, driver: &Arc<dyn Driver>, id: &str) -> Arc<Cluster> {
-    Cluster::new(presence.clone(), driver.clone(), id.into(), Some(format!("{id}.example:2567")))
+    Cluster::new(presence.clone(), driver.clone(), id.into(), Some(format!("{id}.example:2567")), None)
 }
 
 /// A holder that died leaves its lock behind; contenders asking for it every 20 ms must not keep

@@ -125,6 +125,7 @@ impl Harness {
                 profile: Profile::V0_17,
                 seat_timeout: Duration::from_secs(5),
                 public_address: None,
+                endpoint: None,
                 room_creates_per_min: 0,
             },
             plugins,

@@ -5,6 +5,7 @@
 //! - [`codec`]: the @colyseus/schema number and string codecs used inside frames.
 //! - [`msgpackr`]: normalises msgpackr record payloads from the official SDKs into plain MessagePack.
 //! - [`abi`]: the guest ABI (exports, imports, records).
+//! - [`registry`]: the process registry in Redis, shared by the hosts and the proxy.
 //!
 //! Nothing here does I/O.
 
@@ -14,3 +15,4 @@ pub mod frame;
 pub mod matchmake;
 pub mod msgpackr;
 pub mod profile;
+pub mod registry;

@@ -1,13 +1,15 @@
-// `just cluster N` (scripts/cluster.sh): redis-server, SecantusDB and N hosts on one machine. A
-// freshly started cluster serves its first joinOrCreate without waiting out a timeout; a host
-// killed with -9 is reported and started again on its port while the others keep serving;
-// Ctrl-C stops every process it started.
+// `just cluster N` (scripts/cluster.sh): redis-server, SecantusDB, N hosts and odeon-proxy in
+// front of them on one machine; clients know only the proxy's address. A freshly started cluster
+// serves its first joinOrCreate without waiting out a timeout; a host killed with -9 is reported
+// and started again on its port while the others keep serving, and so is the proxy; Ctrl-C stops
+// every process it started.
 
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { TESTS_DIR, HOST_BIN, PLUGINS_DIR, cleanEnv, freePort, sleep, spawnGroup, waitFor } from "./harness.mjs";
 import { SDK18 } from "./sdks.mjs";
+import { PROXY_BIN } from "./proxy.mjs";
 
 const sdk18Url = (room) => SDK18.ws(room).url;
 
@@ -55,7 +57,11 @@ describe("just cluster (scripts/cluster.sh)", () => {
             const p = await freePort();
             if (p < 65000) base = p;
         }
-        const env = cleanEnv({ ODEON_HOST_BIN: HOST_BIN, ODEON_PLUGINS_DIR: PLUGINS_DIR, ODEON_CLUSTER_PORT: String(base) });
+        const proxyPort = await freePort();
+        const env = cleanEnv({
+            ODEON_HOST_BIN: HOST_BIN, ODEON_PROXY_BIN: PROXY_BIN, ODEON_PLUGINS_DIR: PLUGINS_DIR,
+            ODEON_CLUSTER_PORT: String(base), ODEON_PROXY_PORT: String(proxyPort),
+        });
         for (const k of ["SECANTUSD_PY", "ODEON_REDIS_SERVER"]) if (process.env[k]) env[k] = process.env[k];
         child = spawnGroup("bash", [resolve(TESTS_DIR, "../scripts/cluster.sh"), "3"], { stdio: ["ignore", "pipe", "pipe"], env });
         child.stdout.on("data", (c) => { out += c.toString(); });
@@ -68,9 +74,14 @@ describe("just cluster (scripts/cluster.sh)", () => {
         assert.equal(hosts.length, 3, out);
         const services = [...out.matchAll(/(?:redis|mongodb)\s+\S+\s+pid (\d+)/g)].map((m) => Number(m[1]));
         assert.equal(services.length, 2, out);
+        const proxyPid = Number(out.match(new RegExp(`proxy\\s+http://127\\.0\\.0\\.1:${proxyPort}\\s+pid (\\d+)`))?.[1]);
+        assert.ok(proxyPid, out);
+        assert.ok(out.includes(`Clients use the proxy: ws://127.0.0.1:${proxyPort}`), out);
+        const processOf = (room) => new URL(sdk18Url(room)).pathname.split("/")[1];
 
-        // The first joinOrCreate after the start: no timeout waited out (the SDK gives up at 3 s).
-        const client = new SDK18.Client(`ws://127.0.0.1:${hosts[0].port}`);
+        // The first joinOrCreate after the start, through the proxy: no timeout waited out (the
+        // SDK gives up at 3 s).
+        const client = new SDK18.Client(`ws://127.0.0.1:${proxyPort}`);
         const t0 = Date.now();
         const room = await waitFor(client.joinOrCreate("echo", { mode: "first" }), 5000, "first joinOrCreate");
         const firstJoinMs = Date.now() - t0;
@@ -81,8 +92,9 @@ describe("just cluster (scripts/cluster.sh)", () => {
         const remote = await waitFor(client.joinOrCreate("echo", { mode: "second" }), 5000, "second joinOrCreate");
         const remoteJoinMs = Date.now() - t1;
         remote.onMessage("*", () => {});
-        const remoteHost = hosts.find((h) => sdk18Url(remote).includes(`:${h.port}/`));
-        assert.ok(remoteHost && remoteHost !== hosts[0], `the second room runs on another host (${sdk18Url(remote)})`);
+        assert.ok(sdk18Url(remote).startsWith(`ws://127.0.0.1:${proxyPort}/`), sdk18Url(remote));
+        assert.ok(hosts.some((h) => h.processId === processOf(remote)), sdk18Url(remote));
+        assert.notEqual(processOf(remote), processOf(room), `the second room runs on another host (${sdk18Url(remote)})`);
         assert.ok(remoteJoinMs < 1500, `the first cross-process join took ${remoteJoinMs} ms`);
         t.diagnostic(`first join ${firstJoinMs} ms, first cross-process join ${remoteJoinMs} ms`);
         await waitFor(room.leave(), 5000, "leave");
@@ -99,17 +111,33 @@ describe("just cluster (scripts/cluster.sh)", () => {
         let back = null;
         await until("host 2 to answer again", async () => (back = await health(victim.port)) !== null, 30000);
         assert.notEqual(back.processId, victim.processId, "a new process");
-        await until("the restarted host to join the registry", async () =>
-            ((await health(hosts[0].port))?.processes ?? []).includes(back.processId), 5000);
-        const again = new SDK18.Client(`ws://127.0.0.1:${victim.port}`);
-        const room2 = await waitFor(again.joinOrCreate("echo", { mode: "after-restart" }), 5000, "join through the restarted host");
+        const proxyRoutes = async () => {
+            try {
+                return (await (await fetch(`http://127.0.0.1:${proxyPort}/health`)).json()).processes;
+            } catch {
+                return [];
+            }
+        };
+        await until("the proxy to route to the restarted host", async () => (await proxyRoutes()).includes(back.processId), 5000);
+        assert.ok(!(await proxyRoutes()).includes(victim.processId), "the dead process's route is gone");
+        const again = new SDK18.Client(`ws://127.0.0.1:${proxyPort}`);
+        const room2 = await waitFor(again.joinOrCreate("echo", { mode: "after-restart" }), 5000, "join after the restart");
         room2.onMessage("*", () => {});
         await waitFor(room2.leave(), 5000, "leave");
+
+        // The proxy killed with -9 is restarted too, and routes again.
+        process.kill(proxyPid, "SIGKILL");
+        await until("the proxy to be restarted", () => /proxy restarted: http:\/\/127\.0\.0\.1:\d+\s+pid \d+/.test(out), 10000);
+        const newProxyPid = Number(out.match(/proxy restarted: http:\/\/127\.0\.0\.1:\d+\s+pid (\d+)/)[1]);
+        await until("the restarted proxy to route to the three hosts", async () => (await proxyRoutes()).length === 3, 10000);
+        const room3 = await waitFor(new SDK18.Client(`ws://127.0.0.1:${proxyPort}`).joinOrCreate("echo", { mode: "after-proxy" }), 5000, "join after the proxy restart");
+        room3.onMessage("*", () => {});
+        await waitFor(room3.leave(), 5000, "leave");
 
         // Ctrl-C: everything it started is stopped.
         process.kill(child.pid, "SIGINT");
         const { code } = await waitFor(exit, 20000, "cluster.sh to exit");
         assert.equal(code, 0, out.slice(-2000));
-        for (const pid of [...services, hosts[0].pid, hosts[2].pid, newPid]) assert.ok(!alive(pid), `pid ${pid} still runs`);
+        for (const pid of [...services, hosts[0].pid, hosts[2].pid, newPid, newProxyPid]) assert.ok(!alive(pid), `pid ${pid} still runs`);
     });
 });

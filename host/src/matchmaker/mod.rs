@@ -64,6 +64,8 @@ pub struct MatchmakerConfig {
     pub seat_timeout: Duration,
     /// Address clients should connect to, if not the matchmaking endpoint.
     pub public_address: Option<String>,
+    /// Where a proxy reaches this host, for the process registry.
+    pub endpoint: Option<String>,
     /// Rooms one client address may have created per minute (bursts of as many); 0: no limit.
     pub room_creates_per_min: u32,
 }
@@ -110,6 +112,7 @@ impl Matchmaker {
             driver.clone(),
             config.process_id.clone(),
             config.public_address.clone(),
+            config.endpoint.clone(),
         );
         let creates = crate::limits::PerAddress::new(config.room_creates_per_min, Duration::from_secs(60));
         Arc::new(Self {

@@ -12,7 +12,7 @@ mod ws;
 pub use serve::serve;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -53,6 +53,8 @@ pub struct NetConfig {
     /// Messages per second one client may send (bursts of twice that); over it the client is
     /// closed with 1008. 0: no limit.
     pub max_messages_per_sec: u32,
+    /// Peers whose `X-Forwarded-For` names the client (the proxies in front of this host).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone)]
@@ -156,7 +158,8 @@ async fn matchmake(
         Ok(body) => body,
         Err(e) => return body_refusal(&e, MATCHMAKE_BODY_LIMIT, "matchmaking request"),
     };
-    if !state.matchmaking.allow(peer.ip()) {
+    let client = client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+    if !state.matchmaking.allow(client) {
         return json_error(StatusCode::TOO_MANY_REQUESTS, "too many matchmaking requests from this address");
     }
     let profile = state.mm.profile();
@@ -172,7 +175,7 @@ async fn matchmake(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    match state.mm.matchmake(&method, &target, options, token, peer.ip().to_string()).await {
+    match state.mm.matchmake(&method, &target, options, token, client.to_string()).await {
         Ok(seat) => Json(reservation_json(profile, &seat)).into_response(),
         Err(e) => {
             let code = e.code_in(profile);
@@ -191,6 +194,24 @@ async fn matchmake(
             res
         }
     }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the last address of
+/// `X-Forwarded-For` that is not itself a trusted proxy (the one the outermost trusted proxy saw).
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    // All trusted (a client on the proxies' own network): the first is the client.
+    forwarded.iter().rev().find(|ip| !is_trusted(ip)).or(forwarded.first()).copied().unwrap_or(peer)
 }
 
 /// The seat-reservation JSON of a profile: 0.16 nests the listing under `room` (with filterBy
@@ -318,4 +339,35 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     let tmp = path.with_file_name(format!(".{name}.{}.upload", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_from_trusted_proxies_only() {
+        let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let spoofed = forwarded(&["6.6.6.6"]);
+        // An untrusted peer's header is ignored: it could say anything.
+        assert_eq!(client_ip(ip("203.0.113.9"), &spoofed, &trusted), ip("203.0.113.9"));
+        // No trusted networks (not behind a proxy): the peer, whatever the header says.
+        assert_eq!(client_ip(ip("127.0.0.1"), &spoofed, &[]), ip("127.0.0.1"));
+        // From a proxy: the last untrusted entry; what the client prepended is skipped.
+        let chain = forwarded(&["6.6.6.6, 198.51.100.7", "10.1.2.3"]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &chain, &trusted), ip("198.51.100.7"));
+        // A client on the proxies' own network.
+        assert_eq!(client_ip(ip("127.0.0.1"), &forwarded(&["127.0.0.2"]), &trusted), ip("127.0.0.2"));
+        // A proxy that sent no header, or garbage: the peer.
+        assert_eq!(client_ip(ip("127.0.0.1"), &forwarded(&["nonsense"]), &trusted), ip("127.0.0.1"));
+    }
 }

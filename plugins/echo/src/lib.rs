@@ -19,7 +19,8 @@
 //! Joiners get `welcome {sessionId, roomId, clients}` and the others `joined {sessionId}`; leavers
 //! are announced with `left {sessionId}`. Dropped clients may reconnect for 10 seconds. Options
 //! are `{maxClients = 4, mode}`; rooms are filtered by `mode`, and `{token: "bad"}` (or the bearer
-//! token `bad`) fails auth; `{sessionAs: id}` makes the auth hook name the session `id`.
+//! token `bad`) fails auth; `{sessionAs: id}` makes the auth hook name the session `id`; the auth
+//! data is `{ip}`, the client's address, sent back as `auth` to a joiner with `{showAuth: true}`.
 
 use odeon_guest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -85,10 +86,11 @@ impl Room for Echo {
             return Auth::deny();
         }
         // `{sessionAs}` names the session, as an auth hook that maps accounts to sessions would.
-        match auth.options.get("sessionAs").and_then(|v| v.as_str().map(str::to_owned)) {
-            Some(session) => Auth::AcceptWith { auth: Value::Nil, session_id: Some(session) },
-            None => Auth::Accept,
-        }
+        // The auth data is the client's address as the host saw it (`{showAuth: true}` in the
+        // join options sends it back), so tests can check what a proxy forwarded.
+        let data = Value::Map(vec![("ip".into(), auth.ip.as_str().into())]);
+        let session_id = auth.options.get("sessionAs").and_then(|v| v.as_str().map(str::to_owned));
+        Auth::AcceptWith { auth: data, session_id }
     }
 
     fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {
@@ -103,9 +105,12 @@ impl Room for Echo {
         &mut self,
         ctx: &mut Ctx,
         client: &Client,
-        _options: Payload,
-        _auth: Payload,
+        options: Payload,
+        auth: Payload,
     ) -> Result<(), RoomError> {
+        if options.get("showAuth") == Some(true.into()) {
+            ctx.send_payload(client, "auth", &auth);
+        }
         let session_id = client.session_id();
         let welcome = Welcome { session_id, room_id: ctx.room_id().to_owned(), clients: ctx.clients().len() };
         ctx.send(client, "welcome", &welcome);
@@ -174,8 +179,16 @@ mod tests {
     fn auth_rejects_the_bad_token_only() {
         let denied = TestRoom::<Echo>::auth(json!({"token": "bad"}), None);
         assert_eq!(denied, AuthDecision::Reject { message: "onAuth failed".into() });
+        // Accepted, with the client's address as the auth data (TestRoom's clients are 127.0.0.1),
+        // which a joiner with `{showAuth: true}` gets back.
         for options in [json!({"token": "good"}), json!({}), json!(null)] {
-            assert_eq!(TestRoom::<Echo>::auth(options, None), AuthDecision::Accept);
+            let AuthDecision::AcceptWith { auth, session_id: None } = TestRoom::<Echo>::auth(options, None)
+            else {
+                panic!("expected AcceptWith");
+            };
+            let mut room = TestRoom::<Echo>::create(()).unwrap();
+            room.join_with_auth("a", json!({"showAuth": true}), Payload::new(auth).value().unwrap()).unwrap();
+            assert_eq!(room.sent_to::<Json>("a", "auth"), [json!({"ip": "127.0.0.1"})]);
         }
     }
 

@@ -1,0 +1,82 @@
+//! The process registry in Redis, as hosts write it and the proxy (`odeon-proxy`) reads it.
+//!
+//! - `odeon:processes` ([`PROCESSES`]) is the set of process ids.
+//! - `odeon:process:<id>` ([`process_key`]) holds a [`ProcessInfo`] as JSON with a short TTL,
+//!   renewed every second by its host; a process whose entry expired is dead.
+//! - [`REGISTRY_EVENTS`] announces joins and leaves as [`RegistryEvent`] JSON, so followers react
+//!   at once; they still resync from the set and entries, since announcements can be missed.
+
+use serde::{Deserialize, Serialize};
+
+/// The set of registered process ids.
+pub const PROCESSES: &str = "odeon:processes";
+
+/// The pub/sub channel of [`RegistryEvent`]s.
+pub const REGISTRY_EVENTS: &str = "odeon:processes:events";
+
+/// The key of a process's entry.
+pub fn process_key(process_id: &str) -> String {
+    format!("odeon:process:{process_id}")
+}
+
+/// What the registry says about a live process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInfo {
+    /// Process id.
+    pub process_id: String,
+    /// Where clients reach it, if it advertises an address (the reservations' `publicAddress`).
+    pub address: Option<String>,
+    /// Where a proxy in front of the deployment reaches it (`host:port`), if it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Rooms it runs.
+    pub rooms: usize,
+    /// Clients connected to it.
+    pub clients: usize,
+}
+
+/// An announcement on [`REGISTRY_EVENTS`]: a process joined the registry (again) or left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum RegistryEvent {
+    /// The process's id was added to [`PROCESSES`].
+    #[serde(rename_all = "camelCase")]
+    Add {
+        /// Process id.
+        process_id: String,
+    },
+    /// The process left (graceful shutdown) or was swept as dead.
+    #[serde(rename_all = "camelCase")]
+    Remove {
+        /// Process id.
+        process_id: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_and_events_have_their_documented_json() {
+        let info = ProcessInfo {
+            process_id: "p1".into(),
+            address: None,
+            endpoint: Some("10.0.0.5:3001".into()),
+            rooms: 2,
+            clients: 7,
+        };
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"processId": "p1", "address": null, "endpoint": "10.0.0.5:3001", "rooms": 2, "clients": 7})
+        );
+        // Entries written before `endpoint` existed still parse.
+        let old: ProcessInfo =
+            serde_json::from_str(r#"{"processId":"p0","address":"h:1","rooms":0,"clients":0}"#).unwrap();
+        assert_eq!(old.endpoint, None);
+        let event = serde_json::to_string(&RegistryEvent::Remove { process_id: "p1".into() }).unwrap();
+        assert_eq!(event, r#"{"event":"remove","processId":"p1"}"#);
+    }
+}

@@ -65,9 +65,11 @@ schema:
 # Benchmarks (not part of `just test`), each against a baseline measured in the same run:
 # the arena workload against the real Colyseus 0.18 (server pinned to CPU 0, load generator to
 # CPU 1; Markdown to target/bench/BENCHMARKS-run.md, plot to target/bench/plot.svg), then the
-# guest-boundary and state-encoding micro-benchmarks. `just bench --quick` is a smoke run.
+# guest-boundary and state-encoding micro-benchmarks. `just bench --quick` is a smoke run. The
+# Markdown also has odeon-proxy against nginx in front of one host (`--workloads proxy` alone).
 bench *ARGS: plugins
-    cargo build --release -p odeon-host -p odeon-loadgen
+    bench/setup.sh
+    cargo build --release -p odeon-host -p odeon-loadgen -p odeon-proxy
     cd bench/colyseus-peer && if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi
     mkdir -p "{{target_dir}}/bench"
     "{{target_dir}}/release/odeon-bench" --out "{{target_dir}}/bench/BENCHMARKS-run.md" --svg "{{target_dir}}/bench/plot.svg" {{ARGS}}

@@ -134,7 +134,11 @@ describe("host limits on what one guest can make the host hold (--protocol 0.18)
 
     test("65 536 effects in one call are allowed; 65 537 dispose only that room", async (s) => {
         const { echo, f } = await victimAndBystander(s);
+        // W sees the broadcasts: the echo below goes only once their call is done, so batching
+        // cannot put it in the same call (65 536 + 1 effects would be over the cap).
+        const w = await s.join(sdk, "joinById", f.roomId, {}, { label: "W" });
         f.send("broadcasts", 65536);
+        await w.nextMsg("b", 10000);
         assert.deepEqual(await f.roundTrip("echo", "alive", 10000), "alive");
         f.send("broadcasts", 65537);
         await expectDisposed(f, echo, /65537 effects in one call, over the limit of 65536/);

@@ -44,6 +44,10 @@ pub struct Shared {
     pub echo: Histogram,
     /// How late sends in the measure window went out against their schedule.
     pub send_lateness: Histogram,
+    /// Colyseus PINGs per second per active client (the `--ping-hz` probe); 0: none.
+    pub ping_hz: f64,
+    /// Round trips of the probe's PINGs sent in the measure window.
+    pub ping_rtt: Histogram,
     /// Set during the measure window.
     pub measuring: AtomicBool,
 }
@@ -266,6 +270,12 @@ async fn steady(
     let mut schedule: Option<Schedule> = None;
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
+    // The PING probe: its own schedule, half a period away from the moves' phase, and at most
+    // one PING in flight (sent when, and whether in the window).
+    let mut probe: Option<Schedule> = None;
+    let probe_sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(probe_sleep);
+    let mut ping_out: Option<(Instant, bool)> = None;
     let mut applied = Applied::default();
     // A Go sent before this client got here still counts.
     let mut pending_phase = Some(*phase.borrow_and_update());
@@ -279,6 +289,13 @@ async fn steady(
                     let s = Schedule { base: t0 + offset, period, next: 0 };
                     sleep.as_mut().reset(s.due(0));
                     schedule = Some(s);
+                    if shared.ping_hz > 0.0 {
+                        let period = Duration::from_secs_f64(1.0 / shared.ping_hz);
+                        let offset = period.mul_f64((phase_fraction(slot) + 0.5).fract());
+                        let p = Schedule { base: t0 + offset, period, next: 0 };
+                        probe_sleep.as_mut().reset(p.due(0));
+                        probe = Some(p);
+                    }
                 }
                 _ => {}
             }
@@ -322,6 +339,24 @@ async fn steady(
                 s.next = k + 1;
                 sleep.as_mut().reset(s.due(s.next));
             }
+            () = &mut probe_sleep, if probe.is_some() => {
+                let Some(p) = probe.as_mut() else { continue };
+                if ping_out.is_some() {
+                    // Still unanswered a whole period later: skip rather than stack them up.
+                    Counters::bump(&counters.pings_skipped);
+                } else {
+                    ping_out = Some((Instant::now(), shared.measuring.load(Relaxed)));
+                    if ws.send(Message::Binary(Bytes::from_static(&wire::PING))).await.is_err() {
+                        Counters::bump(&counters.disconnects);
+                        return;
+                    }
+                    Counters::bump(&counters.pings_sent);
+                }
+                // The next slot after now: a late probe never bursts.
+                let behind = Instant::now().saturating_duration_since(p.base).as_secs_f64() / p.period.as_secs_f64();
+                p.next = (p.next + 1).max(behind.floor() as u64 + 1);
+                probe_sleep.as_mut().reset(p.due(p.next));
+            }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Binary(frame))) => {
                     Counters::bump(&counters.frames_received);
@@ -329,6 +364,14 @@ async fn steady(
                     let is_patch = match frame.first() {
                         Some(&code::ROOM_STATE_PATCH) => true,
                         Some(&code::ROOM_STATE) => false,
+                        Some(&code::PING) => {
+                            if let Some((at, in_window)) = ping_out.take()
+                                && in_window
+                            {
+                                shared.ping_rtt.record(at.elapsed());
+                            }
+                            continue;
+                        }
                         _ => continue,
                     };
                     if is_patch {
@@ -345,6 +388,8 @@ async fn steady(
                     Counters::bump(&counters.disconnects);
                     return;
                 }
+                // tungstenite queues the pong and sends it with the next read or write.
+                Some(Ok(Message::Ping(_))) => Counters::bump(&counters.ws_pings),
                 Some(Ok(_)) => {}
             },
         }

@@ -48,6 +48,14 @@ pub struct Options {
     /// The server's pid, for its CPU and RSS from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// A proxy's pid (a process between the clients and the server), for its CPU and RSS
+    /// over the same window; its CPU per frame counts every WebSocket frame it relayed.
+    #[arg(long)]
+    pub proxy_pid: Option<u32>,
+    /// Colyseus PINGs per second per active client, each answered by the server's connection
+    /// at once: the round trip of the path without the patch interval (0: no probe).
+    #[arg(long, default_value_t = 0.0)]
+    pub ping_hz: f64,
     /// Joins in flight at once.
     #[arg(long, default_value_t = 50)]
     pub join_concurrency: usize,
@@ -239,6 +247,7 @@ fn ws_config() -> WebSocketConfig {
 async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
     anyhow::ensure!(opts.rate_hz > 0.0 && opts.rate_hz <= 1000.0, "--rate-hz must be in (0, 1000]");
     anyhow::ensure!(opts.measure_secs > 0.0, "--measure-secs must be positive");
+    anyhow::ensure!((0.0..=100.0).contains(&opts.ping_hz), "--ping-hz must be in [0, 100]");
     anyhow::ensure!(opts.join_concurrency > 0, "--join-concurrency must be positive");
     anyhow::ensure!(opts.source_addrs <= 253, "--source-addrs must be at most 253 (127.0.0.2 … 127.0.0.254)");
     let endpoint = Endpoint::parse(&opts.endpoint)?;
@@ -254,6 +263,8 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         counters: Counters::default(),
         echo: metrics::Histogram::default(),
         send_lateness: metrics::Histogram::default(),
+        ping_hz: opts.ping_hz,
+        ping_rtt: metrics::Histogram::default(),
         measuring: Default::default(),
     });
     let (phase_tx, _) = watch::channel(Phase::Joining);
@@ -277,7 +288,9 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
     tokio::time::sleep_until(go + Duration::from_secs_f64(opts.warmup_secs)).await;
 
     let server = opts.server_pid.map(Pid::Id);
+    let proxy = opts.proxy_pid.map(Pid::Id);
     let start_server = server.map(Sample::take);
+    let start_proxy = proxy.map(Sample::take);
     let start_self = Sample::take(Pid::SelfProcess);
     let start_machine = proc::machine_busy();
     let start_counts = shared.counters.snapshot();
@@ -290,7 +303,9 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
     let end_self = Sample::take(Pid::SelfProcess);
     let end_machine = proc::machine_busy();
     let end_server = server.map(Sample::take);
+    let end_proxy = proxy.map(Sample::take);
     let server_rss_kib = server.and_then(proc::rss_kib);
+    let proxy_rss_kib = proxy.and_then(proc::rss_kib);
     let loadgen_rss_kib = proc::rss_kib(Pid::SelfProcess);
     // Echoes of the window's last moves arrive within a patch interval or two.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -315,7 +330,19 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         (Some(a), Some(b)) => a.sys_until(b),
         _ => None,
     };
-    let frames = d.moves_sent + d.frames_received;
+    let frames = d.frames_in() + d.frames_received;
+    let ws_frames = d.ws_frames();
+    let proxy_cpu = match (&start_proxy, &end_proxy) {
+        (Some(a), Some(b)) => a.cpu_until(b),
+        _ => None,
+    };
+    let proxy_sys = match (&start_proxy, &end_proxy) {
+        (Some(a), Some(b)) => a.sys_until(b),
+        _ => None,
+    };
+    let per_ws_frame = |cpu: Option<Duration>| {
+        cpu.filter(|_| ws_frames > 0).map(|cpu| round2(cpu.as_secs_f64() * 1e6 / ws_frames as f64))
+    };
     let loadgen_cpu_pct = start_self.cpu_pct_until(&end_self).map(round2);
     let loadgen_limited = loadgen_cpu_pct.is_some_and(|p| p > 90.0 * workers as f64);
     if loadgen_limited {
@@ -331,7 +358,7 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
     };
     let self_cpu = start_self.cpu_until(&end_self);
     let other_cpu_pct = machine_cpu_pct.map(|m| {
-        let ours = self_cpu.map_or(0.0, pct) + server_cpu.map_or(0.0, pct);
+        let ours = self_cpu.map_or(0.0, pct) + server_cpu.map_or(0.0, pct) + proxy_cpu.map_or(0.0, pct);
         round2((m - ours).max(0.0))
     });
     if other_cpu_pct.is_some_and(|o| o > 20.0) {
@@ -377,9 +404,13 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         echo_missed: window_moves.saturating_sub(echo_count),
         patches_per_active_client_per_sec: per_client(d.patches_active, joined_active),
         patches_per_idle_client_per_sec: per_client(d.patches_idle, joined_idle),
-        frames_in_per_sec: per_sec(d.moves_sent),
+        frames_in_per_sec: per_sec(d.frames_in()),
         frames_out_per_sec: per_sec(d.frames_received),
         bytes_out_per_sec: per_sec(d.bytes_received),
+        ws_frames_per_sec: per_sec(ws_frames),
+        ping_hz: opts.ping_hz,
+        ping_rtt_ms: shared.ping_rtt.quantiles_ms(),
+        pings_skipped: d.pings_skipped,
         server_pid: opts.server_pid,
         server_cpu_pct: match (&start_server, &end_server) {
             (Some(a), Some(b)) => a.cpu_pct_until(b).map(round2),
@@ -392,6 +423,18 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         server_sys_us_per_frame: server_sys
             .filter(|_| frames > 0)
             .map(|cpu| round2(cpu.as_secs_f64() * 1e6 / frames as f64)),
+        proxy_pid: opts.proxy_pid,
+        proxy_cpu_pct: match (&start_proxy, &end_proxy) {
+            (Some(a), Some(b)) => a.cpu_pct_until(b).map(round2),
+            _ => None,
+        },
+        proxy_rss_kib,
+        proxy_cpu_us_per_frame: per_ws_frame(proxy_cpu),
+        proxy_sys_us_per_frame: per_ws_frame(proxy_sys),
+        proxy_wait_pct: match (&start_proxy, &end_proxy) {
+            (Some(a), Some(b)) => a.wait_pct_until(b).map(round2),
+            _ => None,
+        },
         loadgen_cpu_pct,
         loadgen_rss_kib,
         send_late_ms,
@@ -413,6 +456,11 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         && summary.server_cpu_pct.is_none()
     {
         eprintln!("odeon-loadgen: warning: could not read /proc/{pid} (did the server exit?)");
+    }
+    if let Some(pid) = opts.proxy_pid
+        && summary.proxy_cpu_pct.is_none()
+    {
+        eprintln!("odeon-loadgen: warning: could not read /proc/{pid} (did the proxy exit?)");
     }
     Ok(summary)
 }

@@ -47,12 +47,25 @@ pub struct Summary {
     pub patches_per_active_client_per_sec: Option<f64>,
     /// ROOM_STATE_PATCH frames per idle client per second (should be ~0).
     pub patches_per_idle_client_per_sec: Option<f64>,
-    /// Frames into the server (moves) per second.
+    /// Frames into the server (moves, and PINGs of the `--ping-hz` probe) per second.
     pub frames_in_per_sec: f64,
     /// Frames out of the server (every binary frame received) per second.
     pub frames_out_per_sec: f64,
     /// Bytes of binary frames received per second.
     pub bytes_out_per_sec: f64,
+    /// Every WebSocket frame on the clients' sockets per second, both ways (frames in, frames
+    /// out, and WebSocket pings with their pongs): what a proxy in the path relays.
+    #[serde(default)]
+    pub ws_frames_per_sec: f64,
+    /// Colyseus PINGs per active client per second (`--ping-hz`; 0: no probe).
+    #[serde(default)]
+    pub ping_hz: f64,
+    /// Round trip of a probe PING sent in the window to its answer, ms.
+    #[serde(default)]
+    pub ping_rtt_ms: Option<Quantiles>,
+    /// Probe slots skipped because the previous PING was unanswered a period later (window).
+    #[serde(default)]
+    pub pings_skipped: u64,
     /// The server's pid, if given.
     pub server_pid: Option<u32>,
     /// Server CPU over the window, % of one core.
@@ -64,6 +77,24 @@ pub struct Summary {
     /// The kernel's part of it (stime): the TCP path both servers share, µs.
     #[serde(default)]
     pub server_sys_us_per_frame: Option<f64>,
+    /// The proxy's pid, if given (`--proxy-pid`).
+    #[serde(default)]
+    pub proxy_pid: Option<u32>,
+    /// Proxy CPU over the window, % of one core.
+    #[serde(default)]
+    pub proxy_cpu_pct: Option<f64>,
+    /// Proxy VmRSS at the end of the window, KiB.
+    #[serde(default)]
+    pub proxy_rss_kib: Option<u64>,
+    /// Proxy CPU time per WebSocket frame relayed (both ways, see `ws_frames_per_sec`), µs.
+    #[serde(default)]
+    pub proxy_cpu_us_per_frame: Option<f64>,
+    /// The kernel's part of it (stime), µs.
+    #[serde(default)]
+    pub proxy_sys_us_per_frame: Option<f64>,
+    /// Time the proxy's threads were runnable but waiting for a CPU, % of the window.
+    #[serde(default)]
+    pub proxy_wait_pct: Option<f64>,
     /// The loadgen's own CPU over the window, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
     /// The loadgen's VmRSS at the end of the window, KiB.

@@ -6,6 +6,10 @@ pub use odeon_protocol::frame::code;
 /// The JOIN_ROOM acknowledgement a client sends back.
 pub const JOIN_ACK: [u8; 1] = [code::JOIN_ROOM];
 
+/// A Colyseus PING (0.17+): the server's connection answers it at once with the same frame,
+/// without involving the room, so its round trip is the path's own latency.
+pub const PING: [u8; 1] = [code::PING];
+
 /// Length of a `move` frame from [`move_frame`].
 pub const MOVE_FRAME_LEN: usize = 29;
 

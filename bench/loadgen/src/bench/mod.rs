@@ -4,13 +4,19 @@
 //! it starts a fresh server pinned to CPU 0, measures its empty RSS, runs `odeon-loadgen` pinned
 //! to CPU 1 against it, and stops it. Results go to a Markdown section (stdout and `--out`) and
 //! an SVG plot (`--svg`); raw JSON summaries and server logs stay in the results directory.
+//!
+//! Then the proxy workload ([`proxy`]): one Odeon host reached directly, through `odeon-proxy`
+//! and through nginx, reported in a section of its own ([`proxy_report`]).
 
+pub mod nginx;
+pub mod proxy;
+pub mod proxy_report;
 pub mod report;
 pub mod server;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -28,6 +34,10 @@ pub struct Args {
     /// Smoke run: 100 clients, 1 s warm-up, 3 s window (the pipeline in under a minute per server).
     #[arg(long)]
     pub quick: bool,
+    /// Workload groups to run, in this order: `active`, `idle`, `mixed` (Odeon against
+    /// Colyseus) and `proxy` (odeon-proxy against nginx in front of one host).
+    #[arg(long, value_delimiter = ',', default_value = "active,idle,mixed,proxy")]
+    pub workloads: Vec<String>,
     /// Also write the Markdown section to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -73,6 +83,26 @@ pub struct Args {
     /// Where raw JSON summaries and server logs go [default: $CARGO_TARGET_DIR/bench-results/<time>].
     #[arg(long)]
     pub results_dir: Option<PathBuf>,
+    /// Active clients of the proxy workload [default: 500; quick: 100].
+    #[arg(long)]
+    pub proxy_clients: Option<u32>,
+    /// Variants of the proxy workload, in this order.
+    #[arg(long, value_delimiter = ',', default_value = "direct,odeon-proxy,nginx")]
+    pub proxy_variants: Vec<String>,
+    /// Colyseus PINGs per client per second in the proxy workload: the round trip without the
+    /// patch interval.
+    #[arg(long, default_value_t = 1.0)]
+    pub proxy_ping_hz: f64,
+    /// The odeon-proxy binary [default: $CARGO_TARGET_DIR/release/odeon-proxy; with --quick the
+    /// debug build if there is no release build].
+    #[arg(long)]
+    pub proxy_bin: Option<PathBuf>,
+    /// nginx [default: `nginx` on PATH, or /usr/sbin/nginx; without it that variant is skipped].
+    #[arg(long)]
+    pub nginx_bin: Option<PathBuf>,
+    /// redis-server for the proxy workload [default: $ODEON_REDIS_SERVER, or `redis-server` on PATH].
+    #[arg(long)]
+    pub redis_server: Option<PathBuf>,
 }
 
 /// What one run measures.
@@ -155,6 +185,8 @@ pub struct Plan {
     pub results_dir: PathBuf,
     /// Whether this is a --quick smoke run.
     pub quick: bool,
+    /// The proxy workload, if selected (`Err`: why it cannot run).
+    pub proxy: Option<Result<proxy::ProxyPlan, String>>,
 }
 
 /// The binary's entry point.
@@ -196,13 +228,32 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     let repo = repo.canonicalize().with_context(|| format!("repository root {}", repo.display()))?;
     let target = target_dir(&repo);
     let q = args.quick;
+    let mut groups = Vec::new();
+    for g in &args.workloads {
+        match g.as_str() {
+            "active" | "idle" | "mixed" | "proxy" => {
+                if !groups.contains(&g.as_str()) {
+                    groups.push(g.as_str());
+                }
+            }
+            other => bail!("unknown workload group {other:?} (active, idle, mixed, proxy)"),
+        }
+    }
     let sizes = args.sizes.clone().unwrap_or(if q { vec![100] } else { vec![500, 1000, 2000] });
     let idle = args.idle.clone().unwrap_or(if q { vec![100] } else { vec![5000, 10000, 17000] });
     let mixed_active = args.mixed_active.unwrap_or(if q { 100 } else { 2000 });
-    let mut workloads: Vec<Workload> = sizes.iter().map(|&n| Workload::Active(n)).collect();
-    workloads.extend(idle.iter().map(|&k| Workload::Idle(k)));
-    workloads.extend(idle.iter().map(|&k| Workload::Mixed { idle: k, active: mixed_active }));
-    if let Some(k) = idle.iter().find(|k| *k % 50 != 0) {
+    let mut workloads: Vec<Workload> = Vec::new();
+    if groups.contains(&"active") {
+        workloads.extend(sizes.iter().map(|&n| Workload::Active(n)));
+    }
+    if groups.contains(&"idle") {
+        workloads.extend(idle.iter().map(|&k| Workload::Idle(k)));
+    }
+    if groups.contains(&"mixed") {
+        workloads.extend(idle.iter().map(|&k| Workload::Mixed { idle: k, active: mixed_active }));
+    }
+    let idle_selected = groups.contains(&"idle") || groups.contains(&"mixed");
+    if let Some(k) = idle.iter().find(|k| *k % 50 != 0).filter(|_| idle_selected) {
         eprintln!(
             "odeon-bench: warning: {k} idle clients is not a multiple of 50; some idle clients will share rooms with active ones"
         );
@@ -210,51 +261,11 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
 
     let mut servers = Vec::new();
     let mut skipped = Vec::new();
-    for name in &args.servers {
+    // The server comparison's servers; none when only the proxy workload runs.
+    let server_names = if workloads.is_empty() { &[][..] } else { &args.servers[..] };
+    for name in server_names {
         match name.as_str() {
-            "odeon" => {
-                let host = match &args.host_bin {
-                    Some(h) => h.clone(),
-                    None => {
-                        let release = target.join("release/odeon-host");
-                        let debug = target.join("debug/odeon-host");
-                        if !release.exists() && q && debug.exists() {
-                            eprintln!(
-                                "odeon-bench: no release host; --quick uses the debug build {}",
-                                debug.display()
-                            );
-                            debug
-                        } else {
-                            release
-                        }
-                    }
-                };
-                if !host.exists() {
-                    bail!("no Odeon host at {} (cargo build --release -p odeon-host)", host.display());
-                }
-                let plugins = match &args.plugins {
-                    Some(dir) => dir.clone(),
-                    None => arena_only(&target)?,
-                };
-                if !plugins.join("arena.wasm").exists() {
-                    bail!("no arena plugin in {} (just plugins)", plugins.display());
-                }
-                servers.push(server::Spec {
-                    kind: Kind::Odeon,
-                    program: host,
-                    // Every simulated client comes from 127.0.0.1: no per-address limits.
-                    args: vec![
-                        "--plugins".into(),
-                        plugins.into(),
-                        "--no-watch".into(),
-                        "--matchmake-rate".into(),
-                        "0".into(),
-                        "--room-creates-per-min".into(),
-                        "0".into(),
-                    ],
-                    cwd: repo.clone(),
-                });
-            }
+            "odeon" => servers.push(odeon_spec(args, &target, &repo)?),
             "colyseus" => {
                 let peer = repo.join("bench/colyseus-peer");
                 if !peer.join("node_modules").is_dir() {
@@ -276,8 +287,24 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
             other => bail!("unknown server {other:?} (odeon, colyseus)"),
         }
     }
-    if servers.is_empty() {
+    if !workloads.is_empty() && servers.is_empty() {
         bail!("no server to run");
+    }
+    let proxy = if groups.contains(&"proxy") {
+        let host = match servers.iter().find(|s| s.kind == Kind::Odeon) {
+            Some(spec) => spec.clone(),
+            None => odeon_spec(args, &target, &repo)?,
+        };
+        let p = proxy::plan(args, &target, host)?;
+        if let Err(why) = &p {
+            eprintln!("odeon-bench: skipping the proxy workload: {why}");
+        }
+        Some(p)
+    } else {
+        None
+    };
+    if workloads.is_empty() && !proxy.as_ref().is_some_and(|p| p.is_ok()) {
+        bail!("nothing to run");
     }
 
     let loadgen = match &args.loadgen {
@@ -311,6 +338,49 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         loadgen,
         results_dir,
         quick: q,
+        proxy,
+    })
+}
+
+/// How the bench runs the Odeon host (without its port).
+fn odeon_spec(args: &Args, target: &Path, repo: &Path) -> anyhow::Result<server::Spec> {
+    let host = match &args.host_bin {
+        Some(h) => h.clone(),
+        None => {
+            let release = target.join("release/odeon-host");
+            let debug = target.join("debug/odeon-host");
+            if !release.exists() && args.quick && debug.exists() {
+                eprintln!("odeon-bench: no release host; --quick uses the debug build {}", debug.display());
+                debug
+            } else {
+                release
+            }
+        }
+    };
+    if !host.exists() {
+        bail!("no Odeon host at {} (cargo build --release -p odeon-host)", host.display());
+    }
+    let plugins = match &args.plugins {
+        Some(dir) => dir.clone(),
+        None => arena_only(target)?,
+    };
+    if !plugins.join("arena.wasm").exists() {
+        bail!("no arena plugin in {} (just plugins)", plugins.display());
+    }
+    Ok(server::Spec {
+        kind: Kind::Odeon,
+        program: host,
+        // Every simulated client comes from 127.0.0.1: no per-address limits.
+        args: vec![
+            "--plugins".into(),
+            plugins.into(),
+            "--no-watch".into(),
+            "--matchmake-rate".into(),
+            "0".into(),
+            "--room-creates-per-min".into(),
+            "0".into(),
+        ],
+        cwd: repo.to_owned(),
     })
 }
 
@@ -347,20 +417,41 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             records.push(record);
         }
     }
+    let proxy_records = match &plan.proxy {
+        Some(Ok(pp)) => proxy::run_all(&plan, pp),
+        _ => Vec::new(),
+    };
     let meta =
         report::Meta::collect(&plan, std::env::args().collect::<Vec<_>>().join(" "), started.elapsed());
-    let markdown = report::markdown(&plan, &meta, &records);
+    let mut markdown = String::new();
+    if !plan.workloads.is_empty() {
+        markdown.push_str(&report::markdown(&plan, &meta, &records));
+    }
+    if let Some(pp) = &plan.proxy {
+        if !markdown.is_empty() {
+            markdown.push('\n');
+        }
+        markdown.push_str(&proxy_report::markdown(&plan, &meta, pp.as_ref(), &proxy_records));
+    }
     print!("{markdown}");
     if let Some(out) = &args.out {
         std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("odeon-bench: wrote {}", out.display());
     }
-    if let Some(path) = &args.svg {
-        std::fs::write(path, svg::plot(&records)).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("odeon-bench: wrote {}", path.display());
+    match &args.svg {
+        // A proxy-only run has nothing to plot; an earlier plot is left as it is.
+        Some(path) if records.is_empty() => {
+            eprintln!("odeon-bench: no server workload ran; {} not written", path.display())
+        }
+        Some(path) => {
+            std::fs::write(path, svg::plot(&records))
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("odeon-bench: wrote {}", path.display());
+        }
+        None => {}
     }
     eprintln!("odeon-bench: raw results and logs in {}", plan.results_dir.display());
-    Ok(records.iter().all(|r| r.error.is_none()))
+    Ok(records.iter().all(|r| r.error.is_none()) && proxy_records.iter().all(|r| r.error.is_none()))
 }
 
 fn run_one(plan: &Plan, spec: &server::Spec, workload: Workload) -> RunRecord {
@@ -379,6 +470,57 @@ fn run_one(plan: &Plan, spec: &server::Spec, workload: Workload) -> RunRecord {
         record.error = Some(format!("{e:#}"));
     }
     record
+}
+
+/// The loadgen's command line as a shell would show it (for the report).
+fn loadgen_command_line(plan: &Plan, cpu: Option<&str>, args: &[String]) -> String {
+    format!(
+        "{}{} {}",
+        cpu.map(|c| format!("taskset -c {c} ")).unwrap_or_default(),
+        plan.loadgen.display(),
+        args.join(" ")
+    )
+}
+
+/// Runs the loadgen with `args`, pinned to `cpu` if given, to its end (it bounds itself; a
+/// backstop kills it); `json` is its `--json` file, removed first.
+fn run_loadgen(plan: &Plan, cpu: Option<&str>, args: &[String], json: &Path) -> anyhow::Result<ExitStatus> {
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu]).arg(&plan.loadgen);
+            c
+        }
+        None => Command::new(&plan.loadgen),
+    };
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    sys::die_with_parent(&mut cmd);
+    let _ = std::fs::remove_file(json);
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", plan.loadgen.display()))?;
+    // The loadgen bounds itself; this is the backstop (its default join phase + window + slack).
+    let deadline =
+        Instant::now() + Duration::from_secs_f64(240.0 + 30.0 + plan.warmup_secs + plan.measure_secs + 120.0);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("loadgen did not finish in time (killed)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The loadgen's summary from its `--json` file, if it wrote one.
+fn read_summary(json: &Path) -> anyhow::Result<Option<Summary>> {
+    match std::fs::read_to_string(json) {
+        Ok(text) => {
+            Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?))
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 fn run_one_inner(
@@ -402,14 +544,6 @@ fn run_one_inner(
 
     let (active, idle) = workload.clients();
     let json = plan.results_dir.join(format!("{name}.json"));
-    let mut cmd = match loadgen_cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu]).arg(&plan.loadgen);
-            c
-        }
-        None => Command::new(&plan.loadgen),
-    };
     let loadgen_args: Vec<String> = vec![
         "--endpoint".into(),
         format!("http://127.0.0.1:{port}"),
@@ -432,36 +566,11 @@ fn run_one_inner(
         "--json".into(),
         json.display().to_string(),
     ];
-    cmd.args(&loadgen_args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
-    sys::die_with_parent(&mut cmd);
-    record.loadgen_cmd = format!(
-        "{}{} {}",
-        loadgen_cpu.map(|c| format!("taskset -c {c} ")).unwrap_or_default(),
-        plan.loadgen.display(),
-        loadgen_args.join(" ")
-    );
-    let _ = std::fs::remove_file(&json);
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", plan.loadgen.display()))?;
-    // The loadgen bounds itself; this is the backstop (its default join phase + window + slack).
-    let deadline =
-        Instant::now() + Duration::from_secs_f64(240.0 + 30.0 + plan.warmup_secs + plan.measure_secs + 120.0);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("loadgen did not finish in time (killed)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    record.loadgen_cmd = loadgen_command_line(plan, loadgen_cpu, &loadgen_args);
+    let status = run_loadgen(plan, loadgen_cpu, &loadgen_args, &json)?;
     let server_died = running.exited();
     running.stop();
-    if let Ok(text) = std::fs::read_to_string(&json) {
-        record.summary =
-            Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?);
-    }
+    record.summary = read_summary(&json)?;
     if server_died {
         bail!("the server exited during the run; log {}:\n{}", log.display(), server::log_tail(&log));
     }

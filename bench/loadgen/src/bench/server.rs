@@ -95,43 +95,88 @@ pub struct Running {
 /// Starts `spec` on `port`, pinned to `cpu` if given, with only PATH and HOME from the
 /// environment, stdout and stderr into `log`; returns once it answers (or fails).
 pub fn start(spec: &Spec, port: u16, cpu: Option<&str>, log: &Path) -> anyhow::Result<Running> {
-    let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let mut cmd = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu]).arg(&spec.program);
-            c
-        }
-        None => Command::new(&spec.program),
+    let env = match spec.kind {
+        Kind::Colyseus => vec![("PORT", port.to_string())],
+        Kind::Odeon => Vec::new(),
     };
-    cmd.args(spec.args_for(port)).current_dir(&spec.cwd).env_clear();
-    for key in ["PATH", "HOME"] {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
-    if spec.kind == Kind::Colyseus {
-        cmd.env("PORT", port.to_string());
-    }
-    cmd.stdin(Stdio::null()).stderr(log_file.try_clone()?);
-    let listening = Arc::new(AtomicBool::new(false));
-    match spec.kind {
-        Kind::Odeon => cmd.stdout(log_file),
-        Kind::Colyseus => cmd.stdout(Stdio::piped()),
+    let launch = Launch {
+        program: &spec.program,
+        args: spec.args_for(port),
+        cwd: &spec.cwd,
+        env,
+        cpu,
+        log,
+        watch_stdout: spec.kind == Kind::Colyseus,
     };
-    cmd.process_group(0);
-    sys::die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", spec.program.display()))?;
-    let pid = child.id();
-    if let Some(out) = child.stdout.take() {
-        let flag = listening.clone();
-        let mut log_file = log_file_for_append(log)?;
-        std::thread::spawn(move || copy_watching(out, &mut log_file, &flag));
-    }
-    let running =
-        Running { child, pid, port, log: log.to_owned(), command_line: spec.command_line(port, cpu) };
-    running.wait_ready(spec.kind, &listening)?;
+    let (running, listening) = launch.spawn(port, spec.command_line(port, cpu))?;
+    // A debug host compiles every plugin at start-up; allow for it.
+    running.wait_until(spec.kind.name(), Duration::from_secs(90), || match spec.kind {
+        Kind::Odeon => http_ok(port, "/odeon/health"),
+        Kind::Colyseus => listening.load(Ordering::SeqCst) || port_accepts(port),
+    })?;
     Ok(running)
+}
+
+/// How to start one program under test (a server, redis-server, a proxy): pinned to `cpu` if
+/// given, in its own process group, with only PATH and HOME (and `env`) from the environment,
+/// stdout and stderr into `log`.
+pub struct Launch<'a> {
+    /// The program.
+    pub program: &'a Path,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Working directory.
+    pub cwd: &'a Path,
+    /// Variables set besides PATH and HOME.
+    pub env: Vec<(&'static str, String)>,
+    /// CPU list for `taskset -c`.
+    pub cpu: Option<&'a str>,
+    /// Where stdout and stderr go.
+    pub log: &'a Path,
+    /// Copy stdout through a pipe, raising the returned flag at a line containing `listening`.
+    pub watch_stdout: bool,
+}
+
+impl Launch<'_> {
+    /// Spawns the program; `port` and `command_line` are recorded in the guard. The guard kills
+    /// the process group on drop.
+    pub fn spawn(&self, port: u16, command_line: String) -> anyhow::Result<(Running, Arc<AtomicBool>)> {
+        let log_file = File::create(self.log).with_context(|| format!("creating {}", self.log.display()))?;
+        let mut cmd = match self.cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpu]).arg(self.program);
+                c
+            }
+            None => Command::new(self.program),
+        };
+        cmd.args(&self.args).current_dir(self.cwd).env_clear();
+        for key in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        cmd.stdin(Stdio::null()).stderr(log_file.try_clone()?);
+        let listening = Arc::new(AtomicBool::new(false));
+        if self.watch_stdout {
+            cmd.stdout(Stdio::piped());
+        } else {
+            cmd.stdout(log_file);
+        }
+        cmd.process_group(0);
+        sys::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", self.program.display()))?;
+        let pid = child.id();
+        if let Some(out) = child.stdout.take() {
+            let flag = listening.clone();
+            let mut log_file = log_file_for_append(self.log)?;
+            std::thread::spawn(move || copy_watching(out, &mut log_file, &flag));
+        }
+        Ok((Running { child, pid, port, log: self.log.to_owned(), command_line }, listening))
+    }
 }
 
 fn log_file_for_append(log: &Path) -> anyhow::Result<File> {
@@ -157,22 +202,40 @@ fn copy_watching(out: impl Read, log: &mut File, flag: &AtomicBool) {
 }
 
 /// `GET path` on 127.0.0.1:port; whether it answered 200.
-fn http_ok(port: u16, path: &str) -> bool {
+pub fn http_ok(port: u16, path: &str) -> bool {
+    http_get(port, path).is_some_and(|(status, _)| status == 200)
+}
+
+/// `GET path` on 127.0.0.1:port with `Connection: close`: the status and the body (the bytes
+/// after the head; small bodies only, read until the server closes, within 2 s).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else { return false };
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    // A timeout or reset after some bytes still leaves what arrived.
+    let _ = s.take(64 * 1024).read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Some((status, body))
 }
 
-fn port_accepts(port: u16) -> bool {
+/// Whether 127.0.0.1:port accepts a TCP connection.
+pub fn port_accepts(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// Whether process `pid` is gone: no longer in /proc, or a zombie.
+pub fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
 }
 
 /// The last lines of a log, for error messages.
@@ -183,30 +246,27 @@ pub fn log_tail(log: &Path) -> String {
 }
 
 impl Running {
-    fn wait_ready(&self, kind: Kind, listening: &AtomicBool) -> anyhow::Result<()> {
-        // A debug host compiles every plugin at start-up; allow for it.
-        let deadline = Instant::now() + Duration::from_secs(90);
+    /// Polls `ready` every 100 ms until it holds; fails if the process exits first or `within`
+    /// passes.
+    pub fn wait_until(
+        &self,
+        name: &str,
+        within: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if self.exited() {
-                bail!(
-                    "{} exited during start-up; log {}:\n{}",
-                    kind.name(),
-                    self.log.display(),
-                    log_tail(&self.log)
-                );
+                bail!("{name} exited during start-up; log {}:\n{}", self.log.display(), log_tail(&self.log));
             }
-            let ready = match kind {
-                Kind::Odeon => http_ok(self.port, "/odeon/health"),
-                Kind::Colyseus => listening.load(Ordering::SeqCst) || port_accepts(self.port),
-            };
-            if ready {
+            if ready() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!(
-            "{} did not answer within 90 s; log {}:\n{}",
-            kind.name(),
+            "{name} was not ready within {} s; log {}:\n{}",
+            within.as_secs(),
             self.log.display(),
             log_tail(&self.log)
         )
@@ -215,10 +275,7 @@ impl Running {
     /// Whether the process has exited (and is reaped).
     pub fn exited(&self) -> bool {
         // try_wait needs &mut; /proc tells the same without reaping.
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-            Err(_) => true,
-        }
+        gone(self.pid)
     }
 
     /// Stops the process group: SIGTERM, up to 5 s, then SIGKILL. The leader is reaped only

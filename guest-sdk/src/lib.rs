@@ -5,7 +5,8 @@
 //! ([`odeon_protocol::abi`]), so room authors never write `unsafe`, `extern` or pointers:
 //!
 //! - [`Room`]: the lifecycle hooks (create, auth, join, leave, drop, reconnect, messages, ticks,
-//!   timers, dispose), mirroring Colyseus 0.17.
+//!   timers, dispose), mirroring Colyseus 0.17, and 0.18's requests ([`Answer`]) and inputs on a
+//!   fixed timestep ([`Inputs`], [`Step`]).
 //! - [`Ctx`]: what a hook may do. Every action is queued as an effect and carried out by the host
 //!   after the hook returns.
 //! - [`Payload`] and [`Message`]: MessagePack from clients, decoded on demand with serde.
@@ -57,6 +58,7 @@ mod message;
 mod payload;
 pub mod prelude;
 mod presence;
+mod request;
 mod room;
 #[doc(hidden)]
 pub mod rt;
@@ -90,6 +92,7 @@ pub use odeon_schema as schema;
 pub use odeon_schema::{ArraySchema, MapSchema, Schema, Shared, StateEncoder};
 pub use payload::{Payload, PayloadError};
 pub use presence::{IntoKey, KeyExt, OpId, Presence, PresenceValueExt};
+pub use request::{Answer, Inputs, Step};
 pub use rmpv::Value;
 pub use room::{Auth, AuthContext, Client, Room, RoomError};
 pub use state::SyncedState;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::request::{Answer, Inputs, Step};
 use crate::state::SyncedState;
 use crate::{Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, PresenceValue, TimerId, Value};
 
@@ -99,6 +100,27 @@ pub trait Room: Sized + 'static {
     /// A client sent a message.
     fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
         let _ = (ctx, client, message);
+    }
+
+    /// A client sent a request (`room.request(type, payload)` or `room.send(type, payload,
+    /// callback)`, @colyseus/sdk 0.18); the answer goes back at once. The default has no
+    /// handler for any type ([`Answer::NoHandler`]). A handler that acts like a message handler
+    /// and has nothing to return answers [`Answer::empty`] after its side effects:
+    /// `self.on_message(ctx, client, request); Answer::empty()`.
+    fn on_request(&mut self, ctx: &mut Ctx, client: &Client, request: Message) -> Answer {
+        let _ = (ctx, client, request);
+        Answer::NoHandler
+    }
+
+    /// The room's inputs (0.18 `room.input()`), if it takes any: their type and the fixed
+    /// timestep of [`Room::on_step`]. Called once, at creation.
+    fn inputs() -> Option<Inputs> {
+        None
+    }
+
+    /// A fixed-timestep step of a room with [`Room::inputs`], with at most one input per client.
+    fn on_step(&mut self, ctx: &mut Ctx, step: Step) {
+        let _ = (ctx, step);
     }
 
     /// A client sent a bytes message (`sendBytes`).

@@ -124,6 +124,9 @@ impl<R: Room> Runtime<R> {
                     let (reflection_v4, reflection_v5) = (state.reflection_v4(), state.reflection_v5());
                     self.ctx.push_effect(Effect::SetSerializer { reflection_v4, reflection_v5 });
                 }
+                if let Some(inputs) = R::inputs() {
+                    self.ctx.push_effect(Effect::SetInputs(inputs.into_decl()));
+                }
                 self.room = Some(room);
                 self.phase = Phase::Live;
             }
@@ -184,6 +187,11 @@ fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, event: Event) {
             room.on_bytes(ctx, &Client::new(session_id), kind, &payload);
         }
         Event::Tick { dt_ms } => room.on_tick(ctx, dt_ms),
+        Event::Request { session_id, request_id, kind, payload } => {
+            let message = Message { kind, payload: Payload::new(payload) };
+            crate::request::answer(room, ctx, session_id, request_id, message);
+        }
+        Event::Step { dt_ms, inputs } => room.on_step(ctx, crate::request::Step::new(dt_ms, inputs)),
         Event::Timer { id } => {
             if ctx.fire_timer(id) {
                 room.on_timer(ctx, TimerId::new(id));
@@ -232,6 +240,8 @@ fn event_name(event: &Event) -> &'static str {
         Event::PresenceResult { .. } => "PresenceResult",
         Event::PresenceMessage { .. } => "PresenceMessage",
         Event::Rooms { .. } => "Rooms",
+        Event::Request { .. } => "Request",
+        Event::Step { .. } => "Step",
         Event::FullState => "FullState",
         Event::Patch => "Patch",
     }

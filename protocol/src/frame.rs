@@ -24,6 +24,24 @@ pub mod code {
     pub const ROOM_DATA_BYTES: u8 = 17;
     /// Application ping (0.17+).
     pub const PING: u8 = 18;
+    /// Client: one input of a room with inputs (0.18).
+    pub const ROOM_INPUT_RELIABLE: u8 = 19;
+    /// Client: the last few inputs, for unreliable transports (0.18).
+    pub const ROOM_INPUT_UNRELIABLE: u8 = 20;
+    /// Client: a request expecting one ROOM_RESPONSE (0.18).
+    pub const ROOM_REQUEST: u8 = 21;
+    /// Server: the answer to a ROOM_REQUEST (0.18).
+    pub const ROOM_RESPONSE: u8 = 22;
+}
+
+/// ROOM_RESPONSE statuses.
+pub mod status {
+    /// The handler answered.
+    pub const OK: u8 = 0;
+    /// The handler refused on purpose, with a reason.
+    pub const REJECTED: u8 = 1;
+    /// The handler failed, or there is none: `{name, message, code?}`.
+    pub const ERROR: u8 = 2;
 }
 
 /// WebSocket close codes Colyseus uses.
@@ -67,6 +85,25 @@ pub enum ClientFrame<'a> {
     },
     /// `[18]`.
     Ping,
+    /// `[21]` (0.18): a request; `payload` is MessagePack, empty if none.
+    Request {
+        /// The client's request id, echoed in the response.
+        id: f64,
+        /// The request type (`"undefined"` when the client sent none).
+        kind: MessageType,
+        /// The raw payload.
+        payload: &'a [u8],
+    },
+    /// `[19]` (0.18): one input, its delta (see `input::apply_delta`).
+    Input {
+        /// The delta.
+        delta: &'a [u8],
+    },
+    /// `[20]` (0.18): the last inputs (see `input::unreliable_slots`).
+    InputUnreliable {
+        /// Base seq and slots.
+        body: &'a [u8],
+    },
     /// A code this server does not handle; Colyseus ignores these.
     Unknown(u8),
 }
@@ -103,6 +140,24 @@ pub fn parse_client(bytes: &[u8], profile: Profile) -> Result<ClientFrame<'_>, F
             let kind = read_type(&mut cur)?;
             ClientFrame::Bytes { kind, payload: cur.rest() }
         }
+        code::ROOM_REQUEST if profile.has_requests() => {
+            // A request without a readable id cannot be answered: ignored, as unknown codes are.
+            let Ok(id) = cur.number() else { return Ok(ClientFrame::Unknown(code)) };
+            let kind = if cur.peek().is_some() {
+                read_type(&mut cur)?
+            } else {
+                MessageType::Str("undefined".into())
+            };
+            ClientFrame::Request { id, kind, payload: cur.rest() }
+        }
+        // The TIMED bit on an input announces a lag-compensation stamp, which is only sent to
+        // rooms that advertise render or reckon time; none does, so such frames are not inputs.
+        code::ROOM_INPUT_RELIABLE if profile.has_requests() && first & 0x80 == 0 => {
+            ClientFrame::Input { delta: cur.rest() }
+        }
+        code::ROOM_INPUT_UNRELIABLE if profile.has_requests() && first & 0x80 == 0 => {
+            ClientFrame::InputUnreliable { body: cur.rest() }
+        }
         other => ClientFrame::Unknown(other),
     })
 }
@@ -130,6 +185,17 @@ pub fn join_room(profile: Profile, token: &str, serializer: &str, handshake: &[u
         codec::encode_int(&mut out, handshake.len() as i64);
     }
     out.extend_from_slice(handshake);
+    out
+}
+
+/// Builds ROOM_RESPONSE: `[22][id: number][status][payload]`, the payload left out when `None`.
+pub fn room_response(id: f64, status: u8, payload: Option<&[u8]>) -> Vec<u8> {
+    let payload = payload.unwrap_or_default();
+    let mut out = Vec::with_capacity(12 + payload.len());
+    out.push(code::ROOM_RESPONSE);
+    codec::encode_number(&mut out, id);
+    out.push(status);
+    out.extend_from_slice(payload);
     out
 }
 
@@ -197,6 +263,48 @@ mod tests {
             Ok(ClientFrame::Bytes { kind: MessageType::Num(5.0), payload: &[1, 2] })
         );
         assert_eq!(FrameError::NoType.to_string(), "room onMessage for \"undefined\" not registered.");
+    }
+
+    #[test]
+    fn requests_and_inputs_parse_in_0_18_only() {
+        let p = Profile::V0_18;
+        let add = [0x15, 0x00, 0xa3, b'a', b'd', b'd', 0x80];
+        assert_eq!(
+            parse_client(&add, p),
+            Ok(ClientFrame::Request { id: 0.0, kind: MessageType::Str("add".into()), payload: &[0x80] })
+        );
+        // Two-byte ids, numeric types, no type at all.
+        assert_eq!(
+            parse_client(&[0x15, 0xcc, 0xc8, 0x05], p),
+            Ok(ClientFrame::Request { id: 200.0, kind: MessageType::Num(5.0), payload: &[] })
+        );
+        assert_eq!(
+            parse_client(&[0x15, 0x07], p),
+            Ok(ClientFrame::Request { id: 7.0, kind: MessageType::Str("undefined".into()), payload: &[] })
+        );
+        assert_eq!(parse_client(&[0x15], p), Ok(ClientFrame::Unknown(21)));
+        assert_eq!(parse_client(&[0x13, 0x80, 0x01], p), Ok(ClientFrame::Input { delta: &[0x80, 0x01] }));
+        assert_eq!(parse_client(&[0x13], p), Ok(ClientFrame::Input { delta: &[] }));
+        assert_eq!(parse_client(&[0x93, 0x01], p), Ok(ClientFrame::Unknown(19)));
+        assert_eq!(
+            parse_client(&[0x14, 0x01, 0x00], p),
+            Ok(ClientFrame::InputUnreliable { body: &[0x01, 0x00] })
+        );
+        // A 0.17 server ignores these codes.
+        for f in [&add[..], &[0x13, 0x80, 0x01], &[0x14, 0x01]] {
+            assert_eq!(parse_client(f, Profile::V0_17), Ok(ClientFrame::Unknown(f[0])));
+        }
+    }
+
+    #[test]
+    fn responses_match_the_reference_bytes() {
+        // `add {a:2,b:3}` answered {sum: 5} (map16, as the reference writes it).
+        let sum = [0xde, 0x00, 0x01, 0xa3, b's', b'u', b'm', 0x05];
+        let mut want = vec![0x16, 0x00, 0x00];
+        want.extend_from_slice(&sum);
+        assert_eq!(room_response(0.0, status::OK, Some(&sum)), want);
+        assert_eq!(room_response(5.0, status::OK, None), [0x16, 0x05, 0x00]);
+        assert_eq!(room_response(300.0, status::REJECTED, None), [0x16, 0xcd, 0x2c, 0x01, 0x01]);
     }
 
     #[test]

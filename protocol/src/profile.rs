@@ -90,7 +90,12 @@ impl Profile {
         self != Profile::V0_16
     }
 
-    /// Whether JOIN_ROOM carries a length-prefixed reflection (0.18).
+    /// Whether clients send requests and inputs (0.18); older servers ignore those codes.
+    pub fn has_requests(self) -> bool {
+        matches!(self, Self::V0_18)
+    }
+
+    /// Whether JOIN_ROOM's handshake is length-prefixed and followed by sections (0.18).
     pub fn length_prefixed_join(self) -> bool {
         self == Profile::V0_18
     }

@@ -81,7 +81,7 @@ pub use array::ArraySchema;
 pub use encoder::StateEncoder;
 pub use field::{Element, Field, FieldWith};
 pub use map::MapSchema;
-pub use reflection::{SchemaVersion, reflection};
+pub use reflection::{SchemaVersion, primitive_fields, reflection};
 pub use shared::{Shared, Tracked};
 pub use value::{Prim, Primitive};
 

@@ -78,6 +78,22 @@ pub fn reflection<T: Schema>(version: SchemaVersion) -> Vec<u8> {
     Writer::new(version).write(&registry)
 }
 
+/// The fields of `T` itself in index order, each with its primitive type name (`"number"`,
+/// `"string"`…); `Err` names the first field that is not a primitive. Input types (flat structs
+/// of primitives) are described to the host with this.
+pub fn primitive_fields<T: Schema>() -> Result<Vec<(&'static str, &'static str)>, &'static str> {
+    let mut registry = Registry::default();
+    registry.register::<T>();
+    registry.types[0]
+        .1
+        .iter()
+        .map(|(name, ty)| match ty {
+            FieldType::Primitive(p) => Ok((*name, *p)),
+            _ => Err(*name),
+        })
+        .collect()
+}
+
 /// Writes the `Reflection` instance as the official `encodeAll` does: refIds depth first in the
 /// order the instance was built, sessions in the same order.
 struct Writer {

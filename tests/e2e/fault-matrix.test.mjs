@@ -9,7 +9,7 @@ import { Host, Session, matchmake, sleep, uniq, waitFor } from "./harness.mjs";
 import { SDK18 as sdk } from "./sdks.mjs";
 
 const KINDS = ["panic", "trap", "loop", "oom", "stack", "flood"];
-const ROOM_HOOKS = ["join", "leave", "drop", "message", "tick", "timer", "encode"];
+const ROOM_HOOKS = ["join", "leave", "drop", "message", "request", "tick", "timer", "encode"];
 
 /** An arena client that moves every 20 ms and times each move until a patch shows it. */
 async function neighbour(host) {
@@ -86,6 +86,9 @@ async function strike(s, host, fault, hook) {
         }
     } else if (hook === "message") {
         a.send("go");
+    } else if (hook === "request") {
+        // The request is never answered: the room is gone, and the SDK rejects it on close.
+        a.room.request("go").catch(() => {});
     } else {
         a.send("arm");
     }

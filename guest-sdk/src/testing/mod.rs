@@ -81,6 +81,7 @@
 //! assert_eq!(room.room().0, Some(1));
 //! ```
 
+mod inputs;
 mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,6 +98,10 @@ use crate::presence::IntoKey;
 use crate::rt::{self, Runtime};
 use crate::{IntoMessageType, MessageType, OpId, Payload, Room, RoomError, Value};
 use store::{Caller, Store};
+
+pub use inputs::{INPUT_BUFFER, Response};
+/// A request's outcome, as [`TestRoom::request`] reports it.
+pub use odeon_protocol::abi::RequestStatus;
 
 /// How many rounds of answers one test call may take before the room counts as stuck, asking
 /// again in every answer.
@@ -117,6 +122,8 @@ pub struct TestRoom<R: Room> {
     holding: bool,
     /// The room got [`Event::Dispose`]: it gets no answers or messages any more.
     disposed: bool,
+    /// The room's inputs, as the host would buffer them (see `inputs`).
+    inputs: inputs::Buffers,
 }
 
 /// Something the room asked that needs an answer.
@@ -172,6 +179,7 @@ impl<R: Room> TestRoom<R> {
             asked: Vec::new(),
             holding: false,
             disposed: false,
+            inputs: inputs::Buffers::default(),
         };
         room.events(vec![Event::Create {
             room_id: Self::ROOM_ID.to_owned(),
@@ -636,7 +644,9 @@ impl<R: Room> TestRoom<R> {
             }
             Effect::Presence { op_id, op } => self.asked.push((*op_id, Request::Presence(op.clone()))),
             Effect::QueryRooms { op_id, name } => self.asked.push((*op_id, Request::Rooms(name.clone()))),
+            Effect::SetInputs(decl) => self.inputs.declare(decl.clone()),
             Effect::Error { .. }
+            | Effect::Respond { .. }
             | Effect::RejectJoin { .. }
             | Effect::CreateFailed { .. }
             | Effect::SetPatchRate(_)

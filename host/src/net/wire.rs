@@ -39,6 +39,55 @@ impl Default for WireLimits {
     }
 }
 
+/// The longest head a frame may carry of its own ([`OutFrame::with_head`]): a TIMED prefix.
+pub const HEAD_MAX: usize = 9;
+
+/// One binary message for the socket: a short head of its own (a TIMED state prefix, which
+/// differs per recipient) before a body shared with other recipients. The head is written in
+/// the same slice as the WebSocket header, so the body is never copied per client.
+#[derive(Debug, Clone)]
+pub struct OutFrame {
+    head: [u8; HEAD_MAX],
+    head_len: u8,
+    body: Bytes,
+}
+
+impl OutFrame {
+    /// `head` (at most [`HEAD_MAX`] bytes) then `body`, as one message.
+    pub fn with_head(head: &[u8], body: Bytes) -> Self {
+        assert!(head.len() <= HEAD_MAX, "a frame head is at most {HEAD_MAX} bytes");
+        let mut h = [0u8; HEAD_MAX];
+        h[..head.len()].copy_from_slice(head);
+        Self { head: h, head_len: head.len() as u8, body }
+    }
+
+    /// The message's length on the wire, without the WebSocket header.
+    pub fn len(&self) -> usize {
+        self.head_len as usize + self.body.len()
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The WebSocket header and the head, in `out`; returns their length.
+    fn header(&self, out: &mut [u8; HEADER_MAX + HEAD_MAX]) -> usize {
+        let mut ws = [0u8; HEADER_MAX];
+        let n = binary_header(self.len(), &mut ws);
+        out[..n].copy_from_slice(&ws[..n]);
+        let h = self.head_len as usize;
+        out[n..n + h].copy_from_slice(&self.head[..h]);
+        n + h
+    }
+}
+
+impl From<Bytes> for OutFrame {
+    fn from(body: Bytes) -> Self {
+        Self { head: [0; HEAD_MAX], head_len: 0, body }
+    }
+}
+
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireError {
@@ -135,9 +184,11 @@ impl Wire {
 
     /// Sends several binary messages with as few `writev`s as the kernel allows (one, normally):
     /// a room's frames for one client from one guest call go out together.
-    pub fn send_all(&self, frames: &[Bytes]) -> Result<(), WireError> {
-        if let [frame] = frames {
-            return self.send(frame);
+    pub fn send_all(&self, frames: &[OutFrame]) -> Result<(), WireError> {
+        if let [frame] = frames
+            && frame.head_len == 0
+        {
+            return self.send(&frame.body);
         }
         let mut st = self.lock();
         if st.phase != Phase::Open {
@@ -147,17 +198,17 @@ impl Wire {
         if st.queue.is_empty() {
             while sent < frames.len() {
                 let chunk = &frames[sent..frames.len().min(sent + MAX_SLICES / 2)];
-                let mut headers = [[0u8; HEADER_MAX]; MAX_SLICES / 2];
+                let mut headers = [[0u8; HEADER_MAX + HEAD_MAX]; MAX_SLICES / 2];
                 let mut lens = [0usize; MAX_SLICES / 2];
                 for (k, f) in chunk.iter().enumerate() {
-                    lens[k] = binary_header(f.len(), &mut headers[k]);
+                    lens[k] = f.header(&mut headers[k]);
                 }
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 for (k, f) in chunk.iter().enumerate() {
                     slices[2 * k] = IoSlice::new(&headers[k][..lens[k]]);
-                    slices[2 * k + 1] = IoSlice::new(f);
+                    slices[2 * k + 1] = IoSlice::new(&f.body);
                 }
-                let total: usize = chunk.iter().enumerate().map(|(k, f)| lens[k] + f.len()).sum();
+                let total: usize = chunk.iter().enumerate().map(|(k, f)| lens[k] + f.body.len()).sum();
                 let Some(mut written) = self.write_now(&mut st, &slices[..2 * chunk.len()]) else {
                     return Ok(());
                 };
@@ -167,16 +218,16 @@ impl Wire {
                 }
                 // The kernel took part of the chunk: queue the rest of it, byte-exact.
                 for (k, f) in chunk.iter().enumerate() {
-                    let h = &headers[k][..lens[k]];
-                    if written >= h.len() + f.len() {
-                        written -= h.len() + f.len();
+                    let (h, body) = (&headers[k][..lens[k]], &f.body);
+                    if written >= h.len() + body.len() {
+                        written -= h.len() + body.len();
                         continue;
                     }
                     if written < h.len() {
                         st.queue.push_back(Bytes::copy_from_slice(&h[written..]));
-                        st.queue.push_back(f.clone());
+                        st.queue.push_back(body.clone());
                     } else {
-                        st.queue.push_back(f.slice(written - h.len()..));
+                        st.queue.push_back(body.slice(written - h.len()..));
                     }
                     written = 0;
                 }
@@ -190,17 +241,17 @@ impl Wire {
             }
         }
         for f in &frames[sent..] {
-            let mut header = [0u8; HEADER_MAX];
-            let n = binary_header(f.len(), &mut header);
-            if st.queued_bytes + n + f.len() > self.limits.queue_bytes {
+            let mut header = [0u8; HEADER_MAX + HEAD_MAX];
+            let n = f.header(&mut header);
+            if st.queued_bytes + n + f.body.len() > self.limits.queue_bytes {
                 st.phase = Phase::Abort;
                 drop(st);
                 self.wake.notify_one();
                 return Err(WireError::TooSlow);
             }
             st.queue.push_back(Bytes::copy_from_slice(&header[..n]));
-            st.queue.push_back(f.clone());
-            st.queued_bytes += n + f.len();
+            st.queue.push_back(f.body.clone());
+            st.queued_bytes += n + f.body.len();
         }
         drop(st);
         self.wake.notify_one();
@@ -446,13 +497,21 @@ mod tests {
     async fn frames_sent_together_arrive_in_order_as_separate_messages() {
         use tokio::io::AsyncReadExt;
         let (wire, mut client) = pair(WireLimits::default()).await;
-        let frames = [Bytes::from_static(b"one"), Bytes::from(vec![7u8; 300]), Bytes::from_static(b"3")];
+        let frames = [
+            OutFrame::from(Bytes::from_static(b"one")),
+            OutFrame::from(Bytes::from(vec![7u8; 300])),
+            OutFrame::with_head(&[0x8f, 1, 2], Bytes::from_static(b"3")),
+            OutFrame::with_head(&[0x8f; 9], Bytes::new()),
+        ];
         wire.send_all(&frames).unwrap();
         let mut expected = vec![0x82, 3];
         expected.extend(b"one");
         expected.extend([0x82, 126, 1, 44]);
         expected.extend([7u8; 300]);
-        expected.extend([0x82, 1, b'3']);
+        // A head counts in the message length and comes before the shared body.
+        expected.extend([0x82, 4, 0x8f, 1, 2, b'3']);
+        expected.extend([0x82, 9]);
+        expected.extend([0x8f; 9]);
         let mut got = vec![0u8; expected.len()];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(got, expected);

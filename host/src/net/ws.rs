@@ -359,6 +359,14 @@ impl Connection {
         }
     }
 
+    /// A client payload as plain MessagePack (msgpackr records expanded, within the cap).
+    fn normalized(&self, payload: &[u8]) -> Result<Vec<u8>, msgpackr::MsgpackError> {
+        if payload.is_empty() {
+            return Ok(Vec::new());
+        }
+        msgpackr::normalize_within(payload, self.state.config.max_expanded_bytes)
+    }
+
     /// Decodes one client frame; `None` for frames answered here or ignored. The cost is the
     /// bytes the room will hold for it.
     fn input(&self, bytes: &[u8]) -> Result<Option<(ClientInput, usize)>, (u16, String)> {
@@ -372,30 +380,39 @@ impl Connection {
                 return Ok(None);
             }
             Ok(ClientFrame::Unknown(_)) => return Ok(None),
-            Ok(ClientFrame::Data { kind, payload }) => {
-                let limit = self.state.config.max_expanded_bytes;
-                let payload = if payload.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    msgpackr::normalize_within(payload, limit)
-                };
-                match payload {
-                    Ok(p) => ClientInput::Message(kind, p),
+            Ok(ClientFrame::Data { kind, payload }) => match self.normalized(payload) {
+                Ok(p) => ClientInput::Message(kind, p),
+                Err(msgpackr::MsgpackError::TooLarge(_)) => {
+                    return Err((MESSAGE_TOO_BIG, "message too big".into()));
+                }
+                Err(e) => {
+                    tracing::debug!(session = %self.session_id, "malformed payload: {e}");
+                    return Err((close::WITH_ERROR, String::new()));
+                }
+            },
+            Ok(ClientFrame::Bytes { kind, payload }) => ClientInput::Bytes(kind, payload.to_vec()),
+            Ok(ClientFrame::Request { id, kind, payload }) => {
+                match self.normalized(payload) {
+                    Ok(payload) => ClientInput::Request { id, kind, payload },
                     Err(msgpackr::MsgpackError::TooLarge(_)) => {
                         return Err((MESSAGE_TOO_BIG, "message too big".into()));
                     }
+                    // An undecodable request payload fails that request only; the socket stays.
                     Err(e) => {
-                        tracing::debug!(session = %self.session_id, "malformed payload: {e}");
-                        return Err((close::WITH_ERROR, String::new()));
+                        let error = request_error("Error", &e.to_string());
+                        let frame = frame::room_response(id, frame::status::ERROR, Some(&error));
+                        let _ = self.wire.send(&frame.into());
+                        return Ok(None);
                     }
                 }
             }
-            Ok(ClientFrame::Bytes { kind, payload }) => ClientInput::Bytes(kind, payload.to_vec()),
+            Ok(ClientFrame::Input { delta }) => ClientInput::Input(delta.to_vec()),
+            Ok(ClientFrame::InputUnreliable { body }) => ClientInput::InputUnreliable(body.to_vec()),
             Err(e) => return Err((close::WITH_ERROR, e.to_string())),
         };
         let cost = match &input {
-            ClientInput::Message(_, p) | ClientInput::Bytes(_, p) => p.len() + 16,
             ClientInput::Ack | ClientInput::Leave => 0,
+            other => other.payload_len() + 16,
         };
         Ok(Some((input, cost)))
     }
@@ -431,6 +448,17 @@ impl Connection {
             }
         }
     }
+}
+
+/// A request's ERROR payload, `{name, message}`, as MessagePack.
+fn request_error(name: &str, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + name.len() + message.len());
+    rmp::encode::write_map_len(&mut out, 2).expect("writing to a Vec");
+    for (k, v) in [("name", name), ("message", message)] {
+        rmp::encode::write_str(&mut out, k).expect("writing to a Vec");
+        rmp::encode::write_str(&mut out, v).expect("writing to a Vec");
+    }
+    out
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

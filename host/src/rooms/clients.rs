@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::net::wire::Wire;
+use crate::net::wire::{OutFrame, Wire};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ClientState {
@@ -29,10 +29,10 @@ pub(super) struct Client {
     pub token: String,
     pub skip_handshake: bool,
     pub state: ClientState,
-    held: Vec<Bytes>,
+    held: Vec<OutFrame>,
     held_bytes: usize,
     /// Frames for the socket, written at the next flush.
-    outbox: Vec<Bytes>,
+    outbox: Vec<OutFrame>,
 }
 
 impl Client {
@@ -67,6 +67,13 @@ impl Clients {
 
     pub(super) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Session ids in the order their connections arrived.
+    pub(super) fn join_order(&self) -> Vec<String> {
+        let mut order: Vec<(&String, u64)> = self.map.iter().map(|(sid, c)| (sid, c.conn_id)).collect();
+        order.sort_by_key(|(_, conn)| *conn);
+        order.into_iter().map(|(sid, _)| sid.clone()).collect()
     }
 
     pub(super) fn get(&self, session_id: &str) -> Option<&Client> {
@@ -108,8 +115,8 @@ impl Clients {
     }
 
     /// Queues a frame for the socket, written at the next flush.
-    fn write(pending: &mut bool, c: &mut Client, frame: &Bytes) {
-        c.outbox.push(frame.clone());
+    fn write(pending: &mut bool, c: &mut Client, frame: OutFrame) {
+        c.outbox.push(frame);
         *pending = true;
     }
 
@@ -135,14 +142,21 @@ impl Clients {
     /// Sends to one client, holding the frame while it is still joining.
     pub(super) fn send_to(&mut self, session_id: &str, frame: &Bytes) {
         if let Some(c) = self.map.get_mut(session_id) {
-            Self::push(&mut self.slow, &mut self.pending, self.hold_limit, session_id, c, frame);
+            Self::push(
+                &mut self.slow,
+                &mut self.pending,
+                self.hold_limit,
+                session_id,
+                c,
+                frame.clone().into(),
+            );
         }
     }
 
     /// Sends a frame to the client whether or not it has finished joining (JOIN_ROOM).
     pub(super) fn send_now(&mut self, session_id: &str, frame: &Bytes) {
         if let Some(c) = self.map.get_mut(session_id) {
-            Self::write(&mut self.pending, c, frame);
+            Self::write(&mut self.pending, c, frame.clone().into());
         }
     }
 
@@ -152,7 +166,7 @@ impl Clients {
         hold_limit: usize,
         session_id: &str,
         c: &mut Client,
-        frame: &Bytes,
+        frame: OutFrame,
     ) {
         match c.state {
             ClientState::Joined => Self::write(pending, c, frame),
@@ -162,7 +176,7 @@ impl Clients {
                     c.wire.abort();
                     slow.push(session_id.to_string());
                 } else {
-                    c.held.push(frame.clone());
+                    c.held.push(frame);
                 }
             }
         }
@@ -172,7 +186,7 @@ impl Clients {
     pub(super) fn broadcast(&mut self, frame: &Bytes, except: &[String]) {
         for (sid, c) in self.map.iter_mut() {
             if !except.iter().any(|e| e == sid) {
-                Self::push(&mut self.slow, &mut self.pending, self.hold_limit, sid, c, frame);
+                Self::push(&mut self.slow, &mut self.pending, self.hold_limit, sid, c, frame.clone().into());
             }
         }
     }
@@ -180,14 +194,30 @@ impl Clients {
     /// A state patch: only for clients that have their full state.
     pub(super) fn patch(&mut self, frame: &Bytes) {
         for c in self.map.values_mut().filter(|c| c.state == ClientState::Joined) {
-            Self::write(&mut self.pending, c, frame);
+            Self::write(&mut self.pending, c, frame.clone().into());
         }
     }
 
     /// The full state, to every client waiting for it; they then get what was held for them.
     pub(super) fn full_state(&mut self, frame: &Bytes) {
         for c in self.map.values_mut().filter(|c| c.state == ClientState::AwaitingState) {
-            Self::write(&mut self.pending, c, frame);
+            Self::write(&mut self.pending, c, frame.clone().into());
+            Self::release_one(&mut self.pending, c);
+        }
+    }
+
+    /// A TIMED state patch (a heartbeat when `body` is empty) to every joined client: the body
+    /// is shared, the 9-byte head (`head(session)`: time and that client's ack) is its own.
+    pub(super) fn patch_timed(&mut self, body: &Bytes, head: impl Fn(&str) -> [u8; 9]) {
+        for (sid, c) in self.map.iter_mut().filter(|(_, c)| c.state == ClientState::Joined) {
+            Self::write(&mut self.pending, c, OutFrame::with_head(&head(sid), body.clone()));
+        }
+    }
+
+    /// The TIMED full state to every client waiting for it, then what was held for them.
+    pub(super) fn full_state_timed(&mut self, body: &Bytes, head: impl Fn(&str) -> [u8; 9]) {
+        for (sid, c) in self.map.iter_mut().filter(|(_, c)| c.state == ClientState::AwaitingState) {
+            Self::write(&mut self.pending, c, OutFrame::with_head(&head(sid), body.clone()));
             Self::release_one(&mut self.pending, c);
         }
     }

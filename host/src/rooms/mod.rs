@@ -9,6 +9,7 @@
 
 mod actor;
 mod clients;
+mod inputs;
 mod listing;
 mod schedule;
 mod seats;
@@ -40,6 +41,30 @@ pub enum ClientInput {
     Message(MessageType, Vec<u8>),
     /// A bytes message.
     Bytes(MessageType, Vec<u8>),
+    /// A request (0.18) with a plain MessagePack payload.
+    Request {
+        /// The client's request id.
+        id: f64,
+        /// The request type.
+        kind: MessageType,
+        /// The payload, empty if none.
+        payload: Vec<u8>,
+    },
+    /// One reliable input's delta (0.18).
+    Input(Vec<u8>),
+    /// An unreliable input frame's body (0.18).
+    InputUnreliable(Vec<u8>),
+}
+
+impl ClientInput {
+    /// The payload bytes it carries into the room.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Self::Message(_, p) | Self::Bytes(_, p) | Self::Request { payload: p, .. } => p.len(),
+            Self::Input(p) | Self::InputUnreliable(p) => p.len(),
+            Self::Ack | Self::Leave => 0,
+        }
+    }
 }
 
 /// Why a WebSocket could not take a seat.

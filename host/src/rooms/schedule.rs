@@ -61,6 +61,11 @@ impl Schedule {
         at(k)
     }
 
+    /// The patch interval in whole milliseconds (0: off).
+    pub(super) fn patch_rate_ms(&self) -> u32 {
+        self.patch_every.as_millis().min(u32::MAX as u128) as u32
+    }
+
     /// Whether patches are on.
     pub(super) fn patches_on(&self) -> bool {
         !self.patch_every.is_zero()

@@ -16,6 +16,11 @@
 //! | `lock`, `unlock` | locks or unlocks the room |
 //! | `build` | `build` to the sender: `"v1"`, or `"v2"` when built with the `v2` feature |
 //!
+//! Requests (`room.request(type, payload)`, @colyseus/sdk 0.18): `add {a, b}` answers
+//! `{sum: a + b}`, `reject-me` is rejected with `"nope"`, `fail-me` fails with `Error: boom`, a
+//! request of a message type above runs that handler and answers with no value, and any other
+//! type gets the `no_handler` error.
+//!
 //! Joiners get `welcome {sessionId, roomId, clients}` and the others `joined {sessionId}`; leavers
 //! are announced with `left {sessionId}`. Dropped clients may reconnect for 10 seconds. Options
 //! are `{maxClients = 4, mode}`; rooms are filtered by `mode`, and `{token: "bad"}` (or the bearer
@@ -24,6 +29,22 @@
 
 use odeon_guest::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// The message types `on_message` handles (each answers a request of its type too).
+const HANDLED: &[&str] = &["echo", "broadcast", "count", "kick-me", "error-me", "lock", "unlock", "build"];
+
+/// The request `add {a, b}`.
+#[derive(Deserialize)]
+struct Addends {
+    a: f64,
+    b: f64,
+}
+
+/// Its answer.
+#[derive(Serialize)]
+struct Sum<N> {
+    sum: N,
+}
 
 /// What `build` answers: which build of this room runs (hot-load tests deploy both).
 const BUILD: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
@@ -148,6 +169,32 @@ impl Room for Echo {
         }
     }
 
+    fn on_request(&mut self, ctx: &mut Ctx, client: &Client, request: Message) -> Answer {
+        match request.kind.as_str() {
+            Some("add") => match request.payload.decode::<Addends>() {
+                // JavaScript number arithmetic; a whole sum goes out as an integer, as the
+                // reference server writes it.
+                Ok(Addends { a, b }) => {
+                    let sum = a + b;
+                    if sum.fract() == 0.0 && sum.abs() < 9e15 {
+                        Answer::ok(&Sum { sum: sum as i64 })
+                    } else {
+                        Answer::ok(&Sum { sum })
+                    }
+                }
+                Err(e) => Answer::error("Error", e.to_string()),
+            },
+            Some("reject-me") => Answer::reject("nope"),
+            Some("fail-me") => Answer::error("Error", "boom"),
+            // Every message handler answers a request of its type once it has run.
+            Some(kind) if HANDLED.contains(&kind) => {
+                self.on_message(ctx, client, request);
+                Answer::empty()
+            }
+            _ => Answer::NoHandler,
+        }
+    }
+
     fn on_bytes(&mut self, ctx: &mut Ctx, client: &Client, kind: MessageType, bytes: &[u8]) {
         if kind.is("bytes") {
             let reversed: Vec<u8> = bytes.iter().rev().copied().collect();
@@ -190,6 +237,32 @@ mod tests {
             room.join_with_auth("a", json!({"showAuth": true}), Payload::new(auth).value().unwrap()).unwrap();
             assert_eq!(room.sent_to::<Json>("a", "auth"), [json!({"ip": "127.0.0.1"})]);
         }
+    }
+
+    #[test]
+    fn requests_are_answered_rejected_failed_or_have_no_handler() {
+        use odeon_guest::testing::RequestStatus;
+        let mut room = room_with_two();
+        let sum = room.request("a", "add", &json!({"a": 2, "b": 3}));
+        assert_eq!((sum.status, sum.decode::<Json>()), (RequestStatus::Ok, Some(json!({"sum": 5}))));
+        let sum = room.request("a", "add", &json!({"a": 0.5, "b": 0.25}));
+        assert_eq!(sum.decode::<Json>(), Some(json!({"sum": 0.75})));
+        let rejected = room.request("a", "reject-me", &());
+        assert_eq!(
+            (rejected.status, rejected.decode::<Json>()),
+            (RequestStatus::Rejected, Some(json!("nope")))
+        );
+        let failed = room.request("a", "fail-me", &());
+        assert_eq!(failed.status, RequestStatus::Error);
+        assert_eq!(failed.decode::<Json>(), Some(json!({"name": "Error", "message": "boom"})));
+        let none = room.request("a", "nobody", &1);
+        let message = r#"room "echo" has no onMessage("nobody") handler to answer this request."#;
+        assert_eq!(none.decode::<Json>(), Some(json!({"name": "no_handler", "message": message})));
+        // `echo` runs the message handler, then answers with no payload.
+        room.take_effects();
+        let echoed = room.request("a", "echo", &"x");
+        assert_eq!((echoed.status, echoed.payload), (RequestStatus::Ok, None));
+        assert_eq!(room.sent_to::<Json>("a", "echo"), [json!("x")]);
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! | `leave` | a client leaves for good |
 //! | `drop` | a client's connection drops |
 //! | `message` | a client sends `go` |
+//! | `request` | a client sends the request `go` (0.18 `room.request`) |
 //! | `tick` | the first simulation tick after a client sends `arm` |
 //! | `timer` | a timer a client set with `arm` fires (after 20 ms) |
 //! | `encode` | the state is encoded after a client sent `arm` (a field type whose encoding faults; no `flood` there) |
@@ -150,6 +151,14 @@ impl Room for Faults {
 
     fn state(&mut self) -> Option<&mut dyn SyncedState> {
         Some(&mut self.state)
+    }
+
+    fn on_request(&mut self, ctx: &mut Ctx, _client: &Client, request: Message) -> Answer {
+        if request.is("go") {
+            self.strike_in("request", ctx);
+            return Answer::empty();
+        }
+        Answer::NoHandler
     }
 
     fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {

@@ -24,6 +24,10 @@
 //! | `log` | `(level: i32, ptr: i32, len: i32)` | a UTF-8 log line, tagged by the host with the room id |
 //! | `now_ms` | `() -> i64` | the host's wall clock in milliseconds since the Unix epoch |
 //!
+//! 0.18's request/response and inputs are records too: [`Event::Request`] answered by
+//! [`Effect::Respond`], and a room that announces [`Effect::SetInputs`] gets [`Event::Step`]s on
+//! its fixed timestep. They were added without an ABI bump: older plugins never emit them.
+//!
 //! Everything a room does to the world (send, broadcast, lock, timers, presence…) is an [`Effect`]
 //! returned from `odeon_events`, so one guest call serves a whole batch of events. Operations that
 //! need an answer (presence, room queries) carry an id chosen by the guest, and the answer comes
@@ -37,6 +41,10 @@
 //! both sides, so both always agree on the layout.
 
 use serde::{Deserialize, Serialize};
+
+mod services;
+
+pub use services::{Key, Listing, PresenceOp, PresenceValue};
 
 /// The ABI version this crate describes; a guest exporting another version is refused.
 pub const ABI_VERSION: u32 = 1;
@@ -278,114 +286,62 @@ pub enum Event {
         /// The listings, or why the query failed.
         result: Result<Vec<Listing>, String>,
     },
+    /// A client request (0.18 `room.request()`): answer with [`Effect::Respond`] carrying the
+    /// same `request_id`, in this call.
+    Request {
+        /// Sender.
+        session_id: String,
+        /// The client's request id.
+        request_id: f64,
+        /// The request type.
+        kind: MessageType,
+        /// The payload, MessagePack (normalised), empty when the client sent none.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// A fixed-timestep step of a room that declared inputs ([`Effect::SetInputs`]): at most
+    /// one buffered input per client, the oldest, in join order.
+    Step {
+        /// The step length in milliseconds (the fixed timestep).
+        dt_ms: f64,
+        /// The inputs consumed by this step.
+        inputs: Vec<StepInput>,
+    },
 }
 
-/// A presence key or topic. Names are scoped to the plugin's room type unless `global`, so rooms
-/// of different types cannot read each other's keys by accident.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Key {
-    /// The name as the room uses it.
-    pub name: String,
-    /// Shared by every room type.
-    pub global: bool,
-}
-
-/// A presence operation (Colyseus's `Presence` API). Its answer arrives later as
-/// [`Event::PresenceResult`]; nothing blocks the room.
+/// One client's input consumed by a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PresenceOp {
-    /// Set a string, optionally expiring. Answers `Nil`.
-    Set { key: Key, value: String, ttl_ms: Option<u64> },
-    /// Read a string. Answers `Str` or `Nil`.
-    Get { key: Key },
-    /// Delete a key. Answers `Nil`.
-    Del { key: Key },
-    /// Whether a key exists. Answers `Bool`.
-    Exists { key: Key },
-    /// Set a time to live. Answers `Bool` (false: no such key).
-    Expire { key: Key, ttl_ms: u64 },
-    /// Add to a counter. Answers `Int`.
-    Incr { key: Key, by: i64 },
-    /// Add a set member. Answers `Bool` (true: new).
-    SAdd { key: Key, member: String },
-    /// Remove a set member. Answers `Bool`.
-    SRem { key: Key, member: String },
-    /// Set members. Answers `List`.
-    SMembers { key: Key },
-    /// Set membership. Answers `Bool`.
-    SIsMember { key: Key, member: String },
-    /// Set size. Answers `Int`.
-    SCard { key: Key },
-    /// Set intersection. Answers `List`.
-    SInter { keys: Vec<Key> },
-    /// Set a hash field. Answers `Bool` (true: new).
-    HSet { key: Key, field: String, value: String },
-    /// Add to a hash field. Answers `Int`.
-    HIncrBy { key: Key, field: String, by: i64 },
-    /// Read a hash field. Answers `Str` or `Nil`.
-    HGet { key: Key, field: String },
-    /// Remove a hash field. Answers `Bool`.
-    HDel { key: Key, field: String },
-    /// Hash size. Answers `Int`.
-    HLen { key: Key },
-    /// Every hash field. Answers `Map`.
-    HGetAll { key: Key },
-    /// Push on the right of a list. Answers `Int` (the new length).
-    RPush { key: Key, value: String },
-    /// Push on the left of a list. Answers `Int`.
-    LPush { key: Key, value: String },
-    /// Pop from the right. Answers `Str` or `Nil`.
-    RPop { key: Key },
-    /// Pop from the left. Answers `Str` or `Nil`.
-    LPop { key: Key },
-    /// List length. Answers `Int`.
-    LLen { key: Key },
-    /// Publish on a topic. Answers `Int` (receivers).
-    Publish { topic: Key, message: String },
-    /// Receive the topic's messages as [`Event::PresenceMessage`] until unsubscribed or disposed.
-    /// Answers `Nil`.
-    Subscribe { topic: Key },
-    /// Stop receiving a topic. Answers `Nil`.
-    Unsubscribe { topic: Key },
-}
-
-/// A presence answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum PresenceValue {
-    /// Nothing (a missing key, or an operation without a value).
-    Nil,
-    /// A yes/no answer.
-    Bool(bool),
-    /// A number.
-    Int(i64),
-    /// A string.
-    Str(String),
-    /// Strings (set members).
-    List(Vec<String>),
-    /// Field/value pairs (a hash).
-    Map(Vec<(String, String)>),
-}
-
-/// A room listing as rooms see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Listing {
-    /// Room id.
-    pub room_id: String,
-    /// Room type name.
-    pub name: String,
-    /// The host process running it.
-    pub process_id: String,
-    /// Joined clients plus held seats.
-    pub clients: u32,
-    /// Seat limit, if any.
-    pub max_clients: Option<u32>,
-    /// Locked or full.
-    pub locked: bool,
-    /// Private.
-    pub private: bool,
-    /// Metadata, a MessagePack map.
+pub struct StepInput {
+    /// The client.
+    pub session_id: String,
+    /// The input's values, a MessagePack map from field name to value.
     #[serde(with = "serde_bytes")]
-    pub metadata: Vec<u8>,
+    pub values: Vec<u8>,
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestStatus {
+    /// Answered with a value (or none).
+    Ok,
+    /// Refused on purpose; the payload is the reason.
+    Rejected,
+    /// Failed; the payload is `{name, message, code?}`.
+    Error,
+}
+
+/// What a room declares about its inputs, once, at creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputDecl {
+    /// The input type's reflection in the @colyseus/schema v5 layout.
+    #[serde(with = "serde_bytes")]
+    pub reflection_v5: Vec<u8>,
+    /// Its fields in index order: name and schema primitive type (`"number"`, `"string"`…).
+    pub fields: Vec<(String, String)>,
+    /// Steps per second.
+    pub tick_rate_hz: u32,
+    /// Sub-steps per step the room runs (advertised to clients; 1 for none).
+    pub sub_steps: u32,
 }
 
 /// Something the room asks the host to do.
@@ -514,6 +470,22 @@ pub enum Effect {
     /// interval costs no guest calls. Emitted by the SDK's default hook; added without an ABI
     /// bump because a host that ignores it only keeps ticking.
     TicksUnhandled,
+    /// Answer a client's request ([`Event::Request`]); sent at once (held until the client
+    /// acks its join, like any message).
+    Respond {
+        /// The client.
+        to: String,
+        /// The client's request id.
+        request_id: f64,
+        /// The outcome.
+        status: RequestStatus,
+        /// MessagePack payload; `None` sends none.
+        payload: Option<serde_bytes::ByteBuf>,
+    },
+    /// The room takes inputs on a fixed timestep (0.18). Sent once, at creation: the host
+    /// buffers each client's inputs and delivers [`Event::Step`]s, and state frames to clients
+    /// become TIMED.
+    SetInputs(InputDecl),
 }
 
 /// A room message on its way to clients.

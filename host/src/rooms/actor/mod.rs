@@ -1,19 +1,19 @@
 //! The room actor's loop: wait for the inbox or the schedule, batch, call the guest once, apply
 //! its effects.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
-use odeon_protocol::abi::{Batch, Effect, Event, Outbound};
+use odeon_protocol::abi::{Batch, Event};
 use odeon_protocol::frame::{self, close};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+mod effects;
+
 use super::clients::{Client, ClientState, Clients};
+use super::inputs::RoomInputs;
 use super::listing::ListingPublisher;
 use super::schedule::Schedule;
 use super::seats::Seats;
@@ -62,6 +62,11 @@ pub(super) struct Room {
     disposing: bool,
     /// A host limit the guest's last effects broke; the room fails once they are applied.
     fault: Option<GuestError>,
+    /// The room's inputs, when it declared them (0.18): its state frames are TIMED, and every
+    /// patch tick sends each joined client a frame (a heartbeat when nothing changed).
+    inputs: Option<RoomInputs>,
+    /// When the room was created: its clock for TIMED frames starts here.
+    created: Instant,
 }
 
 /// The most timers one room may have pending.
@@ -99,6 +104,8 @@ impl Room {
             ticks_unhandled: false,
             disposing: false,
             fault: None,
+            inputs: None,
+            created: now,
         }
     }
 
@@ -183,15 +190,38 @@ impl Room {
             events.push(Event::Leave { session_id, code });
         }
         if let Some(dt_ms) = due.tick_dt_ms {
-            events.push(Event::Tick { dt_ms });
+            match &mut self.inputs {
+                Some(inputs) => {
+                    let order = self.clients.join_order();
+                    inputs.retain(|sid| self.clients.get(sid).is_some());
+                    let step = inputs.take_step(order.iter().map(String::as_str));
+                    events.push(Event::Step { dt_ms: inputs.step_ms(), inputs: step });
+                }
+                None => events.push(Event::Tick { dt_ms }),
+            }
         }
         if due.patch {
             if self.serializer.is_some() && std::mem::take(&mut self.state_dirty) {
                 events.push(Event::Patch);
                 self.patch_pending = true;
             } else {
+                self.heartbeat();
                 self.flush_after_patch();
             }
+            if self.inputs.is_some() {
+                // Rooms with inputs send every joined client a frame on every patch tick.
+                self.schedule.want_patch(now);
+            }
+        }
+    }
+
+    /// A room with inputs: a 9-byte TIMED frame to every joined client (the patch tick found
+    /// nothing to patch), carrying the room clock and that client's ack.
+    fn heartbeat(&mut self) {
+        if let Some(inputs) = &self.inputs {
+            let now = Instant::now();
+            let code = frame::code::ROOM_STATE_PATCH;
+            self.clients.patch_timed(&Bytes::new(), |sid| inputs.head(code, sid, now));
         }
     }
 
@@ -237,6 +267,7 @@ impl Room {
         }
         if std::mem::take(&mut self.patch_pending) {
             // The guest had nothing to patch after all: held messages go out now.
+            self.heartbeat();
             self.flush_after_patch();
         }
         self.drop_slow_clients(&mut follow_up);
@@ -257,6 +288,13 @@ impl Room {
             }
             None => frame::join_room(profile, &c.token, "none", &[]),
         };
+        let mut frame = frame;
+        if let Some(inputs) = &self.inputs
+            && profile.length_prefixed_join()
+        {
+            // The input sections, also on a `skipHandshake` reconnection.
+            frame.extend_from_slice(&inputs.sections(self.schedule.patch_rate_ms()));
+        }
         Some(frame.into())
     }
 
@@ -307,6 +345,10 @@ impl Room {
                         (crate::ids::generate(), join)
                     }
                 };
+                if let Some(inputs) = &mut self.inputs {
+                    // A new connection starts with a fresh input buffer, and acks from 0.
+                    inputs.reset(&session_id);
+                }
                 self.clients.insert(session_id, Client::new(conn_id, wire, token, skip_handshake));
                 events.push(event);
                 let _ = reply.send(Ok(()));
@@ -317,10 +359,7 @@ impl Room {
                 };
                 client.wire.release_inbound(cost);
                 let session_id = session_id.to_string();
-                let bytes = match &input {
-                    ClientInput::Message(_, p) | ClientInput::Bytes(_, p) => p.len(),
-                    ClientInput::Ack | ClientInput::Leave => 0,
-                };
+                let bytes = input.payload_len();
                 match input {
                     ClientInput::Ack => {
                         if client.state == ClientState::Joining {
@@ -346,6 +385,11 @@ impl Room {
                     ClientInput::Bytes(kind, payload) => {
                         events.push(Event::Bytes { session_id, kind, payload })
                     }
+                    ClientInput::Request { id, kind, payload } => {
+                        events.push(Event::Request { session_id, request_id: id, kind, payload })
+                    }
+                    ClientInput::Input(delta) => self.input(&session_id, &delta, false),
+                    ClientInput::InputUnreliable(body) => self.input(&session_id, &body, true),
                 }
                 return bytes;
             }
@@ -368,122 +412,14 @@ impl Room {
         0
     }
 
-    /// Applies effects; returns the sessions whose join was rejected.
-    pub(super) fn apply(&mut self, effects: Vec<Effect>, events: &mut Vec<Event>) -> HashSet<String> {
-        let mut rejected = HashSet::new();
-        let now = Instant::now();
-        for effect in effects {
-            match effect {
-                Effect::Send { to, message } => {
-                    let frame = outbound_frame(&message);
-                    if message.after_patch {
-                        self.hold_after_patch(Some(to), frame, Vec::new());
-                    } else {
-                        self.clients.send_to(&to, &frame);
-                    }
-                }
-                Effect::Broadcast { message, except } => {
-                    let frame = outbound_frame(&message);
-                    if message.after_patch {
-                        self.hold_after_patch(None, frame, except);
-                    } else {
-                        self.clients.broadcast(&frame, &except);
-                    }
-                }
-                Effect::Error { to, code, message } => {
-                    self.clients.send_to(&to, &frame::error(code, &message).into());
-                }
-                Effect::Leave { session_id, code } => {
-                    if self.clients.get(&session_id).is_none() {
-                        continue;
-                    }
-                    self.clients.close(&session_id, code);
-                    // Colyseus treats a server-side close like any other: only 4000 is consented.
-                    match code.unwrap_or(close::NO_STATUS) {
-                        close::CONSENTED => {
-                            self.clients.remove(&session_id);
-                            events.push(Event::Leave { session_id, code: close::CONSENTED });
-                        }
-                        code => self.drop_client(session_id, code, events),
-                    }
-                }
-                Effect::RejectJoin { session_id, code, message } => {
-                    if let Some(c) = self.clients.remove(&session_id) {
-                        let _ = c.wire.send(&frame::error(code, &message).into());
-                        c.wire.close(Some(close::WITH_ERROR), &message);
-                    }
-                    rejected.insert(session_id);
-                }
-                Effect::CreateFailed { code, message } => {
-                    tracing::warn!(
-                        room = self.tag(),
-                        code,
-                        "CreateFailed outside creation ignored: {message}"
-                    );
-                }
-                Effect::Lock => self.explicit_lock = true,
-                Effect::Unlock => self.explicit_lock = false,
-                Effect::SetMetadata(bytes) => match rmp_serde::from_slice::<Value>(&bytes) {
-                    Ok(Value::Object(map)) => self.listing.metadata.extend(map),
-                    _ => tracing::warn!(room = self.tag(), "metadata must be a map; ignored"),
-                },
-                Effect::SetPrivate(p) => self.listing.private = p,
-                Effect::SetMaxClients(n) => self.listing.max_clients = (n > 0).then_some(n),
-                Effect::SetPatchRate(ms) => {
-                    self.schedule.set_patch_rate(Duration::from_millis(u64::from(ms)), now);
-                    if !self.schedule.patches_on() {
-                        self.flush_after_patch();
-                    }
-                }
-                Effect::SetSimulationInterval(ms) => {
-                    // A room without a tick hook never gets ticks: they would be empty calls.
-                    let every =
-                        (ms > 0 && !self.ticks_unhandled).then(|| Duration::from_millis(u64::from(ms)));
-                    self.schedule.set_simulation_interval(every, now);
-                }
-                Effect::SetAutoDispose(v) => self.auto_dispose = v,
-                Effect::AllowReconnection { session_id, seconds } => {
-                    self.seats.allow_reconnection(&session_id, seconds, now);
-                }
-                Effect::Disconnect { code } => {
-                    self.clients.close_all(code);
-                    self.disposing = true;
-                }
-                Effect::SetTimer { id, delay_ms, repeat } => {
-                    if self.schedule.timer_count() >= MAX_TIMERS {
-                        self.fault
-                            .get_or_insert(GuestError::Flood(format!("over {MAX_TIMERS} pending timers")));
-                        continue;
-                    }
-                    let delay = Duration::from_millis(delay_ms.max(if repeat { 1 } else { 0 }));
-                    self.schedule.set_timer(id, delay, repeat, now);
-                }
-                Effect::ClearTimer { id } => self.schedule.clear_timer(id),
-                Effect::SetSerializer { reflection_v4, reflection_v5 } => {
-                    self.serializer = Some(Serializer { reflection_v4, reflection_v5 });
-                }
-                Effect::StateChanged => {
-                    self.state_dirty = true;
-                    self.schedule.want_patch(now);
-                }
-                Effect::FullState(bytes) => {
-                    self.clients.full_state(&state_frame(frame::code::ROOM_STATE, &bytes))
-                }
-                Effect::StatePatch(bytes) => {
-                    // Encoded once by the guest, shared by every joined client.
-                    self.clients.patch(&state_frame(frame::code::ROOM_STATE_PATCH, &bytes));
-                    self.patch_pending = false;
-                    self.flush_after_patch();
-                }
-                Effect::Presence { op_id, op } => self.services.presence(op_id, op),
-                Effect::QueryRooms { op_id, name } => self.services.query_rooms(op_id, name),
-                Effect::TicksUnhandled => {
-                    self.ticks_unhandled = true;
-                    self.schedule.set_simulation_interval(None, now);
-                }
-            }
+    /// Buffers a client's input frame; ignored, as Colyseus does, in a room without inputs.
+    fn input(&mut self, session_id: &str, body: &[u8], unreliable: bool) {
+        let Some(inputs) = &mut self.inputs else { return };
+        let applied =
+            if unreliable { inputs.unreliable(session_id, body) } else { inputs.reliable(session_id, body) };
+        if let Err(e) = applied {
+            tracing::debug!(room = %self.listing.room_id, session = session_id, "bad input frame: {e}");
         }
-        rejected
     }
 
     /// Writes what the last step sent, then drops the clients that could not take it.
@@ -581,18 +517,6 @@ impl Room {
         (self.deps.on_exit)(&self.listing.room_id);
         self.rx.close();
     }
-}
-
-/// ROOM_STATE or ROOM_STATE_PATCH around the guest's encoded body.
-fn state_frame(code: u8, body: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(body.len() + 1);
-    frame.push(code);
-    frame.extend_from_slice(body);
-    frame.into()
-}
-
-fn outbound_frame(message: &Outbound) -> Bytes {
-    frame::room_data(&message.kind, message.payload.as_deref().map(|b| b.as_ref()), message.bytes).into()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1,0 +1,234 @@
+//! A room's inputs (Colyseus 0.18), for rooms that declared them: each client's current input
+//! values, the copies waiting for a step, and how many were consumed (the ack its TIMED frames
+//! carry). Everything here is the room actor's; nothing is shared.
+
+use std::collections::{HashMap, VecDeque};
+
+use odeon_protocol::abi::{InputDecl, StepInput};
+use odeon_protocol::input::{self, FieldKind, InputError, InputValue};
+use tokio::time::Instant;
+
+/// Inputs a client may have waiting; on overflow the oldest is dropped and counts as consumed.
+pub(super) const BUFFER: usize = 32;
+
+/// One client's inputs.
+struct ClientInputs {
+    values: Vec<InputValue>,
+    /// Copies of the values per input, with the seq of an unreliable one.
+    queue: VecDeque<(Vec<u8>, Option<u64>)>,
+    /// Reliable inputs consumed (or dropped), or, after unreliable ones, the last seq consumed.
+    ack: u32,
+    /// The highest unreliable seq buffered.
+    last_seq: u64,
+}
+
+pub(super) struct RoomInputs {
+    decl: InputDecl,
+    kinds: Vec<FieldKind>,
+    created: Instant,
+    clients: HashMap<String, ClientInputs>,
+}
+
+impl RoomInputs {
+    /// Inputs as the room declared them; `Err` names a field type inputs cannot hold.
+    pub(super) fn new(decl: InputDecl, created: Instant) -> Result<Self, String> {
+        let kinds = decl
+            .fields
+            .iter()
+            .map(|(name, ty)| FieldKind::of(ty).ok_or_else(|| format!("input field {name} has type {ty}")))
+            .collect::<Result<_, _>>()?;
+        if decl.tick_rate_hz == 0 || decl.tick_rate_hz > 1000 {
+            return Err(format!("input tick rate {} Hz is out of range", decl.tick_rate_hz));
+        }
+        Ok(Self { decl, kinds, created, clients: HashMap::new() })
+    }
+
+    /// The fixed step, in milliseconds.
+    pub(super) fn step_ms(&self) -> f64 {
+        1000.0 / self.decl.tick_rate_hz as f64
+    }
+
+    /// The JOIN_ROOM sections after the state reflection.
+    pub(super) fn sections(&self, patch_rate_ms: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        input::push_section(&mut out, input::section::INPUT_REFLECTION, &self.decl.reflection_v5);
+        let options = input::options(self.decl.tick_rate_hz, patch_rate_ms, self.decl.sub_steps);
+        input::push_section(&mut out, input::section::INPUT_OPTIONS, &options);
+        out
+    }
+
+    /// A client connected (joined or reconnected): it starts with zero values and no inputs.
+    pub(super) fn reset(&mut self, session_id: &str) {
+        let values = self.kinds.iter().map(|k| InputValue::zero(*k)).collect();
+        let fresh = ClientInputs { values, queue: VecDeque::new(), ack: 0, last_seq: 0 };
+        self.clients.insert(session_id.to_owned(), fresh);
+    }
+
+    /// Forgets the clients `keep` says are gone.
+    pub(super) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.clients.retain(|sid, _| keep(sid));
+    }
+
+    /// One reliable input: the delta applied to the client's values, a copy buffered. A delta
+    /// that does not decode still counts as an input (the fields before the bad one apply).
+    pub(super) fn reliable(&mut self, session_id: &str, delta: &[u8]) -> Result<(), InputError> {
+        let Some(c) = self.clients.get_mut(session_id) else { return Ok(()) };
+        let applied = input::apply_delta(&mut c.values, &self.kinds, delta);
+        let copy = encode_values(&self.decl.fields, &c.values);
+        push(c, copy, None);
+        applied
+    }
+
+    /// An unreliable frame: every slot applied in order, only those newer than the last seen
+    /// buffered (duplicates dropped).
+    pub(super) fn unreliable(&mut self, session_id: &str, body: &[u8]) -> Result<(), InputError> {
+        let Some(c) = self.clients.get_mut(session_id) else { return Ok(()) };
+        for (seq, delta) in input::unreliable_slots(body)? {
+            input::apply_delta(&mut c.values, &self.kinds, delta)?;
+            if seq > c.last_seq {
+                c.last_seq = seq;
+                let copy = encode_values(&self.decl.fields, &c.values);
+                push(c, copy, Some(seq));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes at most one input per client, the oldest, for a step; `order` is the join order.
+    pub(super) fn take_step<'a>(&mut self, order: impl Iterator<Item = &'a str>) -> Vec<StepInput> {
+        let mut step = Vec::new();
+        for sid in order {
+            let Some(c) = self.clients.get_mut(sid) else { continue };
+            if let Some((values, seq)) = c.queue.pop_front() {
+                consumed(c, seq);
+                step.push(StepInput { session_id: sid.to_owned(), values });
+            }
+        }
+        step
+    }
+
+    /// The TIMED head of a state frame (`code` ROOM_STATE or ROOM_STATE_PATCH) for a client.
+    pub(super) fn head(&self, code: u8, session_id: &str, now: Instant) -> [u8; 9] {
+        let ack = self.clients.get(session_id).map_or(0, |c| c.ack);
+        input::timed_prefix(code, self.server_now(now), ack)
+    }
+
+    /// The room clock: whole milliseconds since the room was created.
+    pub(super) fn server_now(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.created).as_millis().min(u32::MAX as u128) as u32
+    }
+}
+
+fn push(c: &mut ClientInputs, copy: Vec<u8>, seq: Option<u64>) {
+    c.queue.push_back((copy, seq));
+    if c.queue.len() > BUFFER
+        && let Some((_, seq)) = c.queue.pop_front()
+    {
+        consumed(c, seq);
+    }
+}
+
+/// Counts one input as consumed: a reliable one adds to the count; an unreliable one's ack is
+/// its seq.
+fn consumed(c: &mut ClientInputs, seq: Option<u64>) {
+    c.ack = match seq {
+        Some(seq) => seq.min(u32::MAX as u64) as u32,
+        None => c.ack.wrapping_add(1),
+    };
+}
+
+/// The values as the guest gets them: a MessagePack map from field name to value.
+fn encode_values(fields: &[(String, String)], values: &[InputValue]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 12 * values.len());
+    rmp::encode::write_map_len(&mut out, values.len() as u32).expect("writing to a Vec");
+    for ((name, _), value) in fields.iter().zip(values) {
+        rmp::encode::write_str(&mut out, name).expect("writing to a Vec");
+        match value {
+            InputValue::Number(n) => rmp::encode::write_f64(&mut out, *n).expect("writing to a Vec"),
+            InputValue::String(s) => rmp::encode::write_str(&mut out, s).expect("writing to a Vec"),
+            InputValue::Bool(b) => rmp::encode::write_bool(&mut out, *b).expect("writing to a Vec"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pilot() -> RoomInputs {
+        let decl = InputDecl {
+            reflection_v5: vec![1, 2, 3],
+            fields: vec![("dx".into(), "number".into()), ("dy".into(), "number".into())],
+            tick_rate_hz: 20,
+            sub_steps: 1,
+        };
+        let mut inputs = RoomInputs::new(decl, Instant::now()).unwrap();
+        inputs.reset("a");
+        inputs.reset("b");
+        inputs
+    }
+
+    fn values(step: &[StepInput]) -> Vec<(String, serde_json::Value)> {
+        step.iter().map(|s| (s.session_id.clone(), rmp_serde::from_slice(&s.values).unwrap())).collect()
+    }
+
+    #[test]
+    fn a_step_takes_one_input_per_client_and_an_empty_frame_repeats_the_last_values() {
+        let mut inputs = pilot();
+        inputs.reliable("a", &[0x80, 0x03, 0x81, 0x07]).unwrap();
+        inputs.reliable("a", &[]).unwrap();
+        inputs.reliable("a", &[0x81, 0x01]).unwrap();
+        let order = ["a", "b"];
+        let step = inputs.take_step(order.iter().copied());
+        assert_eq!(values(&step), [("a".to_string(), serde_json::json!({"dx": 3.0, "dy": 7.0}))]);
+        assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 1u32.to_le_bytes());
+        assert_eq!(inputs.head(0x0f, "b", inputs.created)[5..], 0u32.to_le_bytes());
+        let step = inputs.take_step(order.iter().copied());
+        assert_eq!(values(&step), [("a".to_string(), serde_json::json!({"dx": 3.0, "dy": 7.0}))]);
+        let step = inputs.take_step(order.iter().copied());
+        assert_eq!(values(&step), [("a".to_string(), serde_json::json!({"dx": 3.0, "dy": 1.0}))]);
+        assert!(inputs.take_step(order.iter().copied()).is_empty());
+        assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 3u32.to_le_bytes());
+        // A reconnection starts over.
+        inputs.reset("a");
+        assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 0u32.to_le_bytes());
+    }
+
+    #[test]
+    fn the_buffer_keeps_the_newest_and_counts_the_dropped_as_consumed() {
+        let mut inputs = pilot();
+        for i in 0..(BUFFER as u8 + 3) {
+            inputs.reliable("a", &[0x80, i]).unwrap();
+        }
+        assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 3u32.to_le_bytes());
+        let step = inputs.take_step(["a"].into_iter());
+        assert_eq!(values(&step)[0].1, serde_json::json!({"dx": 3.0, "dy": 0.0}));
+    }
+
+    #[test]
+    fn unreliable_duplicates_are_dropped_and_the_ack_is_the_seq() {
+        let mut inputs = pilot();
+        inputs.unreliable("a", &[0x0a, 0x02, 0x80, 0x01]).unwrap();
+        inputs.unreliable("a", &[0x0a, 0x02, 0x80, 0x01, 0x00]).unwrap();
+        let step = inputs.take_step(["a"].into_iter());
+        assert_eq!(step.len(), 1);
+        assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 10u32.to_le_bytes());
+        inputs.take_step(["a"].into_iter());
+        assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 11u32.to_le_bytes());
+        assert!(inputs.take_step(["a"].into_iter()).is_empty());
+    }
+
+    #[test]
+    fn unknown_field_types_and_rates_are_refused() {
+        let bad = InputDecl {
+            reflection_v5: vec![],
+            fields: vec![("m".into(), "map".into())],
+            tick_rate_hz: 20,
+            sub_steps: 1,
+        };
+        assert!(RoomInputs::new(bad, Instant::now()).err().unwrap().contains("input field m has type map"));
+        let bad = InputDecl { reflection_v5: vec![], fields: vec![], tick_rate_hz: 0, sub_steps: 1 };
+        assert!(RoomInputs::new(bad, Instant::now()).is_err());
+    }
+}

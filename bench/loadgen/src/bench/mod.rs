@@ -6,11 +6,13 @@
 //! an SVG plot (`--svg`); raw JSON summaries and server logs stay in the results directory.
 //!
 //! Then the proxy workload ([`proxy`]): one Odeon host reached directly, through `odeon-proxy`
-//! and through nginx, reported in a section of its own ([`proxy_report`]).
+//! and through nginx, in rounds ([`proxy_rounds`]), reported in a section of its own
+//! ([`proxy_report`]).
 
 pub mod nginx;
 pub mod proxy;
 pub mod proxy_report;
+pub mod proxy_rounds;
 pub mod report;
 pub mod server;
 pub mod svg;
@@ -86,7 +88,11 @@ pub struct Args {
     /// Active clients of the proxy workload [default: 500; quick: 100].
     #[arg(long)]
     pub proxy_clients: Option<u32>,
-    /// Variants of the proxy workload, in this order.
+    /// Rounds of the proxy workload: each runs every variant, in the previous round's order
+    /// rotated by one; the report gives the medians over rounds [default: 3; quick: 1].
+    #[arg(long)]
+    pub proxy_rounds: Option<u32>,
+    /// Variants of the proxy workload, in this order (in round 1).
     #[arg(long, value_delimiter = ',', default_value = "direct,odeon-proxy,nginx")]
     pub proxy_variants: Vec<String>,
     /// Colyseus PINGs per client per second in the proxy workload: the round trip without the

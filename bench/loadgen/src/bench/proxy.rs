@@ -3,7 +3,10 @@
 //! memory per client) and the latency it adds are measured against a baseline on the same
 //! machine state.
 //!
-//! Every variant gets a fresh redis-server (the hosts' registry), a fresh host with
+//! The variants run in `--proxy-rounds` rounds, each round in the order of the one before
+//! rotated by one ([`proxy_rounds::round_order`]); the report gives the medians over rounds.
+//!
+//! Every run gets a fresh redis-server (the hosts' registry), a fresh host with
 //! `--redis-url … --behind-proxy` (the same host configuration in all three) and, for the two
 //! proxies, a fresh proxy. With two cores and pinning, the proxy under test runs alone on the
 //! first CPU, and the host, redis-server and the loadgen share the second, in every variant: the
@@ -17,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::server::{self, Launch, Running};
-use super::{Args, Plan, nginx};
+use super::{Args, Plan, nginx, proxy_rounds};
 use crate::proc::{self, Pid};
 use crate::summary::Summary;
 
@@ -59,8 +62,10 @@ pub struct ProxyPlan {
     pub clients: u32,
     /// Colyseus PINGs per client per second (the round-trip probe).
     pub ping_hz: f64,
-    /// Variants in order.
+    /// Variants in round 1's order.
     pub variants: Vec<Variant>,
+    /// Rounds of every variant (`--proxy-rounds`).
+    pub rounds: u32,
     /// Variants skipped, with why.
     pub skipped: Vec<(Variant, String)>,
     /// The host, as the server comparison runs it (without Redis and the proxy flags).
@@ -130,6 +135,8 @@ pub fn plan(args: &Args, target: &Path, host: server::Spec) -> anyhow::Result<Re
     if variants.is_empty() {
         return Ok(Err("every variant was skipped".to_owned()));
     }
+    let rounds = args.proxy_rounds.unwrap_or(if args.quick { 1 } else { 3 });
+    anyhow::ensure!(rounds > 0, "--proxy-rounds must be positive");
     let clients = args.proxy_clients.unwrap_or(if args.quick { 100 } else { 500 });
     anyhow::ensure!(clients > 0, "--proxy-clients must be positive");
     if !clients.is_multiple_of(50) {
@@ -139,6 +146,7 @@ pub fn plan(args: &Args, target: &Path, host: server::Spec) -> anyhow::Result<Re
         clients,
         ping_hz: args.proxy_ping_hz,
         variants,
+        rounds,
         skipped,
         host,
         redis,
@@ -147,11 +155,13 @@ pub fn plan(args: &Args, target: &Path, host: server::Spec) -> anyhow::Result<Re
     }))
 }
 
-/// One variant's run.
+/// One variant's run in one round.
 #[derive(Debug, Clone)]
 pub struct ProxyRecord {
     /// Which path.
     pub variant: Variant,
+    /// Which round, from 1.
+    pub round: u32,
     /// The loadgen's summary, if it produced one.
     pub summary: Option<Summary>,
     /// The proxy's VmRSS before any client, KiB (nginx: its worker's).
@@ -164,35 +174,50 @@ pub struct ProxyRecord {
     pub commands: Vec<String>,
 }
 
-/// Runs every variant in order, each retried once on failure.
+/// What a run's files in the results directory are called: `proxy-<clients>-<variant>`, with
+/// the round (`proxy-<clients>-r<round>-<variant>`) when there is more than one.
+fn run_name(pp: &ProxyPlan, round: u32, variant: Variant) -> String {
+    if pp.rounds > 1 {
+        format!("proxy-{}-r{round}-{}", pp.clients, variant.name())
+    } else {
+        format!("proxy-{}-{}", pp.clients, variant.name())
+    }
+}
+
+/// Runs every round, each its variants in [`proxy_rounds::round_order`], each run retried once
+/// on failure.
 pub fn run_all(plan: &Plan, pp: &ProxyPlan) -> Vec<ProxyRecord> {
     let mut records = Vec::new();
-    for &variant in &pp.variants {
-        eprintln!("odeon-bench: proxy-{} / {} …", pp.clients, variant.name());
-        let mut record = run_one(plan, pp, variant);
-        if let Some(e) = record.error.take() {
-            eprintln!("odeon-bench: proxy / {} failed, retrying once: {e}", variant.name());
-            record = run_one(plan, pp, variant);
-            record.retried_after = Some(e);
+    for round in 1..=pp.rounds {
+        for variant in proxy_rounds::round_order(&pp.variants, round) {
+            let name = run_name(pp, round, variant);
+            eprintln!("odeon-bench: {name} (round {round} of {}) …", pp.rounds);
+            let mut record = run_one(plan, pp, round, variant);
+            if let Some(e) = record.error.take() {
+                eprintln!("odeon-bench: {name} failed, retrying once: {e}");
+                record = run_one(plan, pp, round, variant);
+                record.retried_after = Some(e);
+            }
+            if let Some(e) = &record.error {
+                eprintln!("odeon-bench: {name} failed: {e}");
+            }
+            records.push(record);
         }
-        if let Some(e) = &record.error {
-            eprintln!("odeon-bench: proxy / {} failed: {e}", variant.name());
-        }
-        records.push(record);
     }
     records
 }
 
-fn run_one(plan: &Plan, pp: &ProxyPlan, variant: Variant) -> ProxyRecord {
+fn run_one(plan: &Plan, pp: &ProxyPlan, round: u32, variant: Variant) -> ProxyRecord {
     let mut record = ProxyRecord {
         variant,
+        round,
         summary: None,
         proxy_empty_rss_kib: None,
         error: None,
         retried_after: None,
         commands: Vec::new(),
     };
-    if let Err(e) = run_one_inner(plan, pp, variant, &mut record) {
+    if let Err(e) = run_one_inner(plan, pp, &mut record) {
         record.error = Some(format!("{e:#}"));
     }
     record
@@ -240,17 +265,13 @@ impl Drop for Front {
     }
 }
 
-fn run_one_inner(
-    plan: &Plan,
-    pp: &ProxyPlan,
-    variant: Variant,
-    record: &mut ProxyRecord,
-) -> anyhow::Result<()> {
+fn run_one_inner(plan: &Plan, pp: &ProxyPlan, record: &mut ProxyRecord) -> anyhow::Result<()> {
+    let variant = record.variant;
     let (proxy_cpu, host_cpu) = match &plan.pin {
         Some((p, h)) => (Some(p.as_str()), Some(h.as_str())),
         None => (None, None),
     };
-    let name = format!("proxy-{}-{}", pp.clients, variant.name());
+    let name = run_name(pp, record.round, variant);
     let dir = &plan.results_dir;
     let cwd = &pp.host.cwd;
 

@@ -5,7 +5,8 @@
 # - the wasm32-wasip1 target of the toolchain rust-toolchain.toml names (alone with
 #   `--wasm-target`, which `just plugins` runs);
 # - the npm packages of tests/ and tests/schema/, from their committed lockfiles;
-# - redis-server, from Debian's packages;
+# - redis-server, and the openssl command the proxy's TLS test makes its certificates with, from
+#   Debian's packages;
 # - SecantusDB's secantusd-py (a MongoDB-wire server; no mongod can be installed here) in a
 #   virtualenv at $ODEON_SECANTUS_VENV (default ~/.cache/odeon/secantus-venv): the one place every
 #   test and `just cluster` look, and where SECANTUSD_PY points.
@@ -29,12 +30,15 @@ for dir in tests tests/schema; do
     fi
 done
 
-if ! command -v "${ODEON_REDIS_SERVER:-redis-server}" >/dev/null; then
-    echo "setup: installing redis-server"
+packages=()
+command -v "${ODEON_REDIS_SERVER:-redis-server}" >/dev/null || packages+=(redis-server)
+command -v openssl >/dev/null || packages+=(openssl)
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "setup: installing ${packages[*]}"
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
 venv="${ODEON_SECANTUS_VENV:-$HOME/.cache/odeon/secantus-venv}"

@@ -1,5 +1,6 @@
 // The README's promise: after `just run`, a script using the official 0.18 SDK joins `echo` and
-// gets its echo back, and joins `arena` with live state. Runs the real recipe (plugins build + host) on a free port.
+// gets its echo back, joins `arena` with live state, and uses 0.18's `room.request()` (echo) and
+// `room.input()` (pilot). Runs the real recipe (plugins build + host) on a free port.
 
 import { describe, it, after } from "node:test";
 import assert from "node:assert/strict";
@@ -65,5 +66,23 @@ describe("just run", () => {
         arena.send("move", { x: 42, y: -1 });
         assert.equal(await waitFor(moved, 5000, "own move through state"), -1);
         await waitFor(arena.leave(), 5000, "leave arena");
+
+        // ... and 0.18's round trips and inputs: room.request() on echo, room.input() on pilot.
+        const echo = await waitFor(client.joinOrCreate("echo"), 8000, "joinOrCreate(echo) again");
+        echo.onMessage("*", () => {});
+        assert.deepEqual(await waitFor(echo.request("add", { a: 2, b: 3 }), 5000, "request add"), { sum: 5 });
+        await waitFor(echo.leave(), 5000, "leave echo");
+        const pilot = await waitFor(client.joinOrCreate("pilot"), 8000, "joinOrCreate(pilot)");
+        const input = pilot.input();
+        for (let i = 0; i < 3; i++) {
+            input.data.dx = 1;
+            input.send();
+        }
+        const inputsBy = Date.now() + 5000;
+        while (input.lastProcessed < 3 && Date.now() < inputsBy) await sleep(20);
+        assert.equal(input.lastProcessed, 3, "three inputs acked");
+        while (pilot.state.players.get(pilot.sessionId)?.x !== 3 && Date.now() < inputsBy) await sleep(20);
+        assert.equal(pilot.state.players.get(pilot.sessionId)?.x, 3, "the inputs moved the player");
+        await waitFor(pilot.leave(), 5000, "leave pilot");
     });
 });

@@ -65,14 +65,7 @@ impl Answer {
 
 /// The ERROR payload: `{name, message}` plus `code` when there is one.
 fn error_payload(name: &str, message: &str, code: Option<Vec<u8>>) -> Vec<u8> {
-    let mut map = vec![
-        (rmpv::Value::from("name"), rmpv::Value::from(name)),
-        (rmpv::Value::from("message"), rmpv::Value::from(message)),
-    ];
-    if let Some(code) = code.and_then(|c| Payload::new(c).value().ok()) {
-        map.push((rmpv::Value::from("code"), code));
-    }
-    crate::rt::encode_value(&rmpv::Value::Map(map))
+    odeon_protocol::frame::request_error(name, message, code.as_deref())
 }
 
 /// A type as JavaScript's `String(type)` writes it: `5`, not `5.0`.

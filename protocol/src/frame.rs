@@ -199,6 +199,23 @@ pub fn room_response(id: f64, status: u8, payload: Option<&[u8]>) -> Vec<u8> {
     out
 }
 
+/// The payload of an ERROR response: the MessagePack map `{name, message}`, plus `code` (an
+/// encoded MessagePack value) when there is one.
+pub fn request_error(name: &str, message: &str, code: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + name.len() + message.len() + code.map_or(0, <[u8]>::len));
+    let write = |out: &mut Vec<u8>, s: &str| rmp::encode::write_str(out, s).expect("writing to a Vec");
+    rmp::encode::write_map_len(&mut out, 2 + code.is_some() as u32).expect("writing to a Vec");
+    write(&mut out, "name");
+    write(&mut out, name);
+    write(&mut out, "message");
+    write(&mut out, message);
+    if let Some(code) = code {
+        write(&mut out, "code");
+        out.extend_from_slice(code);
+    }
+    out
+}
+
 /// Builds ERROR.
 pub fn error(code: u32, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + message.len());

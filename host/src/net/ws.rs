@@ -399,7 +399,7 @@ impl Connection {
                     }
                     // An undecodable request payload fails that request only; the socket stays.
                     Err(e) => {
-                        let error = request_error("Error", &e.to_string());
+                        let error = frame::request_error("Error", &e.to_string(), None);
                         let frame = frame::room_response(id, frame::status::ERROR, Some(&error));
                         let _ = self.wire.send(&frame.into());
                         return Ok(None);
@@ -448,17 +448,6 @@ impl Connection {
             }
         }
     }
-}
-
-/// A request's ERROR payload, `{name, message}`, as MessagePack.
-fn request_error(name: &str, message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + name.len() + message.len());
-    rmp::encode::write_map_len(&mut out, 2).expect("writing to a Vec");
-    for (k, v) in [("name", name), ("message", message)] {
-        rmp::encode::write_str(&mut out, k).expect("writing to a Vec");
-        rmp::encode::write_str(&mut out, v).expect("writing to a Vec");
-    }
-    out
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -69,13 +69,6 @@ impl Clients {
         self.map.len()
     }
 
-    /// Session ids in the order their connections arrived.
-    pub(super) fn join_order(&self) -> Vec<String> {
-        let mut order: Vec<(&String, u64)> = self.map.iter().map(|(sid, c)| (sid, c.conn_id)).collect();
-        order.sort_by_key(|(_, conn)| *conn);
-        order.into_iter().map(|(sid, _)| sid.clone()).collect()
-    }
-
     pub(super) fn get(&self, session_id: &str) -> Option<&Client> {
         self.map.get(session_id)
     }
@@ -191,33 +184,19 @@ impl Clients {
         }
     }
 
-    /// A state patch: only for clients that have their full state.
-    pub(super) fn patch(&mut self, frame: &Bytes) {
-        for c in self.map.values_mut().filter(|c| c.state == ClientState::Joined) {
-            Self::write(&mut self.pending, c, frame.clone().into());
+    /// A state patch, only for clients that have their full state: `frame(session)` is one
+    /// shared body, with a TIMED head of that client's own in a room with inputs (a heartbeat
+    /// when the body is empty).
+    pub(super) fn patch(&mut self, frame: impl Fn(&str) -> OutFrame) {
+        for (sid, c) in self.map.iter_mut().filter(|(_, c)| c.state == ClientState::Joined) {
+            Self::write(&mut self.pending, c, frame(sid));
         }
     }
 
     /// The full state, to every client waiting for it; they then get what was held for them.
-    pub(super) fn full_state(&mut self, frame: &Bytes) {
-        for c in self.map.values_mut().filter(|c| c.state == ClientState::AwaitingState) {
-            Self::write(&mut self.pending, c, frame.clone().into());
-            Self::release_one(&mut self.pending, c);
-        }
-    }
-
-    /// A TIMED state patch (a heartbeat when `body` is empty) to every joined client: the body
-    /// is shared, the 9-byte head (`head(session)`: time and that client's ack) is its own.
-    pub(super) fn patch_timed(&mut self, body: &Bytes, head: impl Fn(&str) -> [u8; 9]) {
-        for (sid, c) in self.map.iter_mut().filter(|(_, c)| c.state == ClientState::Joined) {
-            Self::write(&mut self.pending, c, OutFrame::with_head(&head(sid), body.clone()));
-        }
-    }
-
-    /// The TIMED full state to every client waiting for it, then what was held for them.
-    pub(super) fn full_state_timed(&mut self, body: &Bytes, head: impl Fn(&str) -> [u8; 9]) {
+    pub(super) fn full_state(&mut self, frame: impl Fn(&str) -> OutFrame) {
         for (sid, c) in self.map.iter_mut().filter(|(_, c)| c.state == ClientState::AwaitingState) {
-            Self::write(&mut self.pending, c, OutFrame::with_head(&head(sid), body.clone()));
+            Self::write(&mut self.pending, c, frame(sid));
             Self::release_one(&mut self.pending, c);
         }
     }

@@ -2,7 +2,7 @@
 //! values, the copies waiting for a step, and how many were consumed (the ack its TIMED frames
 //! carry). Everything here is the room actor's; nothing is shared.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use odeon_protocol::abi::{InputDecl, StepInput};
 use odeon_protocol::input::{self, FieldKind, InputError, InputValue};
@@ -26,7 +26,8 @@ pub(super) struct RoomInputs {
     decl: InputDecl,
     kinds: Vec<FieldKind>,
     created: Instant,
-    clients: HashMap<String, ClientInputs>,
+    /// Per client, in the order they first connected: the order steps take inputs in.
+    clients: Vec<(String, ClientInputs)>,
 }
 
 impl RoomInputs {
@@ -40,7 +41,7 @@ impl RoomInputs {
         if decl.tick_rate_hz == 0 || decl.tick_rate_hz > 1000 {
             return Err(format!("input tick rate {} Hz is out of range", decl.tick_rate_hz));
         }
-        Ok(Self { decl, kinds, created, clients: HashMap::new() })
+        Ok(Self { decl, kinds, created, clients: Vec::new() })
     }
 
     /// The fixed step, in milliseconds.
@@ -61,18 +62,16 @@ impl RoomInputs {
     pub(super) fn reset(&mut self, session_id: &str) {
         let values = self.kinds.iter().map(|k| InputValue::zero(*k)).collect();
         let fresh = ClientInputs { values, queue: VecDeque::new(), ack: 0, last_seq: 0 };
-        self.clients.insert(session_id.to_owned(), fresh);
-    }
-
-    /// Forgets the clients `keep` says are gone.
-    pub(super) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.clients.retain(|sid, _| keep(sid));
+        match find(&mut self.clients, session_id) {
+            Some(c) => *c = fresh,
+            None => self.clients.push((session_id.to_owned(), fresh)),
+        }
     }
 
     /// One reliable input: the delta applied to the client's values, a copy buffered. A delta
     /// that does not decode still counts as an input (the fields before the bad one apply).
     pub(super) fn reliable(&mut self, session_id: &str, delta: &[u8]) -> Result<(), InputError> {
-        let Some(c) = self.clients.get_mut(session_id) else { return Ok(()) };
+        let Some(c) = find(&mut self.clients, session_id) else { return Ok(()) };
         let applied = input::apply_delta(&mut c.values, &self.kinds, delta);
         let copy = encode_values(&self.decl.fields, &c.values);
         push(c, copy, None);
@@ -82,7 +81,7 @@ impl RoomInputs {
     /// An unreliable frame: every slot applied in order, only those newer than the last seen
     /// buffered (duplicates dropped).
     pub(super) fn unreliable(&mut self, session_id: &str, body: &[u8]) -> Result<(), InputError> {
-        let Some(c) = self.clients.get_mut(session_id) else { return Ok(()) };
+        let Some(c) = find(&mut self.clients, session_id) else { return Ok(()) };
         for (seq, delta) in input::unreliable_slots(body)? {
             input::apply_delta(&mut c.values, &self.kinds, delta)?;
             if seq > c.last_seq {
@@ -94,14 +93,15 @@ impl RoomInputs {
         Ok(())
     }
 
-    /// Takes at most one input per client, the oldest, for a step; `order` is the join order.
-    pub(super) fn take_step<'a>(&mut self, order: impl Iterator<Item = &'a str>) -> Vec<StepInput> {
+    /// Takes at most one input per client, the oldest, for a step, in connection order; the
+    /// clients `connected` says are gone are forgotten on the way.
+    pub(super) fn take_step(&mut self, connected: impl Fn(&str) -> bool) -> Vec<StepInput> {
+        self.clients.retain(|(sid, _)| connected(sid));
         let mut step = Vec::new();
-        for sid in order {
-            let Some(c) = self.clients.get_mut(sid) else { continue };
+        for (sid, c) in &mut self.clients {
             if let Some((values, seq)) = c.queue.pop_front() {
                 consumed(c, seq);
-                step.push(StepInput { session_id: sid.to_owned(), values });
+                step.push(StepInput { session_id: sid.clone(), values });
             }
         }
         step
@@ -109,7 +109,7 @@ impl RoomInputs {
 
     /// The TIMED head of a state frame (`code` ROOM_STATE or ROOM_STATE_PATCH) for a client.
     pub(super) fn head(&self, code: u8, session_id: &str, now: Instant) -> [u8; 9] {
-        let ack = self.clients.get(session_id).map_or(0, |c| c.ack);
+        let ack = self.clients.iter().find(|(sid, _)| sid == session_id).map_or(0, |(_, c)| c.ack);
         input::timed_prefix(code, self.server_now(now), ack)
     }
 
@@ -117,6 +117,11 @@ impl RoomInputs {
     pub(super) fn server_now(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.created).as_millis().min(u32::MAX as u128) as u32
     }
+}
+
+/// A client's inputs (rooms hold a few dozen clients: a scan is cheaper than hashing).
+fn find<'a>(clients: &'a mut [(String, ClientInputs)], session_id: &str) -> Option<&'a mut ClientInputs> {
+    clients.iter_mut().find(|(sid, _)| sid == session_id).map(|(_, c)| c)
 }
 
 fn push(c: &mut ClientInputs, copy: Vec<u8>, seq: Option<u64>) {
@@ -179,16 +184,16 @@ mod tests {
         inputs.reliable("a", &[0x80, 0x03, 0x81, 0x07]).unwrap();
         inputs.reliable("a", &[]).unwrap();
         inputs.reliable("a", &[0x81, 0x01]).unwrap();
-        let order = ["a", "b"];
-        let step = inputs.take_step(order.iter().copied());
+        let all = |_: &str| true;
+        let step = inputs.take_step(all);
         assert_eq!(values(&step), [("a".to_string(), serde_json::json!({"dx": 3.0, "dy": 7.0}))]);
         assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 1u32.to_le_bytes());
         assert_eq!(inputs.head(0x0f, "b", inputs.created)[5..], 0u32.to_le_bytes());
-        let step = inputs.take_step(order.iter().copied());
+        let step = inputs.take_step(all);
         assert_eq!(values(&step), [("a".to_string(), serde_json::json!({"dx": 3.0, "dy": 7.0}))]);
-        let step = inputs.take_step(order.iter().copied());
+        let step = inputs.take_step(all);
         assert_eq!(values(&step), [("a".to_string(), serde_json::json!({"dx": 3.0, "dy": 1.0}))]);
-        assert!(inputs.take_step(order.iter().copied()).is_empty());
+        assert!(inputs.take_step(all).is_empty());
         assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 3u32.to_le_bytes());
         // A reconnection starts over.
         inputs.reset("a");
@@ -202,7 +207,7 @@ mod tests {
             inputs.reliable("a", &[0x80, i]).unwrap();
         }
         assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 3u32.to_le_bytes());
-        let step = inputs.take_step(["a"].into_iter());
+        let step = inputs.take_step(|sid| sid == "a");
         assert_eq!(values(&step)[0].1, serde_json::json!({"dx": 3.0, "dy": 0.0}));
     }
 
@@ -211,12 +216,12 @@ mod tests {
         let mut inputs = pilot();
         inputs.unreliable("a", &[0x0a, 0x02, 0x80, 0x01]).unwrap();
         inputs.unreliable("a", &[0x0a, 0x02, 0x80, 0x01, 0x00]).unwrap();
-        let step = inputs.take_step(["a"].into_iter());
+        let step = inputs.take_step(|sid| sid == "a");
         assert_eq!(step.len(), 1);
         assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 10u32.to_le_bytes());
-        inputs.take_step(["a"].into_iter());
+        inputs.take_step(|sid| sid == "a");
         assert_eq!(inputs.head(0x0f, "a", inputs.created)[5..], 11u32.to_le_bytes());
-        assert!(inputs.take_step(["a"].into_iter()).is_empty());
+        assert!(inputs.take_step(|sid| sid == "a").is_empty());
     }
 
     #[test]

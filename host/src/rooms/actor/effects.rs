@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{MAX_TIMERS, Room, Serializer};
+use crate::net::wire::OutFrame;
 use crate::plugins::GuestError;
 use crate::rooms::inputs::RoomInputs;
 
@@ -122,23 +123,21 @@ impl Room {
                     self.state_dirty = true;
                     self.schedule.want_patch(now);
                 }
-                Effect::FullState(bytes) => match &self.inputs {
-                    Some(inputs) => {
-                        let code = frame::code::ROOM_STATE;
-                        self.clients.full_state_timed(&Bytes::from(bytes), |sid| inputs.head(code, sid, now))
-                    }
-                    None => self.clients.full_state(&state_frame(frame::code::ROOM_STATE, &bytes)),
-                },
+                Effect::FullState(bytes) => self.clients.full_state(state_frames(
+                    self.inputs.as_ref(),
+                    frame::code::ROOM_STATE,
+                    bytes,
+                    now,
+                )),
                 Effect::StatePatch(bytes) => {
                     // Encoded once by the guest, shared by every joined client (with a TIMED
                     // head of its own each in a room with inputs).
-                    match &self.inputs {
-                        Some(inputs) => {
-                            let code = frame::code::ROOM_STATE_PATCH;
-                            self.clients.patch_timed(&Bytes::from(bytes), |sid| inputs.head(code, sid, now))
-                        }
-                        None => self.clients.patch(&state_frame(frame::code::ROOM_STATE_PATCH, &bytes)),
-                    }
+                    self.clients.patch(state_frames(
+                        self.inputs.as_ref(),
+                        frame::code::ROOM_STATE_PATCH,
+                        bytes,
+                        now,
+                    ));
                     self.patch_pending = false;
                     self.flush_after_patch();
                 }
@@ -156,10 +155,8 @@ impl Room {
                     tracing::debug!(room = self.tag(), "inputs need the 0.18 profile; ignored");
                 }
                 Effect::SetInputs(decl) => match RoomInputs::new(decl, self.created) {
-                    Ok(mut inputs) => {
-                        for sid in self.clients.join_order() {
-                            inputs.reset(&sid);
-                        }
+                    Ok(inputs) => {
+                        // Announced at creation, before any client connects.
                         let step = Duration::from_secs_f64(inputs.step_ms() / 1000.0);
                         self.inputs = Some(inputs);
                         self.schedule.set_simulation_interval(Some(step), now);
@@ -178,6 +175,24 @@ impl Room {
             }
         }
         rejected
+    }
+}
+
+/// A state body's frame per client: one shared ROOM_STATE/ROOM_STATE_PATCH frame, or, in a room
+/// with inputs, the same body behind each client's TIMED head (its ack, the room clock).
+fn state_frames(
+    inputs: Option<&RoomInputs>,
+    code: u8,
+    body: Vec<u8>,
+    now: Instant,
+) -> impl Fn(&str) -> OutFrame + '_ {
+    let shared: Bytes = match inputs {
+        Some(_) => body.into(),
+        None => state_frame(code, &body),
+    };
+    move |sid| match inputs {
+        Some(inputs) => OutFrame::with_head(&inputs.head(code, sid, now), shared.clone()),
+        None => shared.clone().into(),
     }
 }
 

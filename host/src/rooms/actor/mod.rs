@@ -19,6 +19,7 @@ use super::schedule::Schedule;
 use super::seats::Seats;
 use super::{ClientInput, ConnectError, RoomDeps, RoomMsg, RoomStats, SeatError};
 use crate::driver::RoomListing;
+use crate::net::wire::OutFrame;
 use crate::plugins::{Guest, GuestError, PluginVersion};
 use crate::services::RoomServices;
 
@@ -192,9 +193,7 @@ impl Room {
         if let Some(dt_ms) = due.tick_dt_ms {
             match &mut self.inputs {
                 Some(inputs) => {
-                    let order = self.clients.join_order();
-                    inputs.retain(|sid| self.clients.get(sid).is_some());
-                    let step = inputs.take_step(order.iter().map(String::as_str));
+                    let step = inputs.take_step(|sid| self.clients.get(sid).is_some());
                     events.push(Event::Step { dt_ms: inputs.step_ms(), inputs: step });
                 }
                 None => events.push(Event::Tick { dt_ms }),
@@ -221,7 +220,7 @@ impl Room {
         if let Some(inputs) = &self.inputs {
             let now = Instant::now();
             let code = frame::code::ROOM_STATE_PATCH;
-            self.clients.patch_timed(&Bytes::new(), |sid| inputs.head(code, sid, now));
+            self.clients.patch(|sid| OutFrame::with_head(&inputs.head(code, sid, now), Bytes::new()));
         }
     }
 

@@ -134,15 +134,18 @@ impl Routes {
     pub fn pick(&self, exclude: &[String]) -> Option<Arc<Route>> {
         let table = self.table.load();
         let now = self.now_ms();
-        let mut candidates: Vec<&Arc<Route>> = table
+        // Each load is read once: concurrent picks move them, and the minimum must stay among
+        // the candidates it was taken from.
+        let mut candidates: Vec<(usize, &Arc<Route>)> = table
             .values()
             .filter(|r| r.suspect_until.load(Ordering::Relaxed) <= now)
             .filter(|r| !exclude.contains(&r.process_id))
+            .map(|r| (r.load(), r))
             .collect();
-        let least = candidates.iter().map(|r| r.load()).min()?;
-        candidates.retain(|r| r.load() == least);
-        candidates.sort_by(|a, b| a.process_id.cmp(&b.process_id));
-        let chosen = candidates[self.turn.fetch_add(1, Ordering::Relaxed) % candidates.len()].clone();
+        let least = candidates.iter().map(|(load, _)| *load).min()?;
+        candidates.retain(|(load, _)| *load == least);
+        candidates.sort_by(|a, b| a.1.process_id.cmp(&b.1.process_id));
+        let chosen = candidates[self.turn.fetch_add(1, Ordering::Relaxed) % candidates.len()].1.clone();
         chosen.routed.fetch_add(1, Ordering::Relaxed);
         Some(chosen)
     }
@@ -201,5 +204,20 @@ mod tests {
         assert_eq!(r.ids(), ["b"]);
         assert!(r.get("a").is_none());
         assert_eq!(r.get("b").unwrap().endpoint, "b:1");
+    }
+
+    #[test]
+    fn concurrent_picks_always_find_a_process() {
+        // Picks on other threads move the loads while this one compares them; a pick must never
+        // come back empty (or panic) while processes are live.
+        let r = Arc::new(routes(&[("a", 0), ("b", 0), ("c", 0)]));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || (0..20_000).filter(|_| r.pick(&[]).is_some()).count())
+            })
+            .collect();
+        let picked: usize = threads.into_iter().map(|t| t.join().expect("no pick panicked")).sum();
+        assert_eq!(picked, 80_000);
     }
 }

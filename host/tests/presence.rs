@@ -491,7 +491,7 @@ async fn redis_dropping_the_presence_ends_its_subscriptions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_connect_fails_promptly_without_a_server_or_with_a_bad_url() {
-    let port = support::redis::free_port();
+    let port = support::free_port();
     let started = Instant::now();
     let err = RedisPresence::connect(&format!("redis://127.0.0.1:{port}/")).await.unwrap_err();
     assert!(matches!(err, PresenceError::Unavailable(_)), "{err:?}");

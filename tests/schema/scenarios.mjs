@@ -1,4 +1,4 @@
-// The scenarios of `schema/src/bin/schema-scenarios.rs`, written against the official encoder.
+// The scenarios of `schema/src/bin/schema-scenarios/main.rs`, written against the official encoder.
 // Each has the shapes (version-neutral, see defineShapes), a builder for the initial state and
 // the same named steps as the Rust side. Instances are built with every field assigned in
 // declaration order, as a Rust struct always has all of its fields.

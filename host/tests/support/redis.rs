@@ -5,13 +5,11 @@
 #![allow(dead_code)] // each test crate uses part of it
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
-}
+use super::free_port;
 
 /// A `redis-server` child process on a loopback port, killed (by its PID) when dropped.
 pub struct RedisServer {

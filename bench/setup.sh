@@ -12,10 +12,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "bench setup: installing ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
     # Where an init system runs, the package also starts its own nginx service on port 80; the
     # bench never uses it.
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    "$(cd "$(dirname "$0")/.." && pwd)/scripts/apt-install.sh" "${missing[@]}"
 fi

@@ -35,10 +35,7 @@ command -v "${ODEON_REDIS_SERVER:-redis-server}" >/dev/null || packages+=(redis-
 command -v openssl >/dev/null || packages+=(openssl)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "setup: installing ${packages[*]}"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+    scripts/apt-install.sh "${packages[@]}"
 fi
 
 venv="${ODEON_SECANTUS_VENV:-$HOME/.cache/odeon/secantus-venv}"

@@ -4,7 +4,7 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Host, hostTest, matchmake, uniq, sleep, RawClient, waitFor } from "./harness.mjs";
+import { Host, hostTest, matchmake, uniq, sleep, RawClient, until, waitFor } from "./harness.mjs";
 import { SDK18 as sdk } from "./sdks.mjs";
 import { startRedis, startMongo } from "./services.mjs";
 
@@ -14,15 +14,6 @@ async function listings(host) {
     const res = await fetch(`${host.http}/odeon/admin/rooms`, { headers: { Authorization: `Bearer ${TOKEN}` } });
     assert.equal(res.status, 200);
     return (await res.json()).rooms;
-}
-
-async function until(what, predicate, ms = 5000) {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-        if (await predicate()) return;
-        await sleep(50);
-    }
-    assert.fail(`timed out: ${what}`);
 }
 
 describe("three hosts with Redis presence and a MongoDB driver (@colyseus/sdk 0.18.4)", () => {

@@ -107,6 +107,16 @@ export function waitFor(promise, ms, what) {
 
 let uniqCounter = 0;
 /** A unique filter value so that tests never share rooms by accident. */
+/** Waits until `predicate()` (sync or async) holds, polling every 20 ms; fails after `ms`. */
+export async function until(what, predicate, ms = 5000) {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+        if (await predicate()) return;
+        await sleep(20);
+    }
+    assert.fail(`timed out: ${what}`);
+}
+
 export function uniq(prefix = "m") {
     uniqCounter += 1;
     return `${prefix}-${process.pid}-${uniqCounter}-${Math.random().toString(36).slice(2, 8)}`;

@@ -4,7 +4,7 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Code, RawClient, encodeSchemaString, hex, hostTest, matchmake, plainPackr, plainUnpackr, sleep, uniq, useHost } from "./harness.mjs";
+import { Code, RawClient, encodeSchemaString, hex, hostTest, matchmake, plainPackr, plainUnpackr, sleep, uniq, until, useHost } from "./harness.mjs";
 import { SDK18 as sdk } from "./sdks.mjs";
 
 const REQUEST = 0x15;
@@ -24,16 +24,6 @@ async function nextOf(raw, code, ms = 3000) {
         const f = await raw.nextFrame(Math.max(1, deadline - Date.now()), `frame ${code}`);
         if (f[0] === code) return f;
     }
-}
-
-/** Waits until `predicate()` holds, polling. */
-async function until(what, predicate, ms = 5000) {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-        if (await predicate()) return;
-        await sleep(20);
-    }
-    assert.fail(`timed out: ${what}`);
 }
 
 describe("requests and inputs (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)", () => {

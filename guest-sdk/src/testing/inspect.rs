@@ -60,13 +60,10 @@ impl<R: Room> TestRoom<R> {
 
     /// The `(code, message)` of every error sent to `session_id`.
     pub fn errors_to(&self, session_id: &str) -> Vec<(u32, String)> {
-        self.recorded
-            .iter()
-            .filter_map(|r| match &r.effect {
-                Effect::Error { to, code, message } if to == session_id => Some((*code, message.clone())),
-                _ => None,
-            })
-            .collect()
+        self.recorded_where(|e| match e {
+            Effect::Error { to, code, message } if to == session_id => Some((*code, message.clone())),
+            _ => None,
+        })
     }
 
     /// Whether the room is locked.

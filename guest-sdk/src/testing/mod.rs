@@ -379,25 +379,24 @@ impl<R: Room> TestRoom<R> {
     /// The presence operations the room issued, in order, since the last
     /// [`TestRoom::take_effects`].
     pub fn presence_ops(&self) -> Vec<PresenceOp> {
-        self.recorded
-            .iter()
-            .filter_map(|r| match &r.effect {
-                Effect::Presence { op, .. } => Some(op.clone()),
-                _ => None,
-            })
-            .collect()
+        self.recorded_where(|e| match e {
+            Effect::Presence { op, .. } => Some(op.clone()),
+            _ => None,
+        })
     }
 
     /// The room type names of the room queries the room issued (`None`: every type), in order,
     /// since the last [`TestRoom::take_effects`].
     pub fn room_queries(&self) -> Vec<Option<String>> {
-        self.recorded
-            .iter()
-            .filter_map(|r| match &r.effect {
-                Effect::QueryRooms { name, .. } => Some(name.clone()),
-                _ => None,
-            })
-            .collect()
+        self.recorded_where(|e| match e {
+            Effect::QueryRooms { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+    }
+
+    /// What `pick` takes from each recorded effect, in order.
+    fn recorded_where<T>(&self, pick: impl FnMut(&Effect) -> Option<T>) -> Vec<T> {
+        self.recorded.iter().map(|r| &r.effect).filter_map(pick).collect()
     }
 
     fn event(&mut self, event: Event) {

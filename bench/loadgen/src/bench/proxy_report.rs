@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::Plan;
 use super::proxy::{ProxyPlan, ProxyRecord, Variant};
 use super::proxy_rounds::{self as pr, Tally};
-use super::report::Meta;
+use super::report::{Meta, footer};
 
 /// Added p99 latency allowed at the workload's size, ms.
 pub const TARGET_ADDED_P99_MS: f64 = 1.0;
@@ -231,22 +231,10 @@ pub fn markdown(
              mark of 50 joins in flight and the loadgen's matchmaking keep-alive pool; compare it at 500 clients"
         ));
     }
-    if !notes.is_empty() {
-        out.push_str("Notes:\n\n");
-        for n in notes {
-            let _ = writeln!(out, "- {n}");
-        }
-        out.push('\n');
-    }
-    out.push_str("<details><summary>Commands</summary>\n\n```sh\n");
-    let _ = writeln!(out, "{}", meta.command);
-    for r in records {
-        let _ = writeln!(out, "# {}", who(r, multi));
-        for c in &r.commands {
-            let _ = writeln!(out, "{c}");
-        }
-    }
-    out.push_str("```\n\n</details>\n");
+    let commands = records
+        .iter()
+        .flat_map(|r| std::iter::once(format!("# {}", who(r, multi))).chain(r.commands.iter().cloned()));
+    footer(&mut out, &notes, std::iter::once(meta.command.clone()).chain(commands));
     out
 }
 

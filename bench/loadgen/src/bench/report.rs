@@ -362,6 +362,13 @@ pub fn markdown(plan: &Plan, meta: &Meta, records: &[RunRecord]) -> String {
             }
         }
     }
+    let commands = records.iter().map(|r| format!("{}\n{}", r.server_cmd, r.loadgen_cmd));
+    footer(&mut out, &notes, std::iter::once(meta.command.clone()).chain(commands));
+    out
+}
+
+/// The end of a report: its notes, when there are any, then the commands that made it, folded.
+pub fn footer(out: &mut String, notes: &[String], commands: impl IntoIterator<Item = String>) {
     if !notes.is_empty() {
         out.push_str("Notes:\n\n");
         for n in notes {
@@ -369,14 +376,11 @@ pub fn markdown(plan: &Plan, meta: &Meta, records: &[RunRecord]) -> String {
         }
         out.push('\n');
     }
-
     out.push_str("<details><summary>Commands</summary>\n\n```sh\n");
-    let _ = writeln!(out, "{}", meta.command);
-    for r in records {
-        let _ = writeln!(out, "{}\n{}", r.server_cmd, r.loadgen_cmd);
+    for c in commands {
+        let _ = writeln!(out, "{c}");
     }
     out.push_str("```\n\n</details>\n");
-    out
 }
 
 #[cfg(test)]

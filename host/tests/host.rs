@@ -3,41 +3,16 @@
 //! They need the built plugins in `$ODEON_PLUGINS_DIR` (default `target/plugins`); `just test`
 //! builds them first (`just plugins`).
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use odeon_host::driver::{Driver, LocalDriver};
-use odeon_host::matchmaker::{Matchmaker, MatchmakerConfig, SeatReservation};
-use odeon_host::net::wire::{Wire, WireLimits};
-use odeon_host::plugins::{GuestLimits, PluginError, Plugins};
-use odeon_host::presence::LocalPresence;
-use odeon_host::rooms::{ClientInput, RoomMsg};
-use odeon_protocol::abi::MessageType;
-use odeon_protocol::profile::Profile;
+use odeon_host::driver::Driver;
+use odeon_host::net::wire::WireLimits;
+use odeon_host::plugins::{PluginError, Plugins};
 use serde_json::{Map, Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio_tungstenite::WebSocketStream;
+use support::rooms::{Harness, limits, plugin_bytes};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
-
-fn plugin_bytes(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("ODEON_PLUGINS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    let path = dir.join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `just plugins` first", path.display()))
-}
-
-fn limits() -> GuestLimits {
-    GuestLimits {
-        memory_bytes: 32 << 20,
-        call_deadline: Duration::from_millis(100),
-        max_instances: 32,
-        ..GuestLimits::default()
-    }
-}
 
 /// A minimal module with every required export; `abi` is what `odeon_abi_version` returns and
 /// `extra` is spliced into the module (imports, say).
@@ -105,124 +80,6 @@ async fn a_bad_new_version_leaves_the_old_one_serving() {
     let v2 = plugins.load("echo.wasm", plugin_bytes("echo")).await.unwrap();
     assert!(v2.version > v1.version);
     assert_eq!(plugins.get("echo").unwrap().version, v2.version);
-}
-
-struct Harness {
-    mm: Arc<Matchmaker>,
-    driver: Arc<LocalDriver>,
-}
-
-impl Harness {
-    async fn new() -> Self {
-        let plugins = Plugins::new(limits()).unwrap();
-        plugins.load("echo.wasm", plugin_bytes("echo")).await.unwrap();
-        plugins.load("faults.wasm", plugin_bytes("faults")).await.unwrap();
-        plugins.load("arena.wasm", plugin_bytes("arena")).await.unwrap();
-        let driver = Arc::new(LocalDriver::default());
-        let mm = Matchmaker::new(
-            MatchmakerConfig {
-                process_id: "proc".into(),
-                profile: Profile::V0_17,
-                seat_timeout: Duration::from_secs(5),
-                public_address: None,
-                endpoint: None,
-                room_creates_per_min: 0,
-            },
-            plugins,
-            driver.clone(),
-            Arc::new(LocalPresence::default()),
-            tokio::runtime::Handle::current(),
-        );
-        Self { mm, driver }
-    }
-
-    async fn seat(&self, method: &str, target: &str, options: Value) -> SeatReservation {
-        let Value::Object(options) = options else { panic!("options must be an object") };
-        self.mm.matchmake(method, target, options, None, "127.0.0.1".into()).await.unwrap()
-    }
-
-    /// Connects a client over a real loopback socket (the room writes WebSocket frames to it;
-    /// there is no connection task, so what the kernel does not take stays queued) and acks the
-    /// join.
-    async fn connect(&self, seat: &SeatReservation) -> TestClient {
-        self.connect_with(seat, WireLimits::default()).await
-    }
-
-    async fn connect_with(&self, seat: &SeatReservation, limits: WireLimits) -> TestClient {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let wire = Arc::new(Wire::new(Arc::new(server), limits));
-        let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-        let room = self.mm.room(&seat.listing.room_id).expect("room is live");
-        let (reply, ok) = oneshot::channel();
-        let session_id = seat.session_id.clone();
-        room.send(RoomMsg::Connect {
-            session_id: session_id.clone(),
-            reconnection_token: None,
-            conn_id: 1,
-            wire: wire.clone(),
-            skip_handshake: false,
-            reply,
-        });
-        ok.await.unwrap().expect("seat accepted");
-        let join = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
-        assert!(matches!(&join, Message::Binary(f) if f[0] == 10), "JOIN_ROOM first, got {join:?}");
-        let session: Arc<str> = session_id.as_str().into();
-        room.send(RoomMsg::Input {
-            session_id: session.clone(),
-            conn_id: 1,
-            input: ClientInput::Ack,
-            cost: 0,
-        });
-        TestClient { room, session_id: session, ws, wire }
-    }
-}
-
-struct TestClient {
-    room: odeon_host::rooms::RoomHandle,
-    session_id: Arc<str>,
-    ws: WebSocketStream<TcpStream>,
-    wire: Arc<Wire>,
-}
-
-impl TestClient {
-    fn send(&self, kind: &str, payload: Value) {
-        let payload = if payload.is_null() { Vec::new() } else { rmp_serde::to_vec_named(&payload).unwrap() };
-        let input = ClientInput::Message(MessageType::Str(kind.into()), payload);
-        self.room.send(RoomMsg::Input { session_id: self.session_id.clone(), conn_id: 1, input, cost: 0 });
-    }
-
-    /// The next message the room wrote to this client.
-    async fn next(&mut self) -> Message {
-        tokio::time::timeout(Duration::from_secs(5), self.ws.next())
-            .await
-            .expect("timed out")
-            .expect("socket closed")
-            .expect("socket error")
-    }
-
-    /// Waits for a ROOM_DATA of `kind` and returns its payload as JSON.
-    async fn expect_message(&mut self, kind: &str) -> Value {
-        loop {
-            if let Message::Binary(f) = self.next().await
-                && f[0] == 13
-                && f[1] as usize == 0xa0 + kind.len()
-                && &f[2..2 + kind.len()] == kind.as_bytes()
-            {
-                let rest = &f[2 + kind.len()..];
-                return if rest.is_empty() { Value::Null } else { rmp_serde::from_slice(rest).unwrap() };
-            }
-        }
-    }
-
-    async fn expect_close(&mut self) -> Option<u16> {
-        loop {
-            if let Message::Close(frame) = self.next().await {
-                return frame.map(|f| u16::from(f.code));
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

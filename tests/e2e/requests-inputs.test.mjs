@@ -26,6 +26,47 @@ async function nextOf(raw, code, ms = 3000) {
     }
 }
 
+/**
+ * Records, after every TIMED state frame the SDK applies (a listener added after the SDK's own),
+ * the client's own x and its input handle's ack, with the x the ack says it should have: `base`
+ * plus the sum of the first `ack` values of `dxs`.
+ */
+function followInputs(p, dxs, base = 0) {
+    const input = p.room.input();
+    const prefix = dxs.reduce((acc, dx) => [...acc, acc.at(-1) + dx], [base]);
+    const rows = [];
+    sdk.ws(p.room).on("message", (data) => {
+        const code = new Uint8Array(data)[0];
+        if (code !== 0x8e && code !== 0x8f) return;
+        const x = p.room.state.players?.get(p.sessionId)?.x;
+        rows.push({ x, ack: input.lastProcessed, want: prefix[input.lastProcessed] });
+    });
+    return { input, rows, dxs };
+}
+
+/** Sends `dxs` as inputs; after input i waits `gaps[i % gaps.length]` ms (0: a burst). */
+async function sendInputs({ input, dxs }, gaps) {
+    for (const [i, dx] of dxs.entries()) {
+        input.data.dx = dx;
+        input.data.dy = 0;
+        input.send();
+        const gap = gaps[i % gaps.length];
+        if (gap > 0) await sleep(gap);
+    }
+}
+
+/** Every recorded frame had x where its ack says; the last shows every input. */
+async function assertInStep(name, f) {
+    await until(`${name}'s inputs all processed`, () => f.input.lastProcessed === f.dxs.length, 5000);
+    const seen = f.rows.length;
+    await until(`${name}: frames after the last ack`, () => f.rows.length >= seen + 3, 3000);
+    const table = f.rows.map((r) => `${r.x}@${r.ack}`).join(" ");
+    const bad = f.rows.filter((r) => r.x !== r.want);
+    assert.deepEqual(bad, [], `${name}: x after each frame should be where the first lastProcessed inputs put it: ${table}`);
+    assert.ok(new Set(f.rows.map((r) => r.ack)).size > f.dxs.length / 2, `${name}: too few acks seen: ${table}`);
+    assert.equal(f.rows.at(-1).x, f.rows.at(-1).want, table);
+}
+
 describe("requests and inputs (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)", () => {
     const host = useHost({ before, after }, { profile: "0.18", label: "host 0.18 (requests, inputs)" });
     const test = (name, fn, opts) => hostTest(() => host, `[0.18 requests/inputs] ${name}`, fn, opts);
@@ -148,6 +189,20 @@ describe("requests and inputs (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)
         assert.equal(a.room.state.players.get(a.sessionId).x, 19);
     });
 
+    test("pilot: after every state frame, each of two clients stands where the inputs its ack counts put it", async (s) => {
+        // colyseus-018-requests-inputs.md, "Ack and state stay in step": the frame whose ack
+        // first reaches n carries the state produced by input n. Checked after every TIMED frame
+        // the SDK applies (a listener after the SDK's own), for two clients sending distinct dx
+        // values in bursts and pauses, so an off-by-one cannot match by chance.
+        const a = await s.join(sdk, "create", "pilot", {}, { label: "A" });
+        const b = await s.join(sdk, "joinById", a.roomId, {}, { label: "B" });
+        const fa = followInputs(a, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        const fb = followInputs(b, [101, 202, 303, 404, 505, 606, 707, 808, 909]);
+        await Promise.all([sendInputs(fa, [0, 0, 130, 20, 0, 210, 60]), sendInputs(fb, [45, 0, 0, 170])]);
+        await assertInStep("A", fa);
+        await assertInStep("B", fb);
+    });
+
     test("room.clock advances from the TIMED frames even when nothing changes", async (s) => {
         const p = await s.join(sdk, "create", "pilot", {});
         const clock = p.room.clock;
@@ -210,11 +265,12 @@ describe("requests and inputs (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)
         await p.next("reconnect", 10000);
         // The SDK resets its handle; the server's count restarts at 0 with the new connection.
         assert.equal(input.sentCount, 0);
-        input.data.dx = 2;
-        input.send();
-        await until("the first input after the reconnection acked", () => input.lastProcessed === 1);
+        // Acks restart at 0 and the state stays in step with them: x = 3 + the acked dx.
+        const after = followInputs(p, [2, 5, 9], 3);
+        await sendInputs(after, [0, 120]);
+        await assertInStep("after the reconnection", after);
         assert.equal(p.room.input().tickRate, 20, "the input options survived skipHandshake");
-        await until("the player moved on", () => p.room.state.players.get(p.sessionId)?.x === 5);
+        assert.equal(p.room.state.players.get(p.sessionId)?.x, 19);
 
         // On the wire: a skipHandshake reconnection's JOIN_ROOM still has both input sections.
         const r = await matchmake(host, "create", "pilot", { reconnectSecs: 10 });

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses part of it
 
 pub mod redis;
+pub mod rooms;
 pub mod secantus;
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -190,18 +190,29 @@ impl Room {
         for (session_id, code) in self.seats.expire(now) {
             events.push(Event::Leave { session_id, code });
         }
+        // Taking a step counts its inputs as consumed at once, but the guest applies them only
+        // in the call this batch goes to: until then no state frame may be sent.
+        let mut stepped = false;
         if let Some(dt_ms) = due.tick_dt_ms {
             match &mut self.inputs {
                 Some(inputs) => {
                     let step = inputs.take_step(|sid| self.clients.get(sid).is_some());
                     events.push(Event::Step { dt_ms: inputs.step_ms(), inputs: step });
+                    stepped = true;
                 }
                 None => events.push(Event::Tick { dt_ms }),
             }
         }
         if due.patch {
-            if self.serializer.is_some() && std::mem::take(&mut self.state_dirty) {
+            // The patch is taken after the step in the same call, and acks are read when its
+            // frames are built, so a TIMED frame's ack and body describe the same instant: the
+            // ack counts exactly the inputs whose effects the body includes. A step that
+            // changes nothing still moves the acks: its heartbeat goes out after the call too.
+            let dirty = self.serializer.is_some() && std::mem::take(&mut self.state_dirty);
+            if dirty || (stepped && self.serializer.is_some()) {
                 events.push(Event::Patch);
+                self.patch_pending = true;
+            } else if stepped {
                 self.patch_pending = true;
             } else {
                 self.heartbeat();

@@ -20,7 +20,7 @@ run *ARGS: plugins
     cargo run -p odeon-host -- --plugins "{{plugins_dir}}" {{ARGS}}
 
 # Build every crate under plugins/ to wasm32-wasip1 and copy it to target/plugins/ (and echo's
-# `v2` build to target/plugin-variants/).
+# `v2` and `trusted-sessions` builds to target/plugin-variants/).
 plugins:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -38,6 +38,10 @@ plugins:
     cargo build --target wasm32-wasip1 --profile wasm -p echo --features v2 --target-dir "{{target_dir}}/variants"
     mkdir -p "{{variants_dir}}"
     cp "{{target_dir}}/variants/wasm32-wasip1/wasm/echo.wasm" "{{variants_dir}}/echo-v2.wasm"
+    # And a test-only echo whose auth hook counts `{sessionAs}` as proven (session takeovers);
+    # never in target/plugins, so neither `just run` nor `just cluster` serves it.
+    cargo build --target wasm32-wasip1 --profile wasm -p echo --features trusted-sessions --target-dir "{{target_dir}}/variants"
+    cp "{{target_dir}}/variants/wasm32-wasip1/wasm/echo.wasm" "{{variants_dir}}/echo-sessions.wasm"
 
 # Formatting and clippy, host and wasm targets.
 lint:

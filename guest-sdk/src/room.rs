@@ -243,8 +243,15 @@ pub enum Auth {
     AcceptWith {
         /// Auth data.
         auth: Value,
-        /// A session id to give the client instead of a generated one.
+        /// A session id to give the client instead of a generated one (an account's, say).
         session_id: Option<String>,
+        /// Whether this hook *verified* that the client owns `session_id` (a signature it
+        /// checked, not a name the client sent). Only then does the new connection replace a
+        /// live connection of the same session (the old one is closed with 4002 and the room
+        /// sees it leave); otherwise a seat for a session that is connected is refused. Never
+        /// set it for an id taken from the join options or any other unverified input: anyone
+        /// could then take over another player's connection.
+        proven: bool,
     },
     /// Refuse the client with this message.
     Reject(String),
@@ -263,6 +270,18 @@ impl Auth {
 
     /// Lets the client in with `auth` data.
     pub fn accept_with(auth: impl Into<Value>) -> Self {
-        Self::AcceptWith { auth: auth.into(), session_id: None }
+        Self::AcceptWith { auth: auth.into(), session_id: None, proven: false }
+    }
+
+    /// Lets the client in under the session id `session_id`, which it claims but has not
+    /// proven: it is refused while that session is connected.
+    pub fn accept_as(auth: impl Into<Value>, session_id: impl Into<String>) -> Self {
+        Self::AcceptWith { auth: auth.into(), session_id: Some(session_id.into()), proven: false }
+    }
+
+    /// Lets the client in under `session_id`, which this hook verified it owns (see
+    /// [`Auth::AcceptWith`]'s `proven`): a live connection of that session is replaced.
+    pub fn accept_as_proven(auth: impl Into<Value>, session_id: impl Into<String>) -> Self {
+        Self::AcceptWith { auth: auth.into(), session_id: Some(session_id.into()), proven: true }
     }
 }

@@ -281,8 +281,8 @@ pub fn auth<R: Room>(request: AuthRequest) -> AuthDecision {
         AuthContext { options: Payload::new(request.options), token: request.token, ip: request.ip };
     match R::on_auth(&context) {
         Auth::Accept => AuthDecision::Accept,
-        Auth::AcceptWith { auth, session_id } => {
-            AuthDecision::AcceptWith { auth: encode_value(&auth), session_id }
+        Auth::AcceptWith { auth, session_id, proven } => {
+            AuthDecision::AcceptWith { auth: encode_value(&auth), session_id, proven }
         }
         Auth::Reject(message) => AuthDecision::Reject { message },
     }

@@ -60,6 +60,9 @@ pub enum Request {
         options: Vec<u8>,
         /// Auth data, MessagePack.
         auth: Vec<u8>,
+        /// The auth hook proved the session: a live connection of it is replaced.
+        #[serde(default)]
+        takeover: bool,
     },
     /// Create a room on the callee and reserve the creator's seat in it.
     #[serde(rename_all = "camelCase")]
@@ -72,6 +75,9 @@ pub enum Request {
         session_id: String,
         /// Auth data, MessagePack.
         auth: Vec<u8>,
+        /// The auth hook proved the session: a live connection of it is replaced.
+        #[serde(default)]
+        takeover: bool,
     },
     /// Which session a reconnection token of a room belongs to.
     #[serde(rename_all = "camelCase")]
@@ -105,6 +111,8 @@ pub enum Reply {
     Locked,
     /// The room is not here.
     Gone,
+    /// The session is connected there, and the auth hook did not prove the new client owns it.
+    SessionTaken,
     /// A matchmaking error, with its code name and message.
     #[serde(rename_all = "camelCase")]
     Failed {

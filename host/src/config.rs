@@ -41,11 +41,11 @@ pub struct Config {
     /// Behind a proxy (`odeon-proxy`): reservations name no address unless `--public-address`
     /// is given, so each client comes back through the proxy it matchmade through; and the
     /// client address given to limits and auth hooks comes from `X-Forwarded-For` when the
-    /// request came from a trusted proxy (`--trusted-proxies`).
+    /// request carries a running proxy's secret from the registry (in Redis).
     #[arg(long, env = "ODEON_BEHIND_PROXY")]
     pub behind_proxy: bool,
-    /// Addresses or networks (`10.0.0.0/8`) whose `X-Forwarded-For` is believed; with
-    /// `--behind-proxy` the default is loopback and private networks.
+    /// Addresses or networks (`10.0.0.0/8`) whose `X-Forwarded-For` is believed (other
+    /// proxies than `odeon-proxy`, say); none by default.
     #[arg(long, env = "ODEON_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where a proxy reaches this host (`host:port`), announced in the process registry;
@@ -82,6 +82,14 @@ pub struct Config {
     /// MongoDB URI for room listings shared by several hosts; unset keeps the in-process driver.
     #[arg(long, env = "MONGO_URI")]
     pub mongo_uri: Option<String>,
+    /// How long a request body may take to arrive once its headers have, in milliseconds; a
+    /// slower one is answered 408 and its connection closed.
+    #[arg(long, env = "ODEON_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+    /// Origins whose pages may matchmake from a browser (CORS), comma-separated, `null`
+    /// included only if listed; unset: any origin but `null`.
+    #[arg(long, env = "ODEON_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Do not watch the plugins directory for new versions.
     #[arg(long, env = "ODEON_NO_WATCH")]
     pub no_watch: bool,
@@ -92,20 +100,6 @@ impl Config {
     pub fn effective_port(&self) -> u16 {
         let instance: u16 = std::env::var("NODE_APP_INSTANCE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         self.port.saturating_add(instance)
-    }
-
-    /// The networks whose forwarded headers are believed (none unless behind a proxy).
-    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
-        if !self.trusted_proxies.is_empty() {
-            return self.trusted_proxies.clone();
-        }
-        if !self.behind_proxy {
-            return Vec::new();
-        }
-        ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
-            .iter()
-            .map(|n| n.parse().expect("built-in networks parse"))
-            .collect()
     }
 
     /// Limits for every guest.

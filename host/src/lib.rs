@@ -50,6 +50,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if let Some(why) = config.admin_token.as_deref().and_then(net::weak_token) {
+        tracing::warn!("the admin token is weak ({why}): anyone who guesses it can replace room code");
+    }
+    if config.behind_proxy && config.redis_url.is_none() && config.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "--behind-proxy without --redis-url or --trusted-proxies: no proxy can prove itself, so \
+             X-Forwarded-For is never believed and every client has the proxy's address"
+        );
+    }
     let plugins = Plugins::new(config.guest_limits()).context("starting the wasm engine")?;
     tokio::fs::create_dir_all(&config.plugins)
         .await
@@ -108,7 +117,10 @@ pub async fn run(
             heartbeat: Duration::from_secs(3),
             matchmake_rate: config.matchmake_rate,
             max_messages_per_sec: config.max_messages_per_sec,
-            trusted_proxies: config.trusted_proxies(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            trust_registry: config.behind_proxy,
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            cors_origins: (!config.cors_origins.is_empty()).then(|| config.cors_origins.clone()),
         },
     );
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");

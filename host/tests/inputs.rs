@@ -31,11 +31,17 @@ struct Row {
 
 /// Reads a client's frames until its ack reaches `last` and a few frames more have come; checks
 /// every TIMED frame against the prefix sums of `dx` and returns what it saw.
-async fn follow(mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, sid: String, dx: Vec<f64>) -> Vec<Row> {
-    let prefix: Vec<f64> = std::iter::once(0.0).chain(dx.iter().scan(0.0, |s, d| {
-        *s += d;
-        Some(*s)
-    })).collect();
+async fn follow(
+    mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    sid: String,
+    dx: Vec<f64>,
+) -> Vec<Row> {
+    let prefix: Vec<f64> = std::iter::once(0.0)
+        .chain(dx.iter().scan(0.0, |s, d| {
+            *s += d;
+            Some(*s)
+        }))
+        .collect();
     let last = dx.len() as u32;
     let mut tracker = ArenaTracker::new(&sid);
     let mut applied = Applied::default();
@@ -57,9 +63,12 @@ async fn follow(mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream
         rows.push(row);
         assert!(ack <= last, "{sid}: ack {ack} beyond the {last} inputs sent");
         assert_eq!(
-            row.x, prefix[ack as usize],
+            row.x,
+            prefix[ack as usize],
             "{sid}: frame {} acks {ack} input(s) but its state is x = {}, the sum of the first {ack} dx is {}; rows: {rows:?}",
-            rows.len(), row.x, prefix[ack as usize]
+            rows.len(),
+            row.x,
+            prefix[ack as usize]
         );
         if ack == last {
             after_last += 1;
@@ -110,6 +119,10 @@ async fn every_timed_frame_acks_exactly_the_inputs_its_state_shows() {
         // by a step that ran late: the stream saw the inputs move one by one.
         let acks: std::collections::BTreeSet<u32> = rows.iter().map(|r| r.ack).collect();
         assert!(acks.len() > n / 2, "{name}: too few distinct acks seen to test anything: {rows:?}");
-        assert_eq!(rows[0], Row { x: 0.0, ack: 0 }, "{name}: the first frame after the JOIN ack is the full state at ack 0");
+        assert_eq!(
+            rows[0],
+            Row { x: 0.0, ack: 0 },
+            "{name}: the first frame after the JOIN ack is the full state at ack 0"
+        );
     }
 }

@@ -5,6 +5,10 @@
 //!   renewed every second by its host; a process whose entry expired is dead.
 //! - [`REGISTRY_EVENTS`] announces joins and leaves as [`RegistryEvent`] JSON, so followers react
 //!   at once; they still resync from the set and entries, since announcements can be missed.
+//! - `odeon:proxy:<id>` ([`proxy_key`]) holds the secret of a running proxy, with a short TTL
+//!   renewed by it. The proxy sends `<id>:<secret>` in [`PROXY_HEADER`] with every request it
+//!   forwards; a host believes that request's `X-Forwarded-For` only when the secret matches, so
+//!   a process that reaches a host directly cannot choose its own client address.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +21,17 @@ pub const REGISTRY_EVENTS: &str = "odeon:processes:events";
 /// The key of a process's entry.
 pub fn process_key(process_id: &str) -> String {
     format!("odeon:process:{process_id}")
+}
+
+/// The header in which a proxy proves itself to a host: `<proxy id>:<secret>`.
+pub const PROXY_HEADER: &str = "x-odeon-proxy";
+
+/// How long a proxy's secret lives unless the proxy renews it (every third of it).
+pub const PROXY_TTL_MS: u64 = 10_000;
+
+/// The key of a running proxy's secret.
+pub fn proxy_key(proxy_id: &str) -> String {
+    format!("odeon:proxy:{proxy_id}")
 }
 
 /// What the registry says about a live process.

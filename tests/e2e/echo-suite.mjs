@@ -242,20 +242,28 @@ export function echoSuite(sdk) {
             assert.ok(!a.inbox.items.some((i) => i.kind === "leave" || i.kind === "drop"), "no leave/drop after error");
         });
 
-        test("a second seat for a session still connected replaces the first: the room sees it leave, then join", async (s) => {
+        test("a second seat for a connected session the auth hook only claims is refused; the first keeps playing", async (s) => {
+            // echo's `{sessionAs}` is a name the client sends, not one the hook proved: it may
+            // never take over a live connection (hardening: session hijack through sessionAs).
             const mode = uniq("dup");
             const c = await create(s, { mode }, "C");
             await c.nextMsg("welcome");
             const first = await s.join(sdk, "joinOrCreate", "echo", { mode, sessionAs: "dupSessn1" }, { label: "A1" });
             assert.equal(first.room.sessionId, "dupSessn1");
             assert.deepEqual(await c.nextMsg("joined"), { sessionId: "dupSessn1" });
-            if (sdk.autoReconnect) sdk.disableAutoReconnect(first.room);
-            const second = await s.join(sdk, "joinOrCreate", "echo", { mode, sessionAs: "dupSessn1" }, { label: "A2" });
-            assert.equal(second.roomId, first.roomId);
-            assert.equal((await first.next("leave")).code, 4002, "the first connection is closed");
+            const thief = sdk.client(s.host);
+            for (const [method, target] of [["joinOrCreate", "echo"], ["joinById", first.roomId]]) {
+                await expectMatchMakeError(s, sdk, thief[method](target, { mode, sessionAs: "dupSessn1" }), C.unhandled,
+                    'session "dupSessn1" is already connected; it must leave before it joins again', `${method} as a connected session`);
+            }
+            assert.deepEqual(await first.roundTrip("echo", "still mine"), "still mine");
+            assert.deepEqual(await c.roundTrip("count"), { clients: 2 });
+            assert.ok(!first.inbox.items.some((i) => i.kind === "leave" || i.kind === "drop"), "the first connection was never closed");
+            // Once it has left, the name is free again.
+            await first.room.leave(true);
             assert.deepEqual(await c.nextMsg("left"), { sessionId: "dupSessn1" });
-            assert.deepEqual(await c.nextMsg("joined"), { sessionId: "dupSessn1" });
-            assert.deepEqual(await second.roundTrip("count"), { clients: 2 });
+            const again = await s.join(sdk, "joinOrCreate", "echo", { mode, sessionAs: "dupSessn1" }, { label: "A2" });
+            assert.equal(again.roomId, first.roomId);
         });
 
         test("the reconnection window closes after its 10 s: reconnecting with the token then fails as expired", async (s) => {

@@ -178,7 +178,7 @@ for (const profile of ["0.16", "0.17", "0.18"]) {
                 `/${host.processId}/${owner.roomId}?sessionId=bogus1234`,
                 `/${host.processId}/${owner.roomId}?sessionId=${owner.sessionId}`, // already consumed
                 `/${host.processId}/nosuchroom?sessionId=bogus1234`,
-                `/undefined/undefined?sessionId=undefined`,
+                `/${host.processId}/undefined?sessionId=undefined`,
             ]) {
                 const raw = s.trackRaw(new RawClient(`${host.endpoint}${path}`));
                 await raw.opened;

@@ -20,7 +20,7 @@ impl Room for Probe {
 
     fn on_auth(auth: &AuthContext) -> Auth {
         match auth.token.as_deref() {
-            Some("vip") => Auth::AcceptWith { auth: "gold".into(), session_id: Some("v1".into()) },
+            Some("vip") => Auth::accept_as("gold", "v1"),
             Some(_) => Auth::reject(format!("bad token from {}", auth.ip)),
             None => Auth::Accept,
         }
@@ -371,7 +371,11 @@ fn auth_maps_every_verdict() {
     assert_eq!(auth::<Probe>(request(None)), AuthDecision::Accept);
     assert_eq!(
         auth::<Probe>(request(Some("vip"))),
-        AuthDecision::AcceptWith { auth: vec![0xa4, b'g', b'o', b'l', b'd'], session_id: Some("v1".into()) }
+        AuthDecision::AcceptWith {
+            auth: vec![0xa4, b'g', b'o', b'l', b'd'],
+            session_id: Some("v1".into()),
+            proven: false
+        }
     );
     assert_eq!(
         auth::<Probe>(request(Some("x"))),

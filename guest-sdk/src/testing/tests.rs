@@ -104,7 +104,8 @@ fn create_merges_defaults_under_options_and_reports_failure() {
 #[test]
 fn auth_and_join_with_auth() {
     assert_eq!(TestRoom::<Clock>::auth((), None), AuthDecision::Reject { message: "onAuth failed".into() });
-    let AuthDecision::AcceptWith { auth, session_id: None } = TestRoom::<Clock>::auth((), Some("t0k")) else {
+    let AuthDecision::AcceptWith { auth, session_id: None, .. } = TestRoom::<Clock>::auth((), Some("t0k"))
+    else {
         panic!("expected AcceptWith");
     };
     let mut room = TestRoom::<Clock>::create(()).unwrap();

@@ -86,7 +86,7 @@ pub struct Matchmaker {
     /// Rooms of this process alive or being created (see `placement::RoomSlot`).
     room_slots: Arc<std::sync::atomic::AtomicUsize>,
     /// Rooms created per client address.
-    creates: Arc<crate::limits::PerAddress>,
+    creates: crate::limits::DeploymentLimit,
     room_runtime: tokio::runtime::Handle,
     shutting_down: AtomicBool,
     /// The other processes of the deployment (only this one with the embedded presence).
@@ -114,7 +114,12 @@ impl Matchmaker {
             config.public_address.clone(),
             config.endpoint.clone(),
         );
-        let creates = crate::limits::PerAddress::new(config.room_creates_per_min, Duration::from_secs(60));
+        let creates = crate::limits::DeploymentLimit::new(
+            "creates",
+            config.room_creates_per_min,
+            Duration::from_secs(60),
+            presence.clone(),
+        );
         Arc::new(Self {
             cluster,
             config,
@@ -129,6 +134,11 @@ impl Matchmaker {
             room_runtime,
             shutting_down: AtomicBool::new(false),
         })
+    }
+
+    /// The presence this host shares with the others of its deployment.
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.presence
     }
 
     /// This host's process id.
@@ -210,14 +220,15 @@ impl Matchmaker {
                     )
                 })?;
                 let creator = ip.parse().ok();
-                let (session_id, auth) = self.authenticate(&plugin, &options, token, ip).await?;
+                let Admitted { session_id, auth, takeover } =
+                    self.authenticate(&plugin, &options, token, ip).await?;
                 match method {
                     "create" => {
-                        self.may_create(creator)?;
-                        self.create_and_reserve(&plugin, &options, session_id, auth).await
+                        self.may_create(creator).await?;
+                        self.create_and_reserve(&plugin, &options, session_id, auth, takeover).await
                     }
-                    "join" => self.join(&plugin, &options, session_id, auth, None).await,
-                    _ => self.join(&plugin, &options, session_id, auth, Some(creator)).await,
+                    "join" => self.join(&plugin, &options, session_id, auth, takeover, None).await,
+                    _ => self.join(&plugin, &options, session_id, auth, takeover, Some(creator)).await,
                 }
             }
             "joinById" => {
@@ -231,15 +242,22 @@ impl Matchmaker {
                 let plugin = self.plugins.get(&listing.name).ok_or_else(|| {
                     MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found"))
                 })?;
-                let (session_id, auth) = self.authenticate(&plugin, &options, token, ip).await?;
-                self.reserve(&listing, session_id, encode(&options), auth).await.map_err(|e| match e {
-                    SeatError::Locked => {
-                        MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" is locked"))
-                    }
-                    SeatError::Gone => {
-                        MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found"))
-                    }
-                })
+                let Admitted { session_id, auth, takeover } =
+                    self.authenticate(&plugin, &options, token, ip).await?;
+                let named = session_id.clone();
+                self.reserve(&listing, session_id, encode(&options), auth, takeover).await.map_err(
+                    |e| match e {
+                        SeatError::Locked => MatchmakeError::new(
+                            ErrorCode::InvalidRoomId,
+                            format!("room \"{target}\" is locked"),
+                        ),
+                        SeatError::Gone => MatchmakeError::new(
+                            ErrorCode::InvalidRoomId,
+                            format!("room \"{target}\" not found"),
+                        ),
+                        SeatError::SessionTaken => placement::session_taken(&named),
+                    },
+                )
             }
             "reconnect" => {
                 let listing = self.find_by_id(target).await?;
@@ -271,9 +289,9 @@ impl Matchmaker {
 
     /// Whether the client at `creator` may have another room created now (see
     /// `--room-creates-per-min`).
-    fn may_create(&self, creator: Option<std::net::IpAddr>) -> Result<(), MatchmakeError> {
+    async fn may_create(&self, creator: Option<std::net::IpAddr>) -> Result<(), MatchmakeError> {
         match creator {
-            Some(ip) if !self.creates.allow(ip) => Err(MatchmakeError::new(
+            Some(ip) if !self.creates.allow(ip).await => Err(MatchmakeError::new(
                 ErrorCode::Unhandled,
                 "too many rooms created from this address; try again in a moment",
             )),
@@ -297,17 +315,19 @@ impl Matchmaker {
         options: &Map<String, Value>,
         token: Option<String>,
         ip: String,
-    ) -> Result<(String, Vec<u8>), MatchmakeError> {
+    ) -> Result<Admitted, MatchmakeError> {
+        let generated = || Admitted { session_id: crate::ids::generate(), auth: Vec::new(), takeover: false };
         if !plugin.manifest.has_auth {
-            return Ok((crate::ids::generate(), Vec::new()));
+            return Ok(generated());
         }
         let request = AuthRequest { options: encode(options), token, ip };
         match plugin.auth(&request, self.plugins.limits()).await {
-            Ok(AuthDecision::Accept) => Ok((crate::ids::generate(), Vec::new())),
-            Ok(AuthDecision::AcceptWith { auth, session_id }) => {
-                let session_id =
-                    session_id.filter(|s| crate::ids::is_valid(s)).unwrap_or_else(crate::ids::generate);
-                Ok((session_id, auth))
+            Ok(AuthDecision::Accept) => Ok(generated()),
+            Ok(AuthDecision::AcceptWith { auth, session_id, proven }) => {
+                let named = session_id.filter(|s| crate::ids::is_valid(s));
+                // Only a session the hook proved may replace a live connection of it.
+                let takeover = proven && named.is_some();
+                Ok(Admitted { session_id: named.unwrap_or_else(crate::ids::generate), auth, takeover })
             }
             Ok(AuthDecision::Reject { message }) => Err(MatchmakeError::new(ErrorCode::AuthFailed, message)),
             Err(e) => {
@@ -323,6 +343,16 @@ impl Matchmaker {
         room.send(RoomMsg::CheckReconnectionToken { token, reply });
         rx.await.ok().flatten()
     }
+}
+
+/// Who the auth hook let in.
+struct Admitted {
+    session_id: String,
+    /// Auth data, MessagePack, for `on_join`.
+    auth: Vec<u8>,
+    /// The hook proved the client owns the session it named: a live connection of that
+    /// session is replaced by this one. Otherwise a seat for a connected session is refused.
+    takeover: bool,
 }
 
 fn encode(options: &Map<String, Value>) -> Vec<u8> {

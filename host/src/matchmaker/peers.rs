@@ -61,21 +61,22 @@ impl Matchmaker {
     /// Answers a call from another process, on this process's rooms only.
     pub(super) async fn serve(&self, request: Request) -> Reply {
         match request {
-            Request::ReserveSeat { room_id, session_id, options, auth } => {
-                match self.reserve_local(&room_id, session_id, options, auth).await {
+            Request::ReserveSeat { room_id, session_id, options, auth, takeover } => {
+                match self.reserve_local(&room_id, session_id, options, auth, takeover).await {
                     Ok(_) => Reply::Reserved,
                     Err(SeatError::Locked) => Reply::Locked,
                     Err(SeatError::Gone) => Reply::Gone,
+                    Err(SeatError::SessionTaken) => Reply::SessionTaken,
                 }
             }
-            Request::Create { room_name, options, session_id, auth } => {
+            Request::Create { room_name, options, session_id, auth, takeover } => {
                 let Some(plugin) = self.plugins.get(&room_name) else {
                     return Reply::Failed {
                         custom_code: None,
                         message: format!("room type {room_name} not loaded here"),
                     };
                 };
-                match self.create_local(&plugin, &options, session_id, auth).await {
+                match self.create_local(&plugin, &options, session_id, auth, takeover).await {
                     Ok(seat) => Reply::Created { room_id: seat.listing.room_id },
                     Err(e) => Reply::Failed { custom_code: e.custom_code, message: e.message },
                 }

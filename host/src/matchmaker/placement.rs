@@ -23,6 +23,7 @@ impl Matchmaker {
         options: &Map<String, Value>,
         session_id: String,
         auth: Vec<u8>,
+        takeover: bool,
         // `Some(address)` for joinOrCreate: create a room if none matches, on behalf of that
         // client address (which the per-address creation limit counts).
         create_for: Option<Option<std::net::IpAddr>>,
@@ -44,7 +45,10 @@ impl Matchmaker {
         let mut backoff = RETRY_BACKOFF.0;
         while tokio::time::Instant::now() < deadline {
             if let Some(listing) = self.driver.find_one(&query).await.map_err(unavailable)? {
-                match self.reserve(&listing, session_id.clone(), encode(options), auth.clone()).await {
+                match self
+                    .reserve(&listing, session_id.clone(), encode(options), auth.clone(), takeover)
+                    .await
+                {
                     Ok(r) => return Ok(r),
                     // Full since the listing was read: look again once the room's listing
                     // publisher has had a moment to write the change, backing off.
@@ -59,6 +63,7 @@ impl Matchmaker {
                         query.exclude.push(listing.room_id);
                         continue;
                     }
+                    Err(SeatError::SessionTaken) => return Err(session_taken(&session_id)),
                 }
             }
             if !create_if_missing {
@@ -77,9 +82,10 @@ impl Matchmaker {
             };
             // A room may have appeared between the search and the lock.
             let result = match self.driver.find_one(&query).await {
-                Ok(Some(listing)) => {
-                    self.reserve(&listing, session_id.clone(), encode(options), auth.clone()).await.ok()
-                }
+                Ok(Some(listing)) => self
+                    .reserve(&listing, session_id.clone(), encode(options), auth.clone(), takeover)
+                    .await
+                    .ok(),
                 Ok(None) => None,
                 Err(e) => {
                     lock.release().await;
@@ -88,9 +94,10 @@ impl Matchmaker {
             };
             let result = match result {
                 Some(seat) => Ok(seat),
-                None => match self.may_create(create_for.flatten()) {
+                None => match self.may_create(create_for.flatten()).await {
                     Ok(()) => {
-                        self.create_and_reserve(plugin, options, session_id.clone(), auth.clone()).await
+                        self.create_and_reserve(plugin, options, session_id.clone(), auth.clone(), takeover)
+                            .await
                     }
                     Err(e) => Err(e),
                 },
@@ -132,17 +139,19 @@ impl Matchmaker {
         options: &Map<String, Value>,
         session_id: String,
         auth: Vec<u8>,
+        takeover: bool,
     ) -> Result<SeatReservation, MatchmakeError> {
         for _ in 0..3 {
             let target = self.cluster.least_loaded().await;
             let Some(target) = target.filter(|p| p.process_id != self.config.process_id) else {
-                return self.create_local(plugin, options, session_id, auth).await;
+                return self.create_local(plugin, options, session_id, auth, takeover).await;
             };
             let request = Request::Create {
                 room_name: plugin.manifest.name.clone(),
                 options: options.clone(),
                 session_id: session_id.clone(),
                 auth: auth.clone(),
+                takeover,
             };
             match self.cluster.call(&target.process_id, request).await {
                 Ok(Reply::Created { room_id }) => {
@@ -168,7 +177,7 @@ impl Matchmaker {
                 }
             }
         }
-        self.create_local(plugin, options, session_id, auth).await
+        self.create_local(plugin, options, session_id, auth, takeover).await
     }
 
     pub(super) async fn create_local(
@@ -177,6 +186,7 @@ impl Matchmaker {
         options: &Map<String, Value>,
         session_id: String,
         auth: Vec<u8>,
+        takeover: bool,
     ) -> Result<SeatReservation, MatchmakeError> {
         if self.is_shutting_down() {
             return Err(MatchmakeError::new(ErrorCode::Unhandled, "server is shutting down"));
@@ -238,7 +248,7 @@ impl Matchmaker {
             }
         })?;
         self.cluster.heartbeat(self.room_count(), self.client_count()).await;
-        self.reserve_local(&room_id, session_id, encode(options), auth)
+        self.reserve_local(&room_id, session_id, encode(options), auth, takeover)
             .await
             .map_err(|e| MatchmakeError::new(ErrorCode::Unhandled, format!("new room refused a seat: {e}")))
     }
@@ -250,19 +260,22 @@ impl Matchmaker {
         session_id: String,
         options: Vec<u8>,
         auth: Vec<u8>,
+        takeover: bool,
     ) -> Result<SeatReservation, SeatError> {
         if listing.process_id == self.config.process_id {
-            return self.reserve_local(&listing.room_id, session_id, options, auth).await;
+            return self.reserve_local(&listing.room_id, session_id, options, auth, takeover).await;
         }
         let request = Request::ReserveSeat {
             room_id: listing.room_id.clone(),
             session_id: session_id.clone(),
             options,
             auth,
+            takeover,
         };
         match self.cluster.call(&listing.process_id, request).await {
             Ok(Reply::Reserved) => Ok(SeatReservation { listing: listing.clone(), session_id }),
             Ok(Reply::Locked) => Err(SeatError::Locked),
+            Ok(Reply::SessionTaken) => Err(SeatError::SessionTaken),
             Ok(_) => Err(SeatError::Gone),
             Err(e) => {
                 tracing::warn!(room = %listing.room_id, process = %listing.process_id, "seat not reserved: {e}");
@@ -280,6 +293,7 @@ impl Matchmaker {
         session_id: String,
         options: Vec<u8>,
         auth: Vec<u8>,
+        takeover: bool,
     ) -> Result<SeatReservation, SeatError> {
         let Some(room) = self.room(room_id) else {
             if self.creating.lock().expect("creating lock").contains(room_id) {
@@ -297,10 +311,18 @@ impl Matchmaker {
             return Err(SeatError::Gone);
         };
         let (reply, rx) = oneshot::channel();
-        room.send(RoomMsg::ReserveSeat { session_id: session_id.clone(), options, auth, reply });
+        room.send(RoomMsg::ReserveSeat { session_id: session_id.clone(), options, auth, takeover, reply });
         let listing = rx.await.map_err(|_| SeatError::Gone)??;
         Ok(SeatReservation { listing, session_id })
     }
+}
+
+/// The refusal of a seat for a session that is connected, when the auth hook did not prove it.
+pub(super) fn session_taken(session_id: &str) -> MatchmakeError {
+    MatchmakeError::new(
+        ErrorCode::Unhandled,
+        format!("session \"{session_id}\" is already connected; it must leave before it joins again"),
+    )
 }
 
 /// One of the process's room slots (at most `--max-rooms` rooms run at once), free again when

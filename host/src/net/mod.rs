@@ -4,24 +4,24 @@
 //! the accept loop (HTTP/1.1 with upgrades), `ws` the room WebSocket, `wire` a client's outbound
 //! side. Frames are decoded and msgpackr payloads normalised here, so rooms see typed inputs only.
 
+mod admin;
+mod forwarded;
 mod heartbeat;
 mod serve;
 pub mod wire;
 mod ws;
 
+pub use admin::weak_token;
 pub use serve::serve;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +55,13 @@ pub struct NetConfig {
     pub max_messages_per_sec: u32,
     /// Peers whose `X-Forwarded-For` names the client (the proxies in front of this host).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Behind `odeon-proxy`: also believe `X-Forwarded-For` from requests carrying a running
+    /// proxy's secret from the registry.
+    pub trust_registry: bool,
+    /// How long a request body may take to arrive once its headers have.
+    pub body_timeout: Duration,
+    /// Origins matchmaking answers CORS requests from; `None`: any but `null`.
+    pub cors_origins: Option<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -66,7 +73,11 @@ struct AppState {
     /// One plugin upload at a time: the version that serves is the one left on disk.
     uploads: Arc<tokio::sync::Mutex<()>>,
     /// Matchmaking requests per client address.
-    matchmaking: Arc<crate::limits::PerAddress>,
+    matchmaking: Arc<crate::limits::DeploymentLimit>,
+    /// The admin token and the addresses failing it.
+    admin: Arc<admin::AdminAuth>,
+    /// Who may say where a request came from.
+    forwarded: Arc<forwarded::Forwarded>,
 }
 
 /// Largest matchmaking request body (the client's options), as Colyseus's `express.json()`.
@@ -75,11 +86,20 @@ const MATCHMAKE_BODY_LIMIT: usize = 100 * 1024;
 /// Builds the HTTP router.
 pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
     let heartbeats = heartbeat::Heartbeats::start(config.heartbeat);
-    let upload_limit = mm.plugins().limits().max_plugin_bytes;
     // Bursts of two seconds' worth.
-    let matchmaking = crate::limits::PerAddress::new(config.matchmake_rate * 2, Duration::from_secs(2));
+    let matchmaking = Arc::new(crate::limits::DeploymentLimit::new(
+        "matchmake",
+        config.matchmake_rate * 2,
+        Duration::from_secs(2),
+        mm.presence().clone(),
+    ));
+    let admin = Arc::new(admin::AdminAuth::new(config.admin_token.clone()));
+    let registry = config.trust_registry.then(|| mm.presence().clone());
+    let forwarded = Arc::new(forwarded::Forwarded::new(config.trusted_proxies.clone(), registry));
     let state = AppState {
         mm,
+        admin,
+        forwarded,
         config: Arc::new(config),
         next_conn: Arc::new(AtomicU64::new(1)),
         heartbeats,
@@ -89,23 +109,33 @@ pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
     Router::new()
         .route(
             "/matchmake/{method}/{*target}",
-            post(matchmake).options(preflight).layer(DefaultBodyLimit::max(MATCHMAKE_BODY_LIMIT)),
+            post(matchmake)
+                .options(preflight)
+                .route_layer(middleware::from_fn_with_state(state.clone(), cors)),
         )
         .route("/odeon/health", get(health))
-        .route("/odeon/admin/plugins", post(upload_plugin).layer(DefaultBodyLimit::max(upload_limit)))
-        .route("/odeon/admin/rooms", get(list_rooms))
+        .route("/odeon/admin/plugins", post(admin::upload_plugin))
+        .route("/odeon/admin/rooms", get(admin::list_rooms))
         .route("/{process_id}/{room_id}", get(ws::websocket))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)
 }
 
-/// Adds Colyseus's CORS headers to every response, echoing the request's Origin (a `*` is
-/// refused by browsers when credentials are included).
+/// Colyseus's CORS headers, on matchmaking only: the request's Origin echoed (a `*` is refused
+/// by browsers when credentials are included, and the official SDKs always include them), when
+/// it is allowed: any origin but `null` by default, or those of `--cors-origins`. Matchmaking
+/// reads no cookies, so a credentialed cross-origin request gains a page nothing it could not
+/// do itself. `Vary: Origin` keeps caches from serving one origin's answer to another.
 async fn cors(State(state): State<AppState>, req: Request<axum::body::Body>, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).cloned().unwrap_or(HeaderValue::from_static("*"));
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    let allowed = origin.filter(|o| match &state.config.cors_origins {
+        Some(list) => list.iter().any(|a| a.as_bytes() == o.as_bytes()),
+        None => o.as_bytes() != b"null",
+    });
+    let Some(origin) = allowed else { return res };
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     h.insert(
@@ -152,16 +182,22 @@ async fn matchmake(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((method, target)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(e) => return body_refusal(&e, MATCHMAKE_BODY_LIMIT, "matchmaking request"),
-    };
-    let client = client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
-    if !state.matchmaking.allow(client) {
-        return json_error(StatusCode::TOO_MANY_REQUESTS, "too many matchmaking requests from this address");
+    // The limit is taken from the headers, before the body is read: a request over it, or one
+    // whose body stalls, holds nothing for long.
+    let client = state.forwarded.client_ip(peer.ip(), &headers).await;
+    if !state.matchmaking.allow(client).await {
+        let mut res =
+            json_error(StatusCode::TOO_MANY_REQUESTS, "too many matchmaking requests from this address");
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
     }
+    let body =
+        match read_body(body, MATCHMAKE_BODY_LIMIT, state.config.body_timeout, "matchmaking request").await {
+            Ok(body) => body,
+            Err(refusal) => return refusal,
+        };
     let profile = state.mm.profile();
     if state.mm.is_shutting_down() {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
@@ -170,11 +206,7 @@ async fn matchmake(
         Ok(options) => options,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
+    let token = admin::bearer(&headers).map(str::to_string);
     match state.mm.matchmake(&method, &target, options, token, client.to_string()).await {
         Ok(seat) => Json(reservation_json(profile, &seat)).into_response(),
         Err(e) => {
@@ -194,24 +226,6 @@ async fn matchmake(
             res
         }
     }
-}
-
-/// The client's address: the peer's, or, when the peer is a trusted proxy, the last address of
-/// `X-Forwarded-For` that is not itself a trusted proxy (the one the outermost trusted proxy saw).
-fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>();
-    // All trusted (a client on the proxies' own network): the first is the client.
-    forwarded.iter().rev().find(|ip| !is_trusted(ip)).or(forwarded.first()).copied().unwrap_or(peer)
 }
 
 /// The seat-reservation JSON of a profile: 0.16 nests the listing under `room` (with filterBy
@@ -240,134 +254,39 @@ fn reservation_json(profile: Profile, seat: &SeatReservation) -> Value {
     }
 }
 
-/// Checks the admin bearer token; `Some` is the refusal to send.
-fn admin_refusal(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &state.config.admin_token else {
-        return Some(json_error(
-            StatusCode::NOT_FOUND,
-            "admin endpoint disabled (no admin token configured)",
-        ));
+/// Reads a request body of at most `limit` bytes within `deadline`; the refusal is a JSON error
+/// (413 too large, 408 too slow, 400 broken off) on a connection that then closes.
+pub(super) async fn read_body(
+    body: Body,
+    limit: usize,
+    deadline: Duration,
+    what: &str,
+) -> Result<Bytes, Response> {
+    let refusal = |status: StatusCode, message: String| {
+        let mut res = json_error(status, &message);
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let authorized = given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()));
-    (!authorized).then(|| json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
-}
-
-/// Every room listing of this deployment, with the plugin version each room runs.
-async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = admin_refusal(&state, &headers) {
-        return refusal;
-    }
-    match state.mm.listings().await {
-        Ok(rooms) => {
-            let rooms: Vec<Value> = rooms
-                .iter()
-                .map(|l| {
-                    let mut v = serde_json::to_value(l).expect("listing serializes");
-                    v["pluginVersion"] = json!(l.plugin_version);
-                    v
-                })
-                .collect();
-            Json(json!({ "rooms": rooms })).into_response()
-        }
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    }
-}
-
-async fn upload_plugin(
-    State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Some(refusal) = admin_refusal(&state, &headers) {
-        return refusal;
-    }
-    let plugins = state.mm.plugins();
-    let body = match body {
-        Ok(body) => body,
-        Err(e) => return body_refusal(&e, plugins.limits().max_plugin_bytes, "plugin"),
-    };
-    let source = query.get("file").cloned().unwrap_or_else(|| "upload".into());
-    let _one_at_a_time = state.uploads.lock().await;
-    match plugins.load(&format!("admin:{source}"), body.to_vec()).await {
-        Ok(version) => {
-            let file = state.config.plugins_dir.join(format!("{}.wasm", version.manifest.name));
-            let saved = {
-                let (file, body) = (file.clone(), body.clone());
-                tokio::task::spawn_blocking(move || write_atomically(&file, &body)).await
-            };
-            match saved {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!("uploaded plugin serves but was not saved to {}: {e}", file.display())
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Err(_) => Err(refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("{what} body did not arrive within {} ms", deadline.as_millis()),
+        )),
+        Ok(Err(e)) => {
+            // `to_bytes` reports a body over its limit as a `LengthLimitError` somewhere in the
+            // error's sources.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(refusal(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("{what} body is over the {limit}-byte limit"),
+                    ));
                 }
-                Err(e) => {
-                    tracing::warn!("uploaded plugin serves but was not saved to {}: {e}", file.display())
-                }
+                source = err.source();
             }
-            Json(json!({ "name": version.manifest.name, "version": version.version })).into_response()
+            Err(refusal(StatusCode::BAD_REQUEST, format!("{what} body unreadable: {e}")))
         }
-        Err(e) => {
-            tracing::error!(source, "refused uploaded plugin: {e}; any previous version keeps serving");
-            json_error(StatusCode::BAD_REQUEST, &e.to_string())
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A body that could not be read: too large (413) or broken off, as a JSON error.
-fn body_refusal(e: &BytesRejection, limit: usize, what: &str) -> Response {
-    let status = e.status();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        json_error(status, &format!("{what} body is over the {limit}-byte limit"))
-    } else {
-        json_error(status, &format!("{what} body unreadable: {e}"))
-    }
-}
-
-/// Writes `bytes` to `path` through a hidden temporary file of this process (the plugin watcher
-/// ignores hidden files), then renames it into place.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("plugin.wasm");
-    let tmp = path.with_file_name(format!(".{name}.{}.upload", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn forwarded(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_from_trusted_proxies_only() {
-        let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let spoofed = forwarded(&["6.6.6.6"]);
-        // An untrusted peer's header is ignored: it could say anything.
-        assert_eq!(client_ip(ip("203.0.113.9"), &spoofed, &trusted), ip("203.0.113.9"));
-        // No trusted networks (not behind a proxy): the peer, whatever the header says.
-        assert_eq!(client_ip(ip("127.0.0.1"), &spoofed, &[]), ip("127.0.0.1"));
-        // From a proxy: the last untrusted entry; what the client prepended is skipped.
-        let chain = forwarded(&["6.6.6.6, 198.51.100.7", "10.1.2.3"]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &chain, &trusted), ip("198.51.100.7"));
-        // A client on the proxies' own network.
-        assert_eq!(client_ip(ip("127.0.0.1"), &forwarded(&["127.0.0.2"]), &trusted), ip("127.0.0.2"));
-        // A proxy that sent no header, or garbage: the peer.
-        assert_eq!(client_ip(ip("127.0.0.1"), &forwarded(&["nonsense"]), &trusted), ip("127.0.0.1"));
     }
 }

@@ -112,7 +112,12 @@ struct State {
     /// Bytes the socket has not taken yet, in order; `head_sent` of the first are already out.
     queue: VecDeque<Bytes>,
     head_sent: usize,
+    /// Wire bytes in `queue` not yet written.
     queued_bytes: usize,
+    /// Entries ever popped from `queue`: with it, `pong_at` names an entry however the queue moved.
+    popped: u64,
+    /// The queued pong not yet started, as `popped` counts entries: a newer pong replaces it.
+    pong_at: Option<u64>,
     /// When the queue last went from empty to non-empty.
     stalled_since: Option<Instant>,
     phase: Phase,
@@ -148,6 +153,34 @@ const HEADER_MAX: usize = 14;
 /// Frames written in one `writev` at most when draining a queue.
 const MAX_SLICES: usize = 64;
 
+/// What one queued entry costs beyond its bytes: its slot in the queue and the allocation
+/// behind a copied header or control frame. The queue's bound counts it, so a client cannot
+/// make the host hold many times the bound in tiny frames (a ping flood's pongs, say).
+const ENTRY_COST: usize = 64;
+
+/// Queue slots kept once a backlog has drained; a larger queue gives its memory back.
+const IDLE_QUEUE_SLOTS: usize = 16;
+
+impl State {
+    /// The memory the queue holds for the bound: its bytes plus each entry's cost.
+    fn held(&self) -> usize {
+        self.queued_bytes + self.queue.len() * ENTRY_COST
+    }
+
+    /// Whether `bytes` more wire bytes in `entries` more entries would break `limit`.
+    fn over(&self, bytes: usize, entries: usize, limit: usize) -> bool {
+        self.held() + bytes + entries * ENTRY_COST > limit
+    }
+
+    fn pop_front(&mut self) {
+        self.queue.pop_front();
+        self.popped += 1;
+        if self.pong_at.is_some_and(|at| at < self.popped) {
+            self.pong_at = None;
+        }
+    }
+}
+
 impl Wire {
     /// The outbound side of `socket`.
     pub fn new(socket: Arc<TcpStream>, limits: WireLimits) -> Self {
@@ -157,6 +190,8 @@ impl Wire {
                 queue: VecDeque::new(),
                 head_sent: 0,
                 queued_bytes: 0,
+                popped: 0,
+                pong_at: None,
                 stalled_since: None,
                 phase: Phase::Open,
             }),
@@ -243,7 +278,7 @@ impl Wire {
         for f in &frames[sent..] {
             let mut header = [0u8; HEADER_MAX + HEAD_MAX];
             let n = f.header(&mut header);
-            if st.queued_bytes + n + f.body.len() > self.limits.queue_bytes {
+            if st.over(n + f.body.len(), 2, self.limits.queue_bytes) {
                 st.phase = Phase::Abort;
                 drop(st);
                 self.wake.notify_one();
@@ -300,14 +335,19 @@ impl Wire {
             self.wake.notify_one();
             return Ok(());
         }
-        if st.queued_bytes + total > self.limits.queue_bytes {
+        let parts = usize::from(!header.is_empty()) + usize::from(!body.is_empty());
+        if st.over(total, parts, self.limits.queue_bytes) {
             st.phase = Phase::Abort;
             drop(st);
             self.wake.notify_one();
             return Err(WireError::TooSlow);
         }
-        st.queue.push_back(Bytes::copy_from_slice(header));
-        st.queue.push_back(body.clone());
+        if !header.is_empty() {
+            st.queue.push_back(Bytes::copy_from_slice(header));
+        }
+        if !body.is_empty() {
+            st.queue.push_back(body.clone());
+        }
         st.queued_bytes += total;
         Ok(())
     }
@@ -337,7 +377,30 @@ impl Wire {
     }
 
     /// Raw bytes from the protocol engine (pongs, close replies), in order with the frames.
+    /// A pong that must wait behind a backlog replaces the pong already waiting, if that one has
+    /// not started: only the newest ping is answered (RFC 6455 §5.5.3 allows it), so pings
+    /// cannot grow the queue.
     pub(crate) fn send_raw(&self, bytes: &[u8]) {
+        if is_one_pong(bytes) {
+            let mut st = self.lock();
+            if st.phase == Phase::Open
+                && let Some(at) = st.pong_at
+                && (at > st.popped || st.head_sent == 0)
+            {
+                let i = (at - st.popped) as usize;
+                let old = st.queue[i].len();
+                st.queue[i] = Bytes::copy_from_slice(bytes);
+                st.queued_bytes = st.queued_bytes - old + bytes.len();
+                return;
+            }
+            drop(st);
+            let _ = self.send_parts(&[], &Bytes::copy_from_slice(bytes));
+            let mut st = self.lock();
+            if !st.queue.is_empty() && st.queue.back().is_some_and(|b| b[..] == *bytes) {
+                st.pong_at = Some(st.popped + st.queue.len() as u64 - 1);
+            }
+            return;
+        }
         let _ = self.send_parts(&[], &Bytes::copy_from_slice(bytes));
     }
 
@@ -387,6 +450,9 @@ impl Wire {
         loop {
             if st.queue.is_empty() {
                 st.stalled_since = None;
+                if st.queue.capacity() > IDLE_QUEUE_SLOTS {
+                    st.queue.shrink_to(IDLE_QUEUE_SLOTS);
+                }
                 return Ok(None);
             }
             let written = {
@@ -409,7 +475,7 @@ impl Wire {
             while left > 0 {
                 let head = st.queue.front().map_or(0, |b| b.len()) - st.head_sent;
                 if left >= head {
-                    st.queue.pop_front();
+                    st.pop_front();
                     st.head_sent = 0;
                     left -= head;
                 } else {
@@ -460,6 +526,11 @@ impl Wire {
             self.inbound_drained.notify_one();
         }
     }
+}
+
+/// Whether `bytes` are exactly one unmasked pong frame, as the protocol engine writes them.
+fn is_one_pong(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x8a, len, ..] if *len < 126 && bytes.len() == 2 + *len as usize)
 }
 
 /// A server-to-client (unmasked, final) binary frame header for a payload of `len` bytes.
@@ -532,5 +603,43 @@ mod tests {
         let st = wire.lock();
         assert!(st.queued_bytes <= limits.queue_bytes, "{}", st.queued_bytes);
         assert_eq!(st.queued_bytes, st.queue.iter().map(Bytes::len).sum::<usize>() - st.head_sent);
+    }
+
+    #[tokio::test]
+    async fn pongs_behind_a_backlog_are_coalesced_and_tiny_frames_are_charged_their_cost() {
+        let limits = WireLimits { queue_bytes: 256 << 10, ..WireLimits::default() };
+        let (wire, _client) = pair(limits).await;
+        // A peer that never reads: fill the kernel's buffers until frames queue.
+        let frame = Bytes::from(vec![1u8; 16 << 10]);
+        while wire.lock().queue.is_empty() {
+            wire.send(&frame).unwrap();
+        }
+        let entries = wire.lock().queue.len();
+        // A ping flood's pongs: the newest replaces the one waiting, so the queue grows by one.
+        for i in 0..100_000u32 {
+            let b = i.to_le_bytes();
+            wire.send_raw(&[0x8a, 4, b[0], b[1], b[2], b[3]]);
+        }
+        {
+            let st = wire.lock();
+            assert_eq!(st.queue.len(), entries + 1, "one pong waits, not 100 000");
+            assert_eq!(
+                &st.queue.back().unwrap()[2..],
+                99_999u32.to_le_bytes(),
+                "the newest ping is answered"
+            );
+            assert_eq!(st.queued_bytes, st.queue.iter().map(Bytes::len).sum::<usize>() - st.head_sent);
+        }
+        assert!(wire.is_open());
+        // Other tiny frames are charged what they hold, not their 2 wire bytes: the bound
+        // stops them long before 256 KiB / 2 entries.
+        let mut sent = 0;
+        while wire.send(&Bytes::new()).is_ok() {
+            sent += 1;
+            assert!(sent < 10_000, "never hit the bound");
+        }
+        let st = wire.lock();
+        assert!(st.held() <= limits.queue_bytes, "{}", st.held());
+        assert!(st.queue.len() < limits.queue_bytes / ENTRY_COST, "{} entries", st.queue.len());
     }
 }

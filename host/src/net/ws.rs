@@ -35,6 +35,10 @@ const MESSAGE_TOO_BIG: u16 = 1009;
 const POLICY_VIOLATION: u16 = 1008;
 /// How long a closed connection waits for the client's close reply before dropping the socket.
 const CLOSE_LINGER: Duration = Duration::from_secs(3);
+/// Pings and pongs one client may send per second (bursts of twice that), whatever its message
+/// rate: each ping costs a pong, and a client answering the host's heartbeats needs one pong
+/// every few seconds.
+const CONTROL_FRAMES_PER_SEC: u32 = 10;
 /// Read buffer of a connection (and the most one `recv` reads); a larger frame grows it while
 /// it is read. It is touched on every read, so its size is most of an idle client's memory.
 const READ_BUFFER: usize = 1024;
@@ -42,10 +46,15 @@ const READ_BUFFER: usize = 1024;
 /// `GET /{processId}/{roomId}`: validates the upgrade, answers 101 and starts the connection.
 pub(super) async fn websocket(
     State(state): State<AppState>,
-    Path((_process_id, room_id)): Path<(String, String)>,
+    Path((process_id, room_id)): Path<(String, String)>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     mut req: Request,
 ) -> Response {
+    // A room path names its process: another process's room (one that ran on this port before
+    // a restart, say) is not this host's to answer, whatever room ids it has now.
+    if process_id != state.mm.process_id() {
+        return json_error(StatusCode::NOT_FOUND, "no such process here");
+    }
     let headers = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers
@@ -190,6 +199,8 @@ struct Connection {
     wire: Arc<Wire>,
     ws: WebSocket<Io>,
     rate: MessageRate,
+    /// Pings and pongs, on a budget of their own as well as the message rate.
+    control: MessageRate,
 }
 
 impl Connection {
@@ -214,7 +225,8 @@ impl Connection {
         let conn_id = state.next_conn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session_id: Arc<str> = params.session_id.as_str().into();
         let rate = MessageRate::new(state.config.max_messages_per_sec);
-        let mut conn = Connection { state, session_id, conn_id, profile, socket, wire, ws, rate };
+        let control = MessageRate::new(CONTROL_FRAMES_PER_SEC);
+        let mut conn = Connection { state, session_id, conn_id, profile, socket, wire, ws, rate, control };
 
         let seated = match &params.room {
             Some(room) if !conn.session_id.is_empty() => {
@@ -321,18 +333,28 @@ impl Connection {
             };
             self.wire.heard();
             let bytes = match msg {
-                Message::Binary(b) => b,
-                Message::Text(t) => t.into(),
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                Message::Binary(b) => Some(b),
+                Message::Text(t) => Some(t.into()),
+                // Control frames are metered too: every ping costs the host a pong.
+                Message::Ping(_) | Message::Pong(_) => None,
+                Message::Frame(_) => continue,
                 Message::Close(frame) => {
                     return Err(End::Closed(frame.map_or(close::NO_STATUS, |f| f.code.into())));
                 }
             };
-            if !self.rate.take(self.state.config.max_messages_per_sec) {
+            let within = match bytes {
+                Some(_) => self.rate.take(self.state.config.max_messages_per_sec),
+                None => {
+                    self.control.take(CONTROL_FRAMES_PER_SEC)
+                        && self.rate.take(self.state.config.max_messages_per_sec)
+                }
+            };
+            if !within {
                 tracing::debug!(session = %self.session_id, "closing client: over its message rate");
                 self.wire.close(Some(POLICY_VIOLATION), "message rate limit exceeded");
                 return Err(End::Closed(POLICY_VIOLATION));
             }
+            let Some(bytes) = bytes else { continue };
             match self.input(&bytes) {
                 Ok(Some((input, cost))) => {
                     let wait = cost > 0 && self.wire.take_inbound(cost);

@@ -83,6 +83,9 @@ pub enum SeatError {
     /// The room is gone.
     #[error("room is disposed")]
     Gone,
+    /// The session is connected, and the auth hook did not prove the new client owns it.
+    #[error("session is already connected")]
+    SessionTaken,
 }
 
 /// Messages to a room actor.
@@ -96,6 +99,8 @@ pub enum RoomMsg {
         options: Vec<u8>,
         /// Auth data, MessagePack.
         auth: Vec<u8>,
+        /// The auth hook proved the session: the new connection replaces a live one of it.
+        takeover: bool,
         /// Ok with the listing after the reservation, or why not.
         reply: oneshot::Sender<Result<RoomListing, SeatError>>,
     },

@@ -10,6 +10,8 @@ use tokio::time::Instant;
 pub(super) struct Reservation {
     pub options: Vec<u8>,
     pub auth: Vec<u8>,
+    /// The auth hook proved the session: a live connection of it is replaced.
+    pub takeover: bool,
     expires: Instant,
 }
 
@@ -50,9 +52,16 @@ impl Seats {
         self.reservations.len() + self.reconnections.len() + self.dropped.len()
     }
 
-    pub(super) fn reserve(&mut self, session_id: String, options: Vec<u8>, auth: Vec<u8>, now: Instant) {
+    pub(super) fn reserve(
+        &mut self,
+        session_id: String,
+        options: Vec<u8>,
+        auth: Vec<u8>,
+        takeover: bool,
+        now: Instant,
+    ) {
         let expires = now + self.timeout;
-        self.reservations.insert(session_id, Reservation { options, auth, expires });
+        self.reservations.insert(session_id, Reservation { options, auth, takeover, expires });
         self.ever_seated = true;
     }
 

@@ -24,7 +24,8 @@
 //! Joiners get `welcome {sessionId, roomId, clients}` and the others `joined {sessionId}`; leavers
 //! are announced with `left {sessionId}`. Dropped clients may reconnect for 10 seconds. Options
 //! are `{maxClients = 4, mode}`; rooms are filtered by `mode`, and `{token: "bad"}` (or the bearer
-//! token `bad`) fails auth; `{sessionAs: id}` makes the auth hook name the session `id`; the auth
+//! token `bad`) fails auth; `{sessionAs: id}` makes the auth hook name the session `id` (claimed, not proven: refused while
+//! that session is connected, except in the `trusted-sessions` test build); the auth
 //! data is `{ip}`, the client's address, sent back as `auth` to a joiner with `{showAuth: true}`.
 
 use odeon_guest::prelude::*;
@@ -110,8 +111,13 @@ impl Room for Echo {
         // The auth data is the client's address as the host saw it (`{showAuth: true}` in the
         // join options sends it back), so tests can check what a proxy forwarded.
         let data = Value::Map(vec![("ip".into(), auth.ip.as_str().into())]);
-        let session_id = auth.options.get("sessionAs").and_then(|v| v.as_str().map(str::to_owned));
-        Auth::AcceptWith { auth: data, session_id }
+        // The id is only claimed: it cannot take over a connected session. The
+        // `trusted-sessions` build (tests only) treats it as proven, to test takeovers.
+        match auth.options.get("sessionAs").and_then(|v| v.as_str().map(str::to_owned)) {
+            Some(id) if cfg!(feature = "trusted-sessions") => Auth::accept_as_proven(data, id),
+            Some(id) => Auth::accept_as(data, id),
+            None => Auth::accept_with(data),
+        }
     }
 
     fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {
@@ -229,7 +235,8 @@ mod tests {
         // Accepted, with the client's address as the auth data (TestRoom's clients are 127.0.0.1),
         // which a joiner with `{showAuth: true}` gets back.
         for options in [json!({"token": "good"}), json!({}), json!(null)] {
-            let AuthDecision::AcceptWith { auth, session_id: None } = TestRoom::<Echo>::auth(options, None)
+            let AuthDecision::AcceptWith { auth, session_id: None, .. } =
+                TestRoom::<Echo>::auth(options, None)
             else {
                 panic!("expected AcceptWith");
             };

@@ -156,6 +156,12 @@ pub enum AuthDecision {
         auth: Vec<u8>,
         /// Forced session id.
         session_id: Option<String>,
+        /// The hook verified that the client owns `session_id` (a signed token, say): a live
+        /// connection of that session is replaced by this one. Without it, a seat for a session
+        /// that is connected is refused, so a name taken from what a client merely claims can
+        /// never take over another player's connection.
+        #[serde(default)]
+        proven: bool,
     },
     /// Refuse the client: matchmaking answers AUTH_FAILED with this message.
     Reject {

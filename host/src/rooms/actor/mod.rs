@@ -311,12 +311,16 @@ impl Room {
     /// Turns one inbox message into events; returns the client input bytes it carried.
     fn handle(&mut self, msg: RoomMsg, events: &mut Vec<Event>) -> usize {
         match msg {
-            RoomMsg::ReserveSeat { session_id, options, auth, reply } => {
+            RoomMsg::ReserveSeat { session_id, options, auth, takeover, reply } => {
                 if self.disposing || self.is_locked() {
                     let _ = reply.send(Err(SeatError::Locked));
                     return 0;
                 }
-                self.seats.reserve(session_id, options, auth, Instant::now());
+                if !takeover && self.clients.get(&session_id).is_some() {
+                    let _ = reply.send(Err(SeatError::SessionTaken));
+                    return 0;
+                }
+                self.seats.reserve(session_id, options, auth, takeover, Instant::now());
                 let _ = reply.send(Ok(self.listing_now()));
             }
             RoomMsg::CheckReconnectionToken { token, reply } => {
@@ -337,9 +341,13 @@ impl Room {
                             let _ = reply.send(Err(ConnectError::Expired));
                             return 0;
                         };
-                        // A second seat for a session still connected (an auth hook that
-                        // names sessions, say) replaces the first connection: the guest sees
-                        // that one leave before this one joins.
+                        // A second seat for a session still connected replaces the first
+                        // connection only when the auth hook proved the session (the guest sees
+                        // that one leave before this one joins); otherwise the live one stays.
+                        if !seat.takeover && self.clients.get(&session_id).is_some() {
+                            let _ = reply.send(Err(ConnectError::Expired));
+                            return 0;
+                        }
                         if let Some(old) = self.clients.remove(&session_id) {
                             old.wire.close(Some(close::WITH_ERROR), "");
                             events.push(Event::Leave {

@@ -35,10 +35,16 @@ pub struct Config {
     /// their clients every 3 s, so only dead connections are this quiet).
     #[arg(long, env = "ODEON_PROXY_IDLE_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
-    /// Seconds a client may take to send its request headers (and its TLS handshake); idle
-    /// keep-alive connections are closed after as long.
+    /// Seconds a client may take to send its request headers (and its TLS handshake). Each
+    /// connection serves one request (answered with `Connection: close`), so none idles between
+    /// requests.
     #[arg(long, env = "ODEON_PROXY_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
+    /// Milliseconds a request body may take to arrive once its headers have; a slower one is
+    /// answered 408 and its connection closed. Matchmaking bodies are read whole before a host
+    /// is chosen, so a stalled one never holds a connection to a host.
+    #[arg(long, env = "ODEON_PROXY_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
     /// Most connections open at once (HTTP and WebSocket); past it, new ones get 503.
     #[arg(long, env = "ODEON_PROXY_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,

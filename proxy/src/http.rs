@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -20,6 +20,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use odeon_protocol::registry::PROXY_HEADER;
+
+use crate::identity::Identity;
 use crate::relay::{self, Io};
 use crate::routes::{Route, Routes};
 use crate::server::Connections;
@@ -33,6 +36,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Hosts tried for one matchmaking request when they refuse connections.
 const MATCHMAKE_ATTEMPTS: usize = 3;
+/// Largest matchmaking request body (the hosts' own limit).
+pub const MATCHMAKE_BODY_LIMIT: usize = 100 * 1024;
 
 /// How the client reached the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +73,8 @@ pub struct Settings {
     pub health_path: String,
     /// A relayed WebSocket with no byte either way for this long is closed.
     pub idle_timeout: Duration,
+    /// A request body must arrive whole within this long of its headers.
+    pub body_timeout: Duration,
 }
 
 /// The request handler shared by every connection.
@@ -75,12 +82,19 @@ pub struct Proxy {
     routes: Arc<Routes>,
     settings: Settings,
     connections: Arc<Connections>,
+    /// What proves to hosts that a request came through this proxy.
+    identity: Identity,
 }
 
 impl Proxy {
-    /// A proxy routing by `routes`.
-    pub fn new(routes: Arc<Routes>, settings: Settings, connections: Arc<Connections>) -> Arc<Self> {
-        Arc::new(Self { routes, settings, connections })
+    /// A proxy routing by `routes`, proving itself to hosts as `identity`.
+    pub fn new(
+        routes: Arc<Routes>,
+        settings: Settings,
+        connections: Arc<Connections>,
+        identity: Identity,
+    ) -> Arc<Self> {
+        Arc::new(Self { routes, settings, connections, identity })
     }
 
     /// Answers one request from `peer`.
@@ -120,15 +134,22 @@ impl Proxy {
         json_response(StatusCode::OK, &body)
     }
 
-    /// Forwards a matchmaking request to the least loaded host. A host that refuses the
-    /// connection is left out for a while and the next one is tried (nothing was sent yet).
+    /// Forwards a matchmaking request to the least loaded host. The body is read whole first
+    /// (bounded in size and time), so a client that stalls mid-body never holds a host
+    /// connection. A host that refuses the connection is left out for a while and the next one
+    /// is tried (nothing was sent yet).
     async fn matchmake(&self, req: Request<Incoming>, client: IpAddr, scheme: Scheme) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let body = match read_body(body, MATCHMAKE_BODY_LIMIT, self.settings.body_timeout).await {
+            Ok(body) => body,
+            Err(res) => return res,
+        };
         let mut tried = Vec::new();
         let sender = loop {
             let Some(route) = self.routes.pick(&tried) else {
                 return json_error(StatusCode::SERVICE_UNAVAILABLE, "no game server is available");
             };
-            match connect::<Incoming>(&route).await {
+            match connect::<Full<Bytes>>(&route).await {
                 Ok(sender) => break sender,
                 Err(e) => {
                     tracing::warn!(process = %route.process_id, endpoint = %route.endpoint, "host unreachable: {e}");
@@ -140,10 +161,11 @@ impl Proxy {
                 }
             }
         };
-        let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        set_forwarded(&mut parts.headers, client, scheme);
-        forward(sender, Request::from_parts(parts, body)).await
+        set_forwarded(&mut parts.headers, client, scheme, &self.identity);
+        // The body goes on whole: hyper frames it with its own length.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        forward(sender, Request::from_parts(parts, Full::new(body))).await
     }
 
     /// Passes a room WebSocket through to the process that runs the room.
@@ -178,7 +200,7 @@ impl Proxy {
         };
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, _) = req.into_parts();
-        set_forwarded(&mut parts.headers, client, scheme);
+        set_forwarded(&mut parts.headers, client, scheme, &self.identity);
         let mut res = match upstream(sender, Request::from_parts(parts, Full::default())).await {
             Ok(res) => res,
             Err(res) => return res,
@@ -249,7 +271,7 @@ where
     }
 }
 
-async fn forward(sender: SendRequest<Incoming>, req: Request<Incoming>) -> Response<Body> {
+async fn forward(sender: SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> Response<Body> {
     match upstream(sender, req).await {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
@@ -257,6 +279,33 @@ async fn forward(sender: SendRequest<Incoming>, req: Request<Incoming>) -> Respo
             Response::from_parts(parts, Either::Left(body))
         }
         Err(res) => res,
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes within `deadline`; otherwise the JSON
+/// error to answer (408, 413 or 400), which closes the connection (the rest of the body is
+/// never read).
+async fn read_body<B>(body: B, limit: usize, deadline: Duration) -> Result<Bytes, Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let refusal = |status: StatusCode, message: String| {
+        let mut res = json_error(status, &message);
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    };
+    match timeout(deadline, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Err(_) => Err(refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request body did not arrive within {} ms", deadline.as_millis()),
+        )),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is over the {limit}-byte limit"),
+        )),
+        Ok(Err(e)) => Err(refusal(StatusCode::BAD_REQUEST, format!("request body unreadable: {e}"))),
     }
 }
 
@@ -284,11 +333,13 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
-/// Replaces the forwarding headers with what the proxy saw.
-fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: Scheme) {
+/// Replaces the forwarding headers with what the proxy saw, and its proof of identity with its
+/// own (whatever a client sent in it is dropped).
+fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: Scheme, identity: &Identity) {
     let ip = HeaderValue::from_str(&client.to_string()).expect("an address is a valid header value");
     headers.insert("x-forwarded-for", ip);
     headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme.as_str()));
+    headers.insert(PROXY_HEADER, identity.header().clone());
 }
 
 /// Removes the headers that describe one hop (RFC 9110 §7.6.1), and those `Connection` names.
@@ -364,9 +415,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut h, "203.0.113.4".parse().unwrap(), Scheme::Http);
+        h.append(PROXY_HEADER, HeaderValue::from_static("forged:guess"));
+        let identity = Identity::generate().unwrap();
+        set_forwarded(&mut h, "203.0.113.4".parse().unwrap(), Scheme::Http, &identity);
         assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["203.0.113.4"]);
         assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h.get_all(PROXY_HEADER).iter().collect::<Vec<_>>(), [identity.header()]);
     }
 
     #[test]
@@ -379,6 +433,50 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    /// A body of `parts`, then one that never comes when `stall`.
+    fn body(
+        parts: &[&'static [u8]],
+        stall: bool,
+    ) -> impl hyper::body::Body<Data = Bytes, Error = std::io::Error> {
+        use futures_util::{Stream, StreamExt, stream};
+        type Frames =
+            std::pin::Pin<Box<dyn Stream<Item = std::io::Result<hyper::body::Frame<Bytes>>> + Send>>;
+        let frames = stream::iter(
+            parts.iter().map(|p| Ok(hyper::body::Frame::data(Bytes::from_static(p)))).collect::<Vec<_>>(),
+        );
+        let frames: Frames = if stall { Box::pin(frames.chain(stream::pending())) } else { Box::pin(frames) };
+        http_body_util::StreamBody::new(frames)
+    }
+
+    async fn refusal(res: Response<Body>) -> (StatusCode, serde_json::Value, Option<HeaderValue>) {
+        let status = res.status();
+        let connection = res.headers().get(header::CONNECTION).cloned();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap(), connection)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_is_read_whole_within_its_size_and_deadline_or_refused() {
+        let whole = read_body(body(&[b"{\"mode\":", b"\"x\"}"], false), 64, Duration::from_secs(10)).await;
+        assert_eq!(whole.unwrap(), Bytes::from_static(b"{\"mode\":\"x\"}"));
+        // Ten bytes and then nothing: 408 at the deadline, and the connection is closed.
+        let t0 = tokio::time::Instant::now();
+        let stalled = read_body(body(&[b"{\"mode\":\"x"], true), 64, Duration::from_secs(10)).await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+        let (status, json, connection) = refusal(stalled.unwrap_err()).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(json["error"], "request body did not arrive within 10000 ms");
+        assert_eq!(connection.unwrap(), "close");
+        let (status, json, _) = refusal(
+            read_body(body(&[&[b'x'; 40], &[b'x'; 40]], true), 64, Duration::from_secs(10))
+                .await
+                .unwrap_err(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json["error"], "request body is over the 64-byte limit");
     }
 
     #[test]

@@ -8,13 +8,19 @@
 //! - [`discovery`]: following the registry (announcements, periodic resync, Redis outages).
 //! - [`routes`]: the route table and least-loaded choice.
 //! - [`server`]: accepting connections (plain, TLS, redirect), timeouts and the connection cap.
+//! - [`head`]: a request head read before hyper builds its connection.
 //! - [`http`]: what each request gets: health, matchmaking, room WebSockets, errors.
+//! - [`identity`]: the secret that proves to hosts a request came through this proxy.
 //! - [`relay`]: the byte relay of an upgraded WebSocket.
+//! - [`os`]: the open-file limit, raised at start, and the connection cap it allows.
 //! - [`tls`]: the certificate and its reloading.
 
 pub mod config;
 pub mod discovery;
+pub mod head;
 pub mod http;
+pub mod identity;
+pub mod os;
 pub mod relay;
 pub mod routes;
 pub mod server;
@@ -54,8 +60,11 @@ pub enum ProxyError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
     let client = redis::Client::open(config.redis_url.as_str())
         .map_err(|e| ProxyError::Config(format!("invalid redis url {}: {e}", config.redis_url)))?;
+    let identity = identity::Identity::generate()
+        .map_err(|e| ProxyError::Config(format!("no random source for the proxy's secret: {e}")))?;
+    tokio::spawn(identity.clone().keep_registered(client.clone()));
     let routes = Arc::new(Routes::default());
-    let mut discovery = discovery::Discovery::new(client, routes.clone());
+    let mut discovery = discovery::Discovery::new(client.clone(), routes.clone());
     match discovery.start().await {
         Ok(n) => tracing::info!(processes = n, "registry read"),
         Err(e) => tracing::warn!("registry not read yet (retrying every resync): {e}"),
@@ -66,8 +75,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let settings = http::Settings {
         health_path: config.health_path.clone(),
         idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        body_timeout: Duration::from_millis(config.body_timeout_ms.max(1)),
     };
-    let proxy = http::Proxy::new(routes, settings, connections.clone());
+    let proxy = http::Proxy::new(routes, settings, connections.clone(), identity.clone());
 
     let plain_addr = SocketAddr::new(config.bind, config.port);
     let plain = bind(plain_addr).await?;
@@ -101,7 +111,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     shutdown.await;
-    tracing::info!("odeon-proxy stopping");
+    tracing::info!(proxy = identity.id(), "odeon-proxy stopping");
+    identity.unregister(&client).await;
     Ok(())
 }
 

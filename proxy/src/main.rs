@@ -1,4 +1,5 @@
-//! The odeon-proxy binary: flags, logging, signals; everything else is in the library.
+//! The odeon-proxy binary: flags, logging (to stderr), the open-file limit, signals; everything
+//! else is in the library.
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -7,8 +8,12 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
         .init();
-    let config = odeon_proxy::Config::parse();
+    let mut config = odeon_proxy::Config::parse();
+    // Before any socket: the soft open-file limit raised to the hard one, and the connection
+    // cap lowered (with a warning) if even that cannot hold it.
+    config.max_connections = odeon_proxy::os::fit_connections(config.max_connections);
     odeon_proxy::run(config, shutdown()).await?;
     Ok(())
 }

@@ -21,6 +21,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::head::Prefixed;
+
 /// Largest read: a step's worth of frames to one client fits with room to spare.
 const CHUNK: usize = 16 * 1024;
 /// The idle timer checks for traffic this many times per timeout.
@@ -37,17 +39,35 @@ pub enum Io {
 }
 
 impl Io {
-    /// The stream under an upgraded connection, and the bytes hyper had read past the handshake.
+    /// The stream under an upgraded connection, and the bytes already read past the handshake
+    /// (by hyper, then what of the pre-read head hyper had not read yet).
     pub fn from_upgraded(upgraded: Upgraded) -> (Io, Bytes) {
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => return (Io::Tcp(parts.io.into_inner()), parts.read_buf),
             Err(upgraded) => upgraded,
         };
-        match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
-            Ok(parts) => (Io::Tls(Box::new(parts.io.into_inner())), parts.read_buf),
+        let upgraded = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+            Ok(parts) => {
+                let (rest, io) = parts.io.into_inner().into_parts();
+                return (Io::Tcp(io), joined(parts.read_buf, rest));
+            }
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<Prefixed<tokio_rustls::server::TlsStream<TcpStream>>>>() {
+            Ok(parts) => {
+                let (rest, io) = parts.io.into_inner().into_parts();
+                (Io::Tls(Box::new(io)), joined(parts.read_buf, rest))
+            }
             Err(upgraded) => (Io::Other(TokioIo::new(upgraded)), Bytes::new()),
         }
     }
+}
+
+fn joined(first: Bytes, then: Bytes) -> Bytes {
+    if then.is_empty() {
+        return first;
+    }
+    [first, then].concat().into()
 }
 
 impl AsyncRead for Io {

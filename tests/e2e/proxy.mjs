@@ -3,8 +3,10 @@
 // `endpoint` and `http` of a host, so SDK adapters and Session take it where they take a host.
 
 import { existsSync, readFileSync } from "node:fs";
+import http from "node:http";
 import { resolve } from "node:path";
-import { TESTS_DIR, cleanEnv, freePort, sleep, spawnGroup } from "./harness.mjs";
+import { Host, TESTS_DIR, cleanEnv, freePort, sleep, spawnGroup } from "./harness.mjs";
+import { startMongo, startRedis } from "./services.mjs";
 
 export const PROXY_BIN = process.env.ODEON_PROXY_BIN
     ? resolve(process.env.ODEON_PROXY_BIN)
@@ -106,4 +108,56 @@ export class Proxy {
         this.child.kill("SIGKILL");
         await Promise.race([this.exitPromise, sleep(3000)]);
     }
+}
+
+/** POST /matchmake to `target` (a proxy or a host) from a chosen local address, with `headers`. */
+export function matchmakeFrom(target, localAddress, method, name, body, headers = {}) {
+    return new Promise((resolveRes, reject) => {
+        const data = JSON.stringify(body);
+        const req = http.request({
+            host: "127.0.0.1", port: target.port, localAddress, method: "POST",
+            path: `/matchmake/${method}/${name}`,
+            headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data), ...headers },
+        }, (res) => {
+            let text = "";
+            res.on("data", (c) => { text += c; });
+            res.on("end", () => resolveRes({ status: res.statusCode, body: JSON.parse(text) }));
+        });
+        req.on("error", reject);
+        req.end(data);
+    });
+}
+
+/**
+ * A deployment on loopback: a real redis-server and MongoDB-wire server, `hosts` hosts sharing
+ * them behind `proxies` odeon-proxies (each following every host). `stop()` stops it all.
+ */
+export async function startDeployment({ hosts = 3, proxies = 1, profile = "0.18", label = "deployment", hostArgs = [] } = {}) {
+    const d = { hosts: [], proxies: [], redis: null, mongo: null };
+    d.stop = async () => {
+        for (const p of d.proxies) await p.stop();
+        for (const h of d.hosts) await h.stop();
+        await d.redis?.stop();
+        await d.mongo?.stop();
+    };
+    try {
+        d.redis = await startRedis();
+        d.mongo = await startMongo();
+        for (let i = 1; i <= hosts; i++) {
+            d.hosts.push(await new Host({
+                profile,
+                label: `host ${i} (${label})`,
+                extraArgs: ["--redis-url", d.redis.url, "--mongo-uri", d.mongo.uri, "--behind-proxy", ...hostArgs],
+            }).start());
+        }
+        for (let i = 1; i <= proxies; i++) {
+            const proxy = await new Proxy({ redisUrl: d.redis.url, profile, label: `proxy ${i} (${label})` }).start();
+            await proxy.waitForProcesses(d.hosts.map((h) => h.processId));
+            d.proxies.push(proxy);
+        }
+    } catch (e) {
+        await d.stop();
+        throw e;
+    }
+    return d;
 }

@@ -5,32 +5,16 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import http from "node:http";
 import net from "node:net";
 import {
     Host, Peer, RawClient, hostTest, uniq, sleep, waitFor,
 } from "./harness.mjs";
 import { SDK16, SDK17, SDK18 } from "./sdks.mjs";
 import { startRedis, startMongo } from "./services.mjs";
-import { Proxy } from "./proxy.mjs";
+import { Proxy, matchmakeFrom } from "./proxy.mjs";
 
-/** POST /matchmake through `proxy`, from a chosen local address. */
-function matchmakeFrom(proxy, localAddress, method, name, body) {
-    return new Promise((resolveRes, reject) => {
-        const data = JSON.stringify(body);
-        const req = http.request({
-            host: "127.0.0.1", port: proxy.port, localAddress, method: "POST",
-            path: `/matchmake/${method}/${name}`,
-            headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data), "X-Forwarded-For": "6.6.6.6" },
-        }, (res) => {
-            let text = "";
-            res.on("data", (c) => { text += c; });
-            res.on("end", () => resolveRes({ status: res.statusCode, body: JSON.parse(text) }));
-        });
-        req.on("error", reject);
-        req.end(data);
-    });
-}
+/** What a client claims: replaced by the proxy. */
+const SPOOFED = { "X-Forwarded-For": "6.6.6.6" };
 
 /** An HTTP/1.1 upgrade request written by hand; resolves with the status line and body. */
 function upgradeStatus(proxy, path) {
@@ -119,7 +103,7 @@ function proxySuite(sdk) {
         });
 
         test("reservations name no address of their own, so clients come back through their proxy", async () => {
-            const r = await matchmakeFrom(proxies[1], "127.0.0.1", "create", "echo", { mode: uniq("addr") });
+            const r = await matchmakeFrom(proxies[1], "127.0.0.1", "create", "echo", { mode: uniq("addr") }, SPOOFED);
             assert.equal(r.status, 200, JSON.stringify(r.body));
             const listing = r.body.room ?? r.body;
             assert.equal(listing.publicAddress, undefined, JSON.stringify(r.body));
@@ -128,7 +112,7 @@ function proxySuite(sdk) {
 
         test("the auth hook sees the client's address from X-Forwarded-For, not the proxy's or a spoofed one", async (s) => {
             // From 127.0.0.2: the proxy (on 127.0.0.1) forwards it; the 6.6.6.6 the client claims is replaced.
-            const r = await matchmakeFrom(proxies[0], "127.0.0.2", "joinOrCreate", "echo", { mode: uniq("ip"), showAuth: true });
+            const r = await matchmakeFrom(proxies[0], "127.0.0.2", "joinOrCreate", "echo", { mode: uniq("ip"), showAuth: true }, SPOOFED);
             assert.equal(r.status, 200, JSON.stringify(r.body));
             const raw = s.trackRaw(await RawClient.fromReservation(proxies[0], r.body));
             assert.deepEqual((await raw.nextData("auth")).payload, { ip: "127.0.0.2" });

@@ -39,6 +39,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// rate: each ping costs a pong, and a client answering the host's heartbeats needs one pong
 /// every few seconds.
 const CONTROL_FRAMES_PER_SEC: u32 = 10;
+/// Frames a closed connection reads while it waits for the client's close reply.
+const LINGER_FRAMES: u32 = 64;
 /// Read buffer of a connection (and the most one `recv` reads); a larger frame grows it while
 /// it is read. It is touched on every read, so its size is most of an idle client's memory.
 const READ_BUFFER: usize = 1024;
@@ -443,6 +445,9 @@ impl Connection {
     /// ends with a clean close rather than a reset that could swallow the close frame.
     async fn linger(&mut self) {
         let until = Instant::now() + CLOSE_LINGER;
+        // Frames read while waiting for the close reply: a client that keeps sending instead
+        // (a flood that got it closed) is dropped rather than read for the whole linger.
+        let mut frames_left = LINGER_FRAMES;
         loop {
             let backlog = match self.wire.drain() {
                 Ok(deadline) => deadline.is_some(),
@@ -453,7 +458,8 @@ impl Connection {
             }
             loop {
                 match self.ws.read() {
-                    Ok(_) => {}
+                    Ok(_) if frames_left == 0 => return,
+                    Ok(_) => frames_left -= 1,
                     Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         if !backlog {

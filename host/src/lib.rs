@@ -17,6 +17,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod deploy;
 pub mod driver;
 pub mod ids;
 pub mod imports;
@@ -105,9 +106,28 @@ pub async fn run(
         presence,
         tokio::runtime::Handle::current(),
     );
+    // Artifacts are shared through Redis when the hosts share it; alone, a host keeps today's
+    // behaviour (its plugins directory is what serves).
+    let store = match &config.redis_url {
+        Some(_) => deploy::store::ArtifactStore::Shared(mm.presence().clone()),
+        None => deploy::store::ArtifactStore::Local,
+    };
+    let deployer = Arc::new(deploy::Deployer::new(
+        process_id.clone(),
+        mm.plugins().clone(),
+        mm.presence().clone(),
+        store,
+    ));
+    // The deployment's versions before any room: a host that starts after a deploy runs it.
+    deployer.activate_current().await;
     mm.start().await.context("joining the process registry")?;
+    if let Err(e) = deployer.follow().await {
+        tracing::warn!("deploy announcements unavailable: {e}");
+    }
+    deployer.keep_note(mm.clone());
     let app = net::router(
         mm.clone(),
+        deployer,
         net::NetConfig {
             admin_token: config.admin_token.clone(),
             plugins_dir: config.plugins.clone(),

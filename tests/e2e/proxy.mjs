@@ -2,10 +2,12 @@
 // awaited until its health path answers, stopped (or killed) by PID. A started proxy has the
 // `endpoint` and `http` of a host, so SDK adapters and Session take it where they take a host.
 
-import { existsSync, readFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import http from "node:http";
 import { resolve } from "node:path";
-import { Host, TESTS_DIR, cleanEnv, freePort, sleep, spawnGroup } from "./harness.mjs";
+import { Host, PLUGINS_DIR, TESTS_DIR, cleanEnv, freePort, sleep, spawnGroup } from "./harness.mjs";
 import { startMongo, startRedis } from "./services.mjs";
 
 export const PROXY_BIN = process.env.ODEON_PROXY_BIN
@@ -128,28 +130,45 @@ export function matchmakeFrom(target, localAddress, method, name, body, headers 
     });
 }
 
+/** A copy of the built plugins in a directory of its own (removed by `rm()`), for a host that
+ * may write to its plugins directory (an admin upload saves the module there). */
+export function ownPluginsDir() {
+    const dir = mkdtempSync(join(tmpdir(), "odeon-plugins-"));
+    cpSync(PLUGINS_DIR, dir, { recursive: true });
+    return { dir, rm: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 /**
  * A deployment on loopback: a real redis-server and MongoDB-wire server, `hosts` hosts sharing
- * them behind `proxies` odeon-proxies (each following every host). `stop()` stops it all.
+ * them behind `proxies` odeon-proxies (each following every host). With `ownPlugins`, each host
+ * gets a copy of the plugins directory. `addHost(label, args)` starts one more host on the same
+ * services; `stop()` stops it all.
  */
-export async function startDeployment({ hosts = 3, proxies = 1, profile = "0.18", label = "deployment", hostArgs = [] } = {}) {
-    const d = { hosts: [], proxies: [], redis: null, mongo: null };
+export async function startDeployment({ hosts = 3, proxies = 1, profile = "0.18", label = "deployment", hostArgs = [], ownPlugins = false } = {}) {
+    const d = { hosts: [], proxies: [], redis: null, mongo: null, dirs: [] };
     d.stop = async () => {
         for (const p of d.proxies) await p.stop();
         for (const h of d.hosts) await h.stop();
         await d.redis?.stop();
         await d.mongo?.stop();
+        for (const dir of d.dirs) dir.rm();
+    };
+    d.addHost = async (hostLabel, args = hostArgs) => {
+        const own = ownPlugins ? ownPluginsDir() : null;
+        if (own) d.dirs.push(own);
+        const host = new Host({
+            profile,
+            label: hostLabel,
+            pluginsDir: own?.dir ?? PLUGINS_DIR,
+            extraArgs: ["--redis-url", d.redis.url, "--mongo-uri", d.mongo.uri, "--behind-proxy", ...args],
+        });
+        d.hosts.push(host);
+        return host.start();
     };
     try {
         d.redis = await startRedis();
         d.mongo = await startMongo();
-        for (let i = 1; i <= hosts; i++) {
-            d.hosts.push(await new Host({
-                profile,
-                label: `host ${i} (${label})`,
-                extraArgs: ["--redis-url", d.redis.url, "--mongo-uri", d.mongo.uri, "--behind-proxy", ...hostArgs],
-            }).start());
-        }
+        for (let i = 1; i <= hosts; i++) await d.addHost(`host ${i} (${label})`);
         for (let i = 1; i <= proxies; i++) {
             const proxy = await new Proxy({ redisUrl: d.redis.url, profile, label: `proxy ${i} (${label})` }).start();
             await proxy.waitForProcesses(d.hosts.map((h) => h.processId));

@@ -136,6 +136,11 @@ impl Matchmaker {
         })
     }
 
+    /// The plugin version of every room this host runs.
+    pub fn room_plugins(&self) -> Vec<Arc<crate::plugins::PluginVersion>> {
+        self.rooms.lock().expect("rooms lock").values().map(|r| r.plugin().clone()).collect()
+    }
+
     /// The presence this host shares with the others of its deployment.
     pub fn presence(&self) -> &Arc<dyn Presence> {
         &self.presence

@@ -1,6 +1,6 @@
 //! The admin endpoints (`/odeon/admin/*`) and their bearer token.
 //!
-//! Nothing of a request is read before its token is checked: an unauthenticated upload is
+//! Nothing of a request is read before its token is checked ([`Authorized`]): an unauthenticated upload is
 //! answered from its headers alone and its connection closed, so it never makes the host hold
 //! its body. The compare takes the same time whatever the guess (its length included), the
 //! `Bearer` scheme is matched case-insensitively (RFC 9110 §11.1), and an address that keeps
@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::forwarded::token_eq;
 use super::{AppState, json_error, read_body};
+use crate::deploy::DeployError;
 
 /// Failed attempts one address may make per window before it is refused outright.
 const MAX_FAILURES: u32 = 10;
@@ -103,6 +104,26 @@ impl AdminAuth {
     }
 }
 
+/// An admin request whose token checked out: taking it as a handler argument runs the check
+/// (from the head alone) before the handler, and anything else is refused.
+pub(super) struct Authorized;
+
+impl axum::extract::FromRequestParts<AppState> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        state.admin.check(peer, &parts.headers).await.map(|()| Authorized)
+    }
+}
+
 /// The credentials of an `Authorization: Bearer <token>` header, the scheme in any case.
 pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -123,14 +144,7 @@ pub fn weak_token(token: &str) -> Option<String> {
 }
 
 /// Every room listing of this deployment, with the plugin version each room runs.
-pub(super) async fn list_rooms(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refusal) = state.admin.check(peer.ip(), &headers).await {
-        return refusal;
-    }
+pub(super) async fn list_rooms(State(state): State<AppState>, _: Authorized) -> Response {
     match state.mm.listings().await {
         Ok(rooms) => {
             let rooms: Vec<Value> = rooms
@@ -152,13 +166,10 @@ pub(super) async fn list_rooms(
 pub(super) async fn upload_plugin(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    _: Authorized,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(refusal) = state.admin.check(peer.ip(), &headers).await {
-        return refusal;
-    }
     let plugins = state.mm.plugins();
     let body = match read_body(body, plugins.limits().max_plugin_bytes, UPLOAD_DEADLINE, "plugin").await {
         Ok(body) => body,
@@ -166,9 +177,11 @@ pub(super) async fn upload_plugin(
     };
     let source = query.get("file").cloned().unwrap_or_else(|| "upload".into());
     let _one_at_a_time = state.uploads.lock().await;
-    match plugins.load(&format!("admin:{source}"), body.to_vec()).await {
-        Ok(version) => {
-            let file = state.config.plugins_dir.join(format!("{}.wasm", version.manifest.name));
+    let live: Vec<String> = state.mm.processes().await.into_iter().map(|p| p.process_id).collect();
+    match state.deployer.deploy(body.to_vec(), &source, &peer.ip().to_string(), live).await {
+        Ok(report) => {
+            // Kept on disk too, so this host restarts with it even without the shared store.
+            let file = state.config.plugins_dir.join(format!("{}.wasm", report.name));
             let saved = {
                 let (file, body) = (file.clone(), body.clone());
                 tokio::task::spawn_blocking(move || write_atomically(&file, &body)).await
@@ -181,12 +194,49 @@ pub(super) async fn upload_plugin(
             if let Some(e) = error {
                 tracing::warn!("uploaded plugin serves but was not saved to {}: {e}", file.display());
             }
-            Json(json!({ "name": version.manifest.name, "version": version.version })).into_response()
+            let version = plugins.get(&report.name).map_or(0, |v| v.version);
+            let mut answer = serde_json::to_value(&report).expect("a report serializes");
+            answer["version"] = json!(version);
+            Json(answer).into_response()
         }
-        Err(e) => {
+        Err(DeployError::Refused(e)) => {
             tracing::error!(source, "refused uploaded plugin: {e}; any previous version keeps serving");
             json_error(StatusCode::BAD_REQUEST, &e.to_string())
         }
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `GET /odeon/admin/plugins`: every room type, its active hash, its stored versions, and what
+/// each live host runs.
+pub(super) async fn plugins_state(State(state): State<AppState>, _: Authorized) -> Response {
+    Json(state.deployer.status(&state.mm).await).into_response()
+}
+
+/// `POST /odeon/admin/plugins/{name}/activate` with `{"hash": "…"}`: a stored version becomes the
+/// active one on every host (a rollback by hash).
+pub(super) async fn activate_plugin(
+    State(state): State<AppState>,
+    _: Authorized,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    let body = match read_body(body, 4096, state.config.body_timeout, "activation").await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    let Some(hash) =
+        serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["hash"].as_str().map(str::to_owned))
+    else {
+        return json_error(StatusCode::BAD_REQUEST, "expected {\"hash\": \"<sha-256 of a stored version>\"}");
+    };
+    let _one_at_a_time = state.uploads.lock().await;
+    let live: Vec<String> = state.mm.processes().await.into_iter().map(|p| p.process_id).collect();
+    match state.deployer.activate_stored(&name, &hash, live).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e @ DeployError::Unknown(_)) => json_error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ DeployError::NotActivated(_)) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 

@@ -78,13 +78,15 @@ struct AppState {
     admin: Arc<admin::AdminAuth>,
     /// Who may say where a request came from.
     forwarded: Arc<forwarded::Forwarded>,
+    /// Deploys to every host of the deployment.
+    deployer: Arc<crate::deploy::Deployer>,
 }
 
 /// Largest matchmaking request body (the client's options), as Colyseus's `express.json()`.
 const MATCHMAKE_BODY_LIMIT: usize = 100 * 1024;
 
 /// Builds the HTTP router.
-pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
+pub fn router(mm: Arc<Matchmaker>, deployer: Arc<crate::deploy::Deployer>, config: NetConfig) -> Router {
     let heartbeats = heartbeat::Heartbeats::start(config.heartbeat);
     // Bursts of two seconds' worth.
     let matchmaking = Arc::new(crate::limits::DeploymentLimit::new(
@@ -100,6 +102,7 @@ pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
         mm,
         admin,
         forwarded,
+        deployer,
         config: Arc::new(config),
         next_conn: Arc::new(AtomicU64::new(1)),
         heartbeats,
@@ -114,7 +117,8 @@ pub fn router(mm: Arc<Matchmaker>, config: NetConfig) -> Router {
                 .route_layer(middleware::from_fn_with_state(state.clone(), cors)),
         )
         .route("/odeon/health", get(health))
-        .route("/odeon/admin/plugins", post(admin::upload_plugin))
+        .route("/odeon/admin/plugins", post(admin::upload_plugin).get(admin::plugins_state))
+        .route("/odeon/admin/plugins/{name}/activate", post(admin::activate_plugin))
         .route("/odeon/admin/rooms", get(admin::list_rooms))
         .route("/{process_id}/{room_id}", get(ws::websocket))
         .fallback(not_found)

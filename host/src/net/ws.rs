@@ -39,7 +39,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 /// rate: each ping costs a pong, and a client answering the host's heartbeats needs one pong
 /// every few seconds.
 const CONTROL_FRAMES_PER_SEC: u32 = 10;
-/// Frames a closed connection reads while it waits for the client's close reply.
+/// Frames a closed connection parses while it waits for the client's close reply; past them,
+/// what the client sends is discarded unparsed.
 const LINGER_FRAMES: u32 = 64;
 /// Read buffer of a connection (and the most one `recv` reads); a larger frame grows it while
 /// it is read. It is touched on every read, so its size is most of an idle client's memory.
@@ -445,9 +446,12 @@ impl Connection {
     /// ends with a clean close rather than a reset that could swallow the close frame.
     async fn linger(&mut self) {
         let until = Instant::now() + CLOSE_LINGER;
-        // Frames read while waiting for the close reply: a client that keeps sending instead
-        // (a flood that got it closed) is dropped rather than read for the whole linger.
+        // Frames parsed while waiting for the close reply. A client that keeps sending instead
+        // (a flood that got it closed) then has its bytes discarded unparsed, pongs and all,
+        // until it closes or the linger ends: cheap, and the socket is never dropped with
+        // input unread (an RST that could swallow the close frame queued for it).
         let mut frames_left = LINGER_FRAMES;
+        let mut scratch = [0u8; 16 << 10];
         loop {
             let backlog = match self.wire.drain() {
                 Ok(deadline) => deadline.is_some(),
@@ -457,8 +461,15 @@ impl Connection {
                 return;
             }
             loop {
+                if frames_left == 0 {
+                    match self.socket.try_read(&mut scratch) {
+                        Ok(0) => return,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => return,
+                    }
+                }
                 match self.ws.read() {
-                    Ok(_) if frames_left == 0 => return,
                     Ok(_) => frames_left -= 1,
                     Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {

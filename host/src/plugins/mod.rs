@@ -132,6 +132,8 @@ pub struct PluginVersion {
     pub source: String,
     /// Hash of the module bytes, to skip reloading identical files.
     pub digest: u64,
+    /// SHA-256 of the module bytes, hex: the version's name across a deployment.
+    pub hash: String,
     pre: InstancePre<RoomEnv>,
     aux: Arc<tokio::sync::Semaphore>,
 }
@@ -222,6 +224,7 @@ impl Plugins {
         bytes: Vec<u8>,
     ) -> Result<Arc<PluginVersion>, PluginError> {
         let digest = digest(&bytes);
+        let hash = content_hash(&bytes);
         let this = self.clone();
         let source_owned = source.to_string();
         // Compiling takes 100 ms or more: keep it off the async workers.
@@ -239,6 +242,7 @@ impl Plugins {
             version: self.next_version.fetch_add(1, Ordering::Relaxed),
             source: source_owned,
             digest,
+            hash,
             pre,
             aux: self.aux.clone(),
         });
@@ -356,6 +360,12 @@ pub fn is_plugin_file(path: &Path) -> bool {
 /// An error chain on one line, so each refusal is one log line.
 fn one_line(e: &wasmtime::Error) -> String {
     format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// SHA-256 of a module, lowercase hex: what names a version across a deployment.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn digest(bytes: &[u8]) -> u64 {

@@ -163,6 +163,8 @@ pub struct RoomHandle {
     pub room_id: Arc<str>,
     tx: mpsc::UnboundedSender<RoomMsg>,
     stats: Arc<RoomStats>,
+    /// The version the room runs.
+    plugin: Arc<PluginVersion>,
 }
 
 /// Counters a room keeps about itself.
@@ -190,6 +192,11 @@ impl RoomHandle {
     /// The room's counters.
     pub fn stats(&self) -> &RoomStats {
         &self.stats
+    }
+
+    /// The plugin version the room runs.
+    pub fn plugin(&self) -> &Arc<PluginVersion> {
+        &self.plugin
     }
 }
 
@@ -244,7 +251,7 @@ pub async fn create(
     let room_id: Arc<str> = listing.room_id.clone().into();
     let inbox = tx.clone();
     let stats = Arc::new(RoomStats::default());
-    let handle = RoomHandle { room_id: room_id.clone(), tx, stats: stats.clone() };
+    let handle = RoomHandle { room_id: room_id.clone(), tx, stats: stats.clone(), plugin: plugin.clone() };
     runtime.spawn(async move {
         let mut guest = match plugin.instantiate(room_id.clone(), deps.limits).await {
             Ok(g) => g,

@@ -66,14 +66,19 @@ async fn a_deploy_reaches_every_host_and_a_later_one_runs_it() {
 
     // Roll forward to v1 (uploaded, so stored), then back to v2 by its hash alone.
     let v1 = plugin_bytes("echo");
-    let live = vec!["a".to_string(), "b".to_string()];
+    let live: Vec<String> = ["a", "b", "c", "late"].map(String::from).to_vec();
     a.deploy(v1.clone(), "test", "127.0.0.1", live.clone()).await.unwrap();
     assert_eq!(b_plugins.get("echo").unwrap().hash, sha256_hex(&v1));
     let back = a.activate_stored("echo", &sha256_hex(&v2), live.clone()).await.unwrap();
-    // Every host that follows answers, the refusing one included.
+    // Every live host answers, the refusing one included.
     let status: Vec<(&str, &str)> =
         back.hosts.iter().map(|h| (h.process_id.as_str(), h.status.as_str())).collect();
-    assert_eq!(status, [("a", "active"), ("b", "active"), ("c", "refused")], "{:?}", back.hosts);
+    assert_eq!(
+        status,
+        [("a", "active"), ("b", "active"), ("c", "refused"), ("late", "active")],
+        "{:?}",
+        back.hosts
+    );
     for plugins in [&a_plugins, &b_plugins] {
         assert_eq!(plugins.get("echo").unwrap().hash, sha256_hex(&v2), "rolled back by hash");
     }

@@ -106,11 +106,14 @@ pub async fn run(
         presence,
         tokio::runtime::Handle::current(),
     );
-    // Artifacts are shared through Redis when the hosts share it; alone, a host keeps today's
-    // behaviour (its plugins directory is what serves).
-    let store = match &config.redis_url {
-        Some(_) => deploy::store::ArtifactStore::Shared(mm.presence().clone()),
-        None => deploy::store::ArtifactStore::Local,
+    // Artifacts are shared when the hosts share Redis: in MongoDB (GridFS) when there is one,
+    // else in Redis; alone, a host keeps today's behaviour (its plugins directory serves).
+    let store = match (&config.redis_url, &config.mongo_uri) {
+        (Some(_), Some(uri)) => deploy::store::ArtifactStore::Mongo(
+            deploy::store::mongo_bucket(uri).await.context("opening the plugin artifact store")?,
+        ),
+        (Some(_), None) => deploy::store::ArtifactStore::Shared(mm.presence().clone()),
+        (None, _) => deploy::store::ArtifactStore::Local,
     };
     let deployer = Arc::new(deploy::Deployer::new(
         process_id.clone(),

@@ -8,11 +8,12 @@ mod support;
 
 use std::sync::Arc;
 
-use odeon_host::deploy::store::{ArtifactStore, sha256_hex};
+use odeon_host::deploy::store::{self, ArtifactStore, sha256_hex};
 use odeon_host::deploy::{DeployError, Deployer};
 use odeon_host::plugins::{GuestLimits, Plugins};
 use odeon_host::presence::{LocalPresence, Presence};
 use support::rooms::{limits, plugin_bytes};
+use support::secantus::Secantus;
 
 fn variant(name: &str) -> Vec<u8> {
     let dir =
@@ -23,14 +24,18 @@ fn variant(name: &str) -> Vec<u8> {
 }
 
 async fn host(id: &str, presence: &Arc<dyn Presence>, limits: GuestLimits) -> (Arc<Plugins>, Arc<Deployer>) {
+    host_on(id, presence, limits, ArtifactStore::Shared(presence.clone())).await
+}
+
+async fn host_on(
+    id: &str,
+    presence: &Arc<dyn Presence>,
+    limits: GuestLimits,
+    store: ArtifactStore,
+) -> (Arc<Plugins>, Arc<Deployer>) {
     let plugins = Plugins::new(limits).unwrap();
     let _ = plugins.load("echo.wasm", plugin_bytes("echo")).await;
-    let deployer = Arc::new(Deployer::new(
-        id.into(),
-        plugins.clone(),
-        presence.clone(),
-        ArtifactStore::Shared(presence.clone()),
-    ));
+    let deployer = Arc::new(Deployer::new(id.into(), plugins.clone(), presence.clone(), store));
     deployer.activate_current().await;
     deployer.follow().await.unwrap();
     (plugins, deployer)
@@ -89,4 +94,30 @@ async fn a_deploy_reaches_every_host_and_a_later_one_runs_it() {
     let err = a.deploy(b"junk".to_vec(), "test", "127.0.0.1", vec![]).await.unwrap_err();
     assert!(matches!(err, DeployError::Refused(_)), "{err}");
     assert_eq!(b_plugins.get("echo").unwrap().hash, sha256_hex(&v2));
+}
+
+/// With MongoDB, artifacts live in GridFS: a version deployed through one host is fetched from
+/// there by another and by one that starts later, and the stored versions are listed from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mongodb_artifacts_live_in_gridfs() {
+    let server = Secantus::start().await;
+    let bucket = || async { ArtifactStore::Mongo(store::mongo_bucket(&server.uri()).await.unwrap()) };
+    let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
+    let (_, a) = host_on("a", &presence, limits(), bucket().await).await;
+    let (b_plugins, _b) = host_on("b", &presence, limits(), bucket().await).await;
+    let v2 = variant("echo-v2.wasm");
+    let report = a.deploy(v2.clone(), "test", "10.0.0.7", vec!["a".into(), "b".into()]).await.unwrap();
+    assert!(report.hosts.iter().all(|h| h.status == "active"), "{:?}", report.hosts);
+    assert_eq!(b_plugins.get("echo").unwrap().hash, sha256_hex(&v2));
+    // Uploading the same bytes again stores nothing new.
+    a.deploy(v2.clone(), "again", "10.0.0.7", vec!["a".into(), "b".into()]).await.unwrap();
+    let listed = bucket().await.versions("echo").await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].hash.as_str(), listed[0].size, listed[0].uploader.as_str()),
+        (sha256_hex(&v2).as_str(), v2.len(), "10.0.0.7")
+    );
+    assert_eq!(bucket().await.get(&sha256_hex(&v2)).await.unwrap(), Some(v2.clone()));
+    let (late, _) = host_on("late", &presence, limits(), bucket().await).await;
+    assert_eq!(late.get("echo").unwrap().hash, sha256_hex(&v2));
 }

@@ -2,13 +2,22 @@
 //!
 //! - [`ArtifactStore::Local`]: the embedded default, one host: nothing is stored (the plugins
 //!   directory keeps what serves).
-//! - [`ArtifactStore::Shared`]: the deployment's presence (Redis): the module base64-encoded at
-//!   `odeon:plugin:<hash>`, and its [`StoredVersion`] as JSON in the hash
-//!   `odeon:plugins:versions:<name>` under its hash.
+//! - [`ArtifactStore::Shared`]: the deployment's presence (Redis), when there is no MongoDB: the
+//!   module base64-encoded at `odeon:plugin:<hash>`, and its [`StoredVersion`] as JSON in the
+//!   hash `odeon:plugins:versions:<name>` under its hash.
+//! - [`ArtifactStore::Mongo`]: GridFS (bucket `odeonplugins`) in the MongoDB the listings use
+//!   (`--mongo-uri`): one file per version, its id the hash, its filename the room type, its
+//!   metadata the [`StoredVersion`]; modules up to the 32 MiB upload cap fit (GridFS chunks them).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
+use futures_util::TryStreamExt;
+use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+use mongodb::bson::{Bson, doc};
+use mongodb::gridfs::GridFsBucket;
+use mongodb::options::{ClientOptions, GridFsBucketOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::presence::{Presence, PresenceError};
@@ -40,6 +49,32 @@ pub enum StoreError {
     /// What it holds does not decode.
     #[error("stored artifact is corrupt: {0}")]
     Corrupt(String),
+    /// MongoDB could not be reached in time or refused.
+    #[error("artifact store: {0}")]
+    Mongo(String),
+}
+
+/// The longest any one MongoDB store operation may take (a 32 MiB module included).
+const MONGO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs a MongoDB operation within [`MONGO_TIMEOUT`].
+async fn bounded<T>(op: impl IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(MONGO_TIMEOUT, op.into_future()).await {
+        Ok(r) => r.map_err(|e| StoreError::Mongo(e.to_string())),
+        Err(_) => Err(StoreError::Mongo("no answer in time".into())),
+    }
+}
+
+/// The GridFS bucket of plugin artifacts in the database `uri` names (else `odeon`).
+pub async fn mongo_bucket(uri: &str) -> Result<GridFsBucket, StoreError> {
+    let mut options = bounded(ClientOptions::parse(uri)).await?;
+    options.server_selection_timeout.get_or_insert(Duration::from_secs(3));
+    options.connect_timeout.get_or_insert(Duration::from_secs(3));
+    options.app_name.get_or_insert_with(|| "odeon-host".into());
+    let database = options.default_database.clone().unwrap_or_else(|| "odeon".into());
+    let client = mongodb::Client::with_options(options).map_err(|e| StoreError::Mongo(e.to_string()))?;
+    let bucket = GridFsBucketOptions::builder().bucket_name("odeonplugins".to_string()).build();
+    Ok(client.database(&database).gridfs_bucket(bucket))
 }
 
 /// Where artifacts are kept.
@@ -49,6 +84,8 @@ pub enum ArtifactStore {
     Local,
     /// The deployment's shared presence.
     Shared(Arc<dyn Presence>),
+    /// GridFS in the deployment's MongoDB.
+    Mongo(GridFsBucket),
 }
 
 pub use crate::plugins::content_hash as sha256_hex;
@@ -69,6 +106,24 @@ impl ArtifactStore {
 
     /// Keeps `bytes` under `version.hash`, with its description.
     pub async fn put(&self, version: &StoredVersion, bytes: &[u8]) -> Result<(), StoreError> {
+        if let Self::Mongo(bucket) = self {
+            let id = Bson::String(version.hash.clone());
+            if bounded(bucket.find_one(doc! { "_id": &version.hash })).await?.is_some() {
+                return Ok(()); // the same bytes, uploaded before
+            }
+            let metadata =
+                mongodb::bson::to_document(version).map_err(|e| StoreError::Mongo(e.to_string()))?;
+            let mut upload =
+                bounded(bucket.open_upload_stream(&version.name).id(id).metadata(metadata)).await?;
+            let written = async {
+                upload.write_all(bytes).await?;
+                upload.close().await
+            };
+            return match tokio::time::timeout(MONGO_TIMEOUT, written).await {
+                Ok(r) => r.map_err(|e| StoreError::Mongo(e.to_string())),
+                Err(_) => Err(StoreError::Mongo("upload took too long".into())),
+            };
+        }
         let Self::Shared(p) = self else { return Ok(()) };
         let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
         p.set(&artifact_key(&version.hash), &encoded).await?;
@@ -79,6 +134,18 @@ impl ArtifactStore {
 
     /// The module stored under `hash`, if any.
     pub async fn get(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Self::Mongo(bucket) = self {
+            if bounded(bucket.find_one(doc! { "_id": hash })).await?.is_none() {
+                return Ok(None);
+            }
+            let mut download = bounded(bucket.open_download_stream(Bson::String(hash.to_string()))).await?;
+            let mut bytes = Vec::new();
+            return match tokio::time::timeout(MONGO_TIMEOUT, download.read_to_end(&mut bytes)).await {
+                Ok(Ok(_)) => Ok(Some(bytes)),
+                Ok(Err(e)) => Err(StoreError::Mongo(e.to_string())),
+                Err(_) => Err(StoreError::Mongo("download took too long".into())),
+            };
+        }
         let Self::Shared(p) = self else { return Ok(None) };
         let Some(encoded) = p.get(&artifact_key(hash)).await? else { return Ok(None) };
         base64::engine::general_purpose::STANDARD
@@ -89,6 +156,16 @@ impl ArtifactStore {
 
     /// Every stored version of a room type, oldest first.
     pub async fn versions(&self, name: &str) -> Result<Vec<StoredVersion>, StoreError> {
+        if let Self::Mongo(bucket) = self {
+            let files: Vec<_> =
+                bounded(async { bucket.find(doc! { "filename": name }).await?.try_collect().await }).await?;
+            let mut all: Vec<StoredVersion> = files
+                .into_iter()
+                .filter_map(|f| f.metadata.and_then(|m| mongodb::bson::from_document(m).ok()))
+                .collect();
+            all.sort_by_key(|v| v.uploaded_at_ms);
+            return Ok(all);
+        }
         let Self::Shared(p) = self else { return Ok(Vec::new()) };
         let mut all: Vec<StoredVersion> = p
             .hgetall(&versions_key(name))

@@ -240,7 +240,9 @@ async fn http<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_header_size(MAX_HEADER_BYTES)
-        .keep_alive(false)
+        // Not `keep_alive(false)`: hyper would then answer a 101 with `Connection: close` in
+        // place of `Connection: upgrade`, which strict WebSocket clients refuse. Every other
+        // answer says `Connection: close` above, which ends the connection after it.
         .serve_connection(TokioIo::new(Prefixed::new(head, stream)), service)
         .with_upgrades();
     // Boxed: the task waiting for a head above is not sized for hyper's connection.

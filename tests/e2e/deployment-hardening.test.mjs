@@ -5,6 +5,7 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
+import net from "node:net";
 import { Host, RawClient, hostTest, uniq } from "./harness.mjs";
 import { SDK18 as sdk } from "./sdks.mjs";
 import { matchmakeFrom, startDeployment } from "./proxy.mjs";
@@ -37,6 +38,22 @@ describe("hardening: three hosts behind odeon-proxy sharing Redis and MongoDB", 
         // Another address still creates.
         assert.equal((await matchmakeFrom(proxy, "127.0.0.21", "create", "echo", { mode: uniq("other") })).status, 200);
         assert.deepEqual(await bystander.roundTrip("echo", "playing"), "playing");
+    });
+
+    test("the proxy's 101 says Connection: upgrade, as strict WebSocket clients require", async (s) => {
+        const r = await matchmakeFrom(proxy, "127.0.0.1", "joinOrCreate", "echo", { mode: uniq("strict") });
+        const room = r.body.room ?? r.body;
+        const sock = net.connect(proxy.port, "127.0.0.1");
+        s.onClose(() => sock.destroy());
+        await new Promise((ok) => sock.once("connect", ok));
+        sock.write(`GET /${room.processId}/${room.roomId}?sessionId=${r.body.sessionId} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+        let text = "";
+        await new Promise((ok) => sock.on("data", (d) => { text += d.toString("latin1"); if (text.includes("\r\n\r\n")) ok(); }));
+        const head = text.slice(0, text.indexOf("\r\n\r\n")).toLowerCase();
+        assert.match(head, /^http\/1\.1 101/, head);
+        assert.match(head, /\r\nconnection: upgrade\r\n/, head);
+        assert.match(head, /\r\nupgrade: websocket\r\n/, head);
     });
 
     test("X-Forwarded-For is believed only with a running proxy's secret", async (s) => {

@@ -345,14 +345,8 @@ impl Connection {
                     return Err(End::Closed(frame.map_or(close::NO_STATUS, |f| f.code.into())));
                 }
             };
-            let within = match bytes {
-                Some(_) => self.rate.take(self.state.config.max_messages_per_sec),
-                None => {
-                    self.control.take(CONTROL_FRAMES_PER_SEC)
-                        && self.rate.take(self.state.config.max_messages_per_sec)
-                }
-            };
-            if !within {
+            let control_over = bytes.is_none() && !self.control.take(CONTROL_FRAMES_PER_SEC);
+            if control_over || !self.rate.take(self.state.config.max_messages_per_sec) {
                 tracing::debug!(session = %self.session_id, "closing client: over its message rate");
                 self.wire.close(Some(POLICY_VIOLATION), "message rate limit exceeded");
                 return Err(End::Closed(POLICY_VIOLATION));
@@ -451,7 +445,6 @@ impl Connection {
         // until it closes or the linger ends: cheap, and the socket is never dropped with
         // input unread (an RST that could swallow the close frame queued for it).
         let mut frames_left = LINGER_FRAMES;
-        let mut scratch = [0u8; 16 << 10];
         loop {
             let backlog = match self.wire.drain() {
                 Ok(deadline) => deadline.is_some(),
@@ -462,10 +455,8 @@ impl Connection {
             }
             loop {
                 if frames_left == 0 {
-                    match self.socket.try_read(&mut scratch) {
-                        Ok(0) => return,
-                        Ok(_) => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    match discard_available(&self.socket) {
+                        Ok(()) => break,
                         Err(_) => return,
                     }
                 }
@@ -485,6 +476,21 @@ impl Connection {
                 r = self.wire.writable(), if backlog => if r.is_err() { return },
                 () = tokio::time::sleep_until(until) => return,
             }
+        }
+    }
+}
+
+/// Reads and drops whatever the socket has now; `Err` once the client has closed or the socket
+/// failed. A plain function, so its buffer is on the thread's stack only while it runs, never in
+/// a connection's future.
+fn discard_available(socket: &TcpStream) -> io::Result<()> {
+    let mut scratch = [0u8; 16 << 10];
+    loop {
+        match socket.try_read(&mut scratch) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -53,10 +53,14 @@ impl DeploymentLimit {
         let window = now / period_ms;
         let into = (now % period_ms) as f64 / period_ms as f64;
         let key = format!("odeon:limit:{}:{ip}", self.name);
+        // One round trip: the count goes up and the previous window is read at once.
+        let (this_window, last_window) = (window.to_string(), window.saturating_sub(1).to_string());
         let counted = async {
-            let current = self.presence.hincrbyex(&key, &window.to_string(), 1, self.period * 2).await?;
-            let previous = self.presence.hget(&key, &window.saturating_sub(1).to_string()).await?;
-            Ok::<_, crate::presence::PresenceError>((current, previous))
+            let (current, previous) = tokio::join!(
+                self.presence.hincrbyex(&key, &this_window, 1, self.period * 2),
+                self.presence.hget(&key, &last_window),
+            );
+            Ok::<_, crate::presence::PresenceError>((current?, previous?))
         };
         match tokio::time::timeout(SHARED_TIMEOUT, counted).await {
             Ok(Ok((current, previous))) => {

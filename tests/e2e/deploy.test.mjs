@@ -47,6 +47,25 @@ describe("deploy: one upload reaches every host", () => {
     const test = (name, fn, opts) => hostTest(() => proxy, `[deploy] ${name}`, fn, opts);
 
     test("a version uploaded to host 1 is active on every host, and new rooms anywhere run it", async (s) => {
+        // Players mid-game through the proxy, on rooms spread over the hosts, play on through
+        // the deploy: their rooms keep the code they were created with, and none of them sees a
+        // leave, a drop or an error.
+        const players = [];
+        for (let i = 0; i < 3; i++) {
+            const p = await s.join(sdk, "create", "echo", { mode: uniq("midgame") }, { label: `player ${i}` });
+            await p.nextMsg("welcome");
+            assert.equal(await p.roundTrip("build"), "v1");
+            players.push(p);
+        }
+        let playing = true;
+        const play = Promise.all(players.map(async (p, i) => {
+            let n = 0;
+            while (playing) {
+                n += 1;
+                assert.deepEqual(await p.roundTrip("echo", { i, n }), { i, n });
+            }
+            return n;
+        }));
         const t0 = Date.now();
         const up = await admin(hosts[0], "POST", ECHO_V2);
         const took = Date.now() - t0;
@@ -68,6 +87,14 @@ describe("deploy: one upload reaches every host", () => {
         }
         assert.ok(seen.size >= 2, `new rooms ran on ${[...seen.keys()]}`);
         // The deployment's state, from any host.
+        playing = false;
+        const rounds = await play;
+        assert.ok(rounds.every((n) => n > 1), `round trips during the deploy: ${rounds}`);
+        for (const p of players) {
+            assert.equal(await p.roundTrip("build"), "v1", `${p.label}'s running room keeps its code`);
+            const bad = p.inbox.items.filter((it) => ["leave", "drop", "error"].includes(it.kind));
+            assert.deepEqual(bad, [], `${p.label} saw no leave, drop or error`);
+        }
         const state = await admin(hosts[2], "GET");
         const echo = state.body.roomTypes.find((t) => t.name === "echo");
         assert.equal(echo.activeHash, sha256(ECHO_V2));

@@ -303,12 +303,7 @@ impl Deployer {
 
     /// What this host runs: `{types: {name: hash}, rooms: {name: {hash: count}}}`.
     fn note(&self, mm: &Matchmaker) -> Value {
-        let types: BTreeMap<String, String> = self
-            .plugins
-            .names()
-            .into_iter()
-            .filter_map(|n| Some((n.clone(), self.plugins.get(&n)?.hash.clone())))
-            .collect();
+        let types = self.plugins.hashes();
         let mut rooms: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
         for plugin in mm.room_plugins() {
             *rooms
@@ -339,11 +334,7 @@ impl Deployer {
             notes.push(note.unwrap_or_else(|| json!({ "processId": p, "types": {}, "rooms": {} })));
         }
         let active = if self.store.is_local() {
-            self.plugins
-                .names()
-                .into_iter()
-                .filter_map(|n| Some((n.clone(), self.plugins.get(&n)?.hash.clone())))
-                .collect()
+            self.plugins.hashes()
         } else {
             self.presence.hgetall(ACTIVE).await.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>()
         };

@@ -5,7 +5,6 @@
 //! rooms created after the swap and an old version unloads when its last room disposes.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -130,9 +129,8 @@ pub struct PluginVersion {
     pub version: u64,
     /// Where it came from (file name or `admin`).
     pub source: String,
-    /// Hash of the module bytes, to skip reloading identical files.
-    pub digest: u64,
-    /// SHA-256 of the module bytes, hex: the version's name across a deployment.
+    /// SHA-256 of the module bytes, hex: the version's name across a deployment, and how an
+    /// identical file is recognised and not loaded again.
     pub hash: String,
     pre: InstancePre<RoomEnv>,
     aux: Arc<tokio::sync::Semaphore>,
@@ -216,6 +214,11 @@ impl Plugins {
         all
     }
 
+    /// Every registered room type with the hash of its current version.
+    pub fn hashes(&self) -> std::collections::BTreeMap<String, String> {
+        self.current.read().expect("registry lock").iter().map(|(n, v)| (n.clone(), v.hash.clone())).collect()
+    }
+
     /// Validates `bytes` and, if they pass, makes them the current version of the room type they
     /// declare. On any failure the previous version keeps serving.
     pub async fn load(
@@ -223,7 +226,6 @@ impl Plugins {
         source: &str,
         bytes: Vec<u8>,
     ) -> Result<Arc<PluginVersion>, PluginError> {
-        let digest = digest(&bytes);
         let hash = content_hash(&bytes);
         let this = self.clone();
         let source_owned = source.to_string();
@@ -241,7 +243,6 @@ impl Plugins {
             manifest,
             version: self.next_version.fetch_add(1, Ordering::Relaxed),
             source: source_owned,
-            digest,
             hash,
             pre,
             aux: self.aux.clone(),
@@ -265,8 +266,8 @@ impl Plugins {
 
     /// Whether a file with these bytes is already the current version of some room type.
     pub fn is_current(&self, bytes: &[u8]) -> bool {
-        let d = digest(bytes);
-        self.current.read().expect("registry lock").values().any(|v| v.digest == d)
+        let hash = content_hash(bytes);
+        self.current.read().expect("registry lock").values().any(|v| v.hash == hash)
     }
 
     /// Loads every `*.wasm` in `dir`; a refused file is logged and skipped.
@@ -366,12 +367,6 @@ fn one_line(e: &wasmtime::Error) -> String {
 pub fn content_hash(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn digest(bytes: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
 }
 
 fn spawn_epoch_ticker(engine: &Engine) {

@@ -209,10 +209,10 @@ impl Room {
             // ack counts exactly the inputs whose effects the body includes. A step that
             // changes nothing still moves the acks: its heartbeat goes out after the call too.
             let dirty = self.serializer.is_some() && std::mem::take(&mut self.state_dirty);
-            if dirty || (stepped && self.serializer.is_some()) {
-                events.push(Event::Patch);
-                self.patch_pending = true;
-            } else if stepped {
+            if dirty || stepped {
+                if self.serializer.is_some() {
+                    events.push(Event::Patch);
+                }
                 self.patch_pending = true;
             } else {
                 self.heartbeat();

@@ -19,8 +19,8 @@ export SECANTUSD_PY := env_var_or_default("SECANTUSD_PY", env_var_or_default("OD
 run *ARGS: plugins
     cargo run -p odeon-host -- --plugins "{{plugins_dir}}" {{ARGS}}
 
-# Build every crate under plugins/ to wasm32-wasip1 and copy it to target/plugins/ (and echo's
-# `v2` and `trusted-sessions` builds to target/plugin-variants/).
+# Build every crate under plugins/ to wasm32-wasip1 and copy it to target/plugins/ (and the test
+# builds of echo and arena to target/plugin-variants/).
 plugins:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -42,6 +42,12 @@ plugins:
     # never in target/plugins, so neither `just run` nor `just cluster` serves it.
     cargo build --target wasm32-wasip1 --profile wasm -p echo --features trusted-sessions --target-dir "{{target_dir}}/variants"
     cp "{{target_dir}}/variants/wasm32-wasip1/wasm/echo.wasm" "{{variants_dir}}/echo-sessions.wasm"
+    # Arena's builds for the live-migration tests: v2, a v2 whose migration fails, and a v2 with
+    # a schema change clients cannot follow.
+    for variant in v2:v2 v2-faulty:faulty v2-schema:schema-change; do
+        cargo build --target wasm32-wasip1 --profile wasm -p arena --features "${variant#*:}" --target-dir "{{target_dir}}/variants"
+        cp "{{target_dir}}/variants/wasm32-wasip1/wasm/arena.wasm" "{{variants_dir}}/arena-${variant%%:*}.wasm"
+    done
 
 # Formatting and clippy, host and wasm targets.
 lint:

@@ -427,6 +427,49 @@ impl Ctx {
     pub(crate) fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
     }
+
+    /// What the runtime keeps between hooks, for a live migration to another version.
+    pub(crate) fn carry(&self) -> CtxCarry {
+        CtxCarry {
+            room_id: self.room_id.clone(),
+            room_name: self.room_name.clone(),
+            clients: self.clients.iter().map(|c| c.session_id().to_owned()).collect(),
+            timers: self.timers.iter().map(|(&id, &repeat)| (id, repeat)).collect(),
+            last_timer: self.last_timer,
+            ops: self.ops.iter().map(|(&id, &kind)| (id, kind == OpKind::Rooms)).collect(),
+            last_op: self.last_op,
+        }
+    }
+
+    /// The context a migrated room continues with.
+    pub(crate) fn from_carry(carry: CtxCarry, now_ms: u64) -> Self {
+        let kind = |rooms: bool| if rooms { OpKind::Rooms } else { OpKind::Presence };
+        Self {
+            room_id: carry.room_id,
+            room_name: carry.room_name,
+            now_ms,
+            clients: carry.clients.into_iter().map(Client::new).collect(),
+            effects: Vec::new(),
+            timers: carry.timers.into_iter().collect(),
+            last_timer: carry.last_timer,
+            ops: carry.ops.into_iter().map(|(id, rooms)| (id, kind(rooms))).collect(),
+            last_op: carry.last_op,
+        }
+    }
+}
+
+/// [`Ctx`]'s runtime state in a migration snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct CtxCarry {
+    room_id: String,
+    room_name: String,
+    clients: Vec<String>,
+    /// Live timers and whether they repeat.
+    timers: Vec<(u64, bool)>,
+    last_timer: u64,
+    /// Outstanding operations; `true` for room queries.
+    ops: Vec<(u64, bool)>,
+    last_op: u64,
 }
 
 fn outbound(kind: MessageType, payload: Option<ByteBuf>, bytes: bool, after_patch: bool) -> Outbound {

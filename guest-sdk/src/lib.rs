@@ -55,6 +55,7 @@
 mod ctx;
 pub mod log;
 mod message;
+pub mod migration;
 mod payload;
 pub mod prelude;
 mod presence;
@@ -68,6 +69,7 @@ pub mod testing;
 
 pub use ctx::{BroadcastOptions, Ctx, TimerId};
 pub use message::{IntoMessageType, Message, MessageTypeExt};
+pub use migration::Migration;
 /// A presence key or topic: build one with [`KeyExt`] (`Key::global("visits")`), or pass a
 /// `&str` for a name scoped to the room type.
 pub use odeon_protocol::abi::Key;

@@ -1,6 +1,7 @@
 //! Everything a room needs: `use odeon_guest::prelude::*;`.
 
 pub use crate::export_room;
+pub use crate::migration::{self, Migration};
 pub use crate::{
     Answer, Auth, AuthContext, BroadcastOptions, Client, Ctx, Inputs, Key, KeyExt, Level, Listing, Message,
     MessageType, MessageTypeExt, OpId, Payload, PresenceValue, PresenceValueExt, Room, RoomError, Step,

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::migration::Migration;
 use crate::request::{Answer, Inputs, Step};
 use crate::state::SyncedState;
 use crate::{Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, PresenceValue, TimerId, Value};
@@ -53,6 +54,10 @@ pub trait Room: Sized + 'static {
 
     /// Whether the host runs [`Room::on_auth`] at matchmaking.
     const AUTH: bool = false;
+
+    /// This code's version, as the next version's [`Room::migrate_in`] sees it
+    /// ([`Migration::version`]); raise it when what [`Room::migrate_out`] writes changes.
+    const VERSION: u32 = 1;
 
     /// Options merged under the creator's options at creation; must be a map.
     fn default_options() -> Option<Value> {
@@ -161,6 +166,26 @@ pub trait Room: Sized + 'static {
     /// The room is being disposed; no hook runs after this one.
     fn on_dispose(&mut self, ctx: &mut Ctx) {
         let _ = ctx;
+    }
+
+    /// Live migration, out: the room's own data as bytes, for the next version's
+    /// [`Room::migrate_in`] (see [`crate::migration`]). Write them with
+    /// [`migration::encode`](crate::migration::encode). The default has no hooks: the room is
+    /// not migrated and keeps its version until it disposes. An error keeps the room where it
+    /// is.
+    fn migrate_out(&mut self, ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
+        let _ = ctx;
+        Err(RoomError::new(crate::migration::NO_HOOKS))
+    }
+
+    /// Live migration, in: rebuilds the room, in the new version of its code, from what the
+    /// previous version's [`Room::migrate_out`] wrote. [`Ctx`] already has the room's clients,
+    /// timers and outstanding operations; a schema state must come back exactly as the clients
+    /// hold it (same schema, same content), or the room stays on its old code. An error keeps
+    /// the room on its old code too.
+    fn migrate_in(ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+        let _ = (ctx, from);
+        Err(RoomError::new(crate::migration::NO_HOOKS))
     }
 
     /// The room's synchronised state (Colyseus's `this.state`), if it has one: usually a

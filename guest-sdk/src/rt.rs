@@ -373,6 +373,33 @@ pub mod export {
         publish(output)
     }
 
+    /// `odeon_migrate_out`.
+    pub fn migrate_out<R: Room>() -> i64 {
+        install_panic_hook();
+        let output = RUNTIME.with_borrow_mut(|slot| match slot.as_mut() {
+            Some(runtime) => runtime
+                .downcast_mut::<Runtime<R>>()
+                .expect("a plugin exports one room type")
+                .migrate_out_encoded(),
+            None => odeon_protocol::abi::encode(&odeon_protocol::abi::MigrateOut::Refused(
+                "the instance holds no room".into(),
+            )),
+        });
+        publish(output)
+    }
+
+    /// `odeon_migrate_in`.
+    pub fn migrate_in<R: Room>(ptr: i32, len: i32) -> i64 {
+        install_panic_hook();
+        let input = take_input(ptr, len);
+        let output = RUNTIME.with_borrow_mut(|slot| {
+            let runtime = slot.get_or_insert_with(|| Box::new(Runtime::<R>::new()));
+            let runtime = runtime.downcast_mut::<Runtime<R>>().expect("a plugin exports one room type");
+            runtime.migrate_in_encoded(&input)
+        });
+        publish(output)
+    }
+
     /// Takes back the buffer the host filled; the ABI makes the callee its owner.
     // Rebuilding the `Box` that `alloc` leaked needs a raw pointer; see SAFETY below.
     #[allow(unsafe_code)]
@@ -423,7 +450,7 @@ pub mod export {
 /// crate root.
 ///
 /// On `wasm32` it generates the ABI's exports (`odeon_abi_version`, `odeon_alloc`,
-/// `odeon_manifest`, `odeon_auth`, `odeon_events`); on other targets it only checks that the type
+/// `odeon_manifest`, `odeon_auth`, `odeon_events`, `odeon_migrate_out`, `odeon_migrate_in`); on other targets it only checks that the type
 /// is a room, so native tests can use [`TestRoom`](crate::testing::TestRoom). One per plugin.
 #[macro_export]
 macro_rules! export_room {
@@ -462,9 +489,22 @@ macro_rules! export_room {
             extern "C" fn odeon_events(ptr: i32, len: i32) -> i64 {
                 $crate::rt::export::events::<$room>(ptr, len)
             }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            extern "C" fn odeon_migrate_out() -> i64 {
+                $crate::rt::export::migrate_out::<$room>()
+            }
+
+            #[allow(unsafe_code)]
+            #[unsafe(no_mangle)]
+            extern "C" fn odeon_migrate_in(ptr: i32, len: i32) -> i64 {
+                $crate::rt::export::migrate_in::<$room>(ptr, len)
+            }
         };
     };
 }
 
+mod migrate;
 #[cfg(test)]
 mod tests;

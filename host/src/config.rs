@@ -90,6 +90,10 @@ pub struct Config {
     /// included only if listed; unset: any origin but `null`.
     #[arg(long, env = "ODEON_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Rooms of a canary version that may fail on this host (trap, deadline, memory cap, or a
+    /// failed migration to it) before it reverts the canary for the whole deployment.
+    #[arg(long, env = "ODEON_CANARY_FAULTS", default_value_t = 3)]
+    pub canary_faults: u64,
     /// Do not watch the plugins directory for new versions.
     #[arg(long, env = "ODEON_NO_WATCH")]
     pub no_watch: bool,

@@ -115,12 +115,11 @@ pub async fn run(
         (Some(_), None) => deploy::store::ArtifactStore::Shared(mm.presence().clone()),
         (None, _) => deploy::store::ArtifactStore::Local,
     };
-    let deployer = Arc::new(deploy::Deployer::new(
-        process_id.clone(),
-        mm.plugins().clone(),
-        mm.presence().clone(),
-        store,
-    ));
+    let deployer = Arc::new(
+        deploy::Deployer::new(process_id.clone(), mm.plugins().clone(), mm.presence().clone(), store)
+            .with_canary_faults(config.canary_faults),
+    );
+    deployer.attach(&mm);
     // The deployment's versions before any room: a host that starts after a deploy runs it.
     deployer.activate_current().await;
     mm.start().await.context("joining the process registry")?;
@@ -128,6 +127,7 @@ pub async fn run(
         tracing::warn!("deploy announcements unavailable: {e}");
     }
     deployer.keep_note(mm.clone());
+    deployer.watch_canaries();
     let app = net::router(
         mm.clone(),
         deployer,

@@ -9,7 +9,7 @@ mod support;
 use std::sync::Arc;
 
 use odeon_host::deploy::store::{self, ArtifactStore, sha256_hex};
-use odeon_host::deploy::{DeployError, Deployer};
+use odeon_host::deploy::{DeployError, DeployOptions, Deployer};
 use odeon_host::plugins::{GuestLimits, Plugins};
 use odeon_host::presence::{LocalPresence, Presence};
 use support::rooms::{limits, plugin_bytes};
@@ -53,7 +53,7 @@ async fn a_deploy_reaches_every_host_and_a_later_one_runs_it() {
 
     let v2 = variant("echo-v2.wasm");
     let live = vec!["a".to_string(), "b".to_string(), "c".to_string(), "gone".to_string()];
-    let report = a.deploy(v2.clone(), "test", "127.0.0.1", live).await.unwrap();
+    let report = a.deploy(v2.clone(), "test", "127.0.0.1", live, DeployOptions::default()).await.unwrap();
     assert_eq!((report.name.as_str(), report.hash.as_str()), ("echo", sha256_hex(&v2).as_str()));
     let status: Vec<(&str, &str)> =
         report.hosts.iter().map(|h| (h.process_id.as_str(), h.status.as_str())).collect();
@@ -72,9 +72,10 @@ async fn a_deploy_reaches_every_host_and_a_later_one_runs_it() {
     // Roll forward to v1 (uploaded, so stored), then back to v2 by its hash alone.
     let v1 = plugin_bytes("echo");
     let live: Vec<String> = ["a", "b", "c", "late"].map(String::from).to_vec();
-    a.deploy(v1.clone(), "test", "127.0.0.1", live.clone()).await.unwrap();
+    a.deploy(v1.clone(), "test", "127.0.0.1", live.clone(), DeployOptions::default()).await.unwrap();
     assert_eq!(b_plugins.get("echo").unwrap().hash, sha256_hex(&v1));
-    let back = a.activate_stored("echo", &sha256_hex(&v2), live.clone()).await.unwrap();
+    let back =
+        a.activate_stored("echo", &sha256_hex(&v2), live.clone(), DeployOptions::default()).await.unwrap();
     // Every live host answers, the refusing one included.
     let status: Vec<(&str, &str)> =
         back.hosts.iter().map(|h| (h.process_id.as_str(), h.status.as_str())).collect();
@@ -87,11 +88,13 @@ async fn a_deploy_reaches_every_host_and_a_later_one_runs_it() {
     for plugins in [&a_plugins, &b_plugins] {
         assert_eq!(plugins.get("echo").unwrap().hash, sha256_hex(&v2), "rolled back by hash");
     }
-    let unknown = a.activate_stored("echo", &"0".repeat(64), live).await.unwrap_err();
+    let unknown =
+        a.activate_stored("echo", &"0".repeat(64), live, DeployOptions::default()).await.unwrap_err();
     assert!(matches!(unknown, DeployError::Unknown(_)), "{unknown}");
 
     // A module the receiving host refuses is not stored or announced.
-    let err = a.deploy(b"junk".to_vec(), "test", "127.0.0.1", vec![]).await.unwrap_err();
+    let err =
+        a.deploy(b"junk".to_vec(), "test", "127.0.0.1", vec![], DeployOptions::default()).await.unwrap_err();
     assert!(matches!(err, DeployError::Refused(_)), "{err}");
     assert_eq!(b_plugins.get("echo").unwrap().hash, sha256_hex(&v2));
 }
@@ -106,11 +109,16 @@ async fn with_mongodb_artifacts_live_in_gridfs() {
     let (_, a) = host_on("a", &presence, limits(), bucket().await).await;
     let (b_plugins, _b) = host_on("b", &presence, limits(), bucket().await).await;
     let v2 = variant("echo-v2.wasm");
-    let report = a.deploy(v2.clone(), "test", "10.0.0.7", vec!["a".into(), "b".into()]).await.unwrap();
+    let report = a
+        .deploy(v2.clone(), "test", "10.0.0.7", vec!["a".into(), "b".into()], DeployOptions::default())
+        .await
+        .unwrap();
     assert!(report.hosts.iter().all(|h| h.status == "active"), "{:?}", report.hosts);
     assert_eq!(b_plugins.get("echo").unwrap().hash, sha256_hex(&v2));
     // Uploading the same bytes again stores nothing new.
-    a.deploy(v2.clone(), "again", "10.0.0.7", vec!["a".into(), "b".into()]).await.unwrap();
+    a.deploy(v2.clone(), "again", "10.0.0.7", vec!["a".into(), "b".into()], DeployOptions::default())
+        .await
+        .unwrap();
     let listed = bucket().await.versions("echo").await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(

@@ -14,6 +14,7 @@ use std::ops::Index;
 
 use odeon_protocol::codec::encode_int;
 
+use crate::carry::{Carrier, CarryError, Segment};
 use crate::field::{Element, ItemRef};
 use crate::walk::{
     ADD, CLEAR, Collection, Cx, DELETE, DELETE_AND_ADD, Ident, Mode, REPLACE, Work, bump_mutations,
@@ -226,6 +227,11 @@ impl<V: Element> ArraySchema<V> {
         self.items.clear();
     }
 
+    /// An array of these items with no changes recorded.
+    pub(crate) fn from_vec(items: Vec<V::Item>) -> Self {
+        Self { ident: Ident::default(), items, track: RefCell::default() }
+    }
+
     fn write_item(op: u8, index: u32, item: &V::Item, out: &mut Vec<u8>) {
         out.push(op);
         encode_int(out, i64::from(index));
@@ -415,5 +421,24 @@ impl<V: Element> Collection for ArraySchema<V> {
             }
         }
         out.push(']');
+    }
+
+    fn carry(&self, carrier: &mut Carrier<'_>) -> Result<(), CarryError> {
+        if !carrier.enter(&self.ident, &[])? {
+            return Ok(());
+        }
+        {
+            let mut track = self.track.borrow_mut();
+            carrier.clean(!track.dirty)?;
+            if carrier.adopting() {
+                track.reset();
+            }
+        }
+        for (position, item) in self.items.iter().enumerate() {
+            if let ItemRef::Child(child) = V::view(item) {
+                carrier.descend(Segment::Item(position as u32), |c| child.node().carry(c))?;
+            }
+        }
+        Ok(())
     }
 }

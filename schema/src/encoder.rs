@@ -20,11 +20,11 @@ use crate::{Schema, Shared};
 /// then written so that it applies both to clients that had the previous patch and to clients
 /// that started from that full state.
 pub struct StateEncoder<T: Schema> {
-    root: Shared<T>,
-    cx: Cx,
+    pub(crate) root: Shared<T>,
+    pub(crate) cx: Cx,
     /// [`crate::walk::mutations`] at the previous patch.
-    patched_at: u64,
-    patched_once: bool,
+    pub(crate) patched_at: u64,
+    pub(crate) patched_once: bool,
 }
 
 impl<T: Schema> StateEncoder<T> {

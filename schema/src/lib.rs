@@ -65,19 +65,66 @@
 //! sent whole under a new refId. A map key inserted again after a patch removed it gets a new
 //! index. Sessions follow the tree depth first, so a parent's operation always introduces a
 //! refId before the stream switches to it. See [`ArraySchema`] for the array rules.
+//!
+//! # Live migration
+//!
+//! A state can move to another instance (new code with the same schema types) without its
+//! clients noticing. [`Shared`], [`MapSchema`] and [`ArraySchema`] implement serde's
+//! `Serialize`/`Deserialize` (a map keeps its entries' wire indexes), so state structs that
+//! also derive them can be saved and restored. Right after a patch, the old encoder's
+//! [`StateEncoder::carry`] returns a [`StateCarry`] (serde too): the refIds clients hold, at
+//! their paths in the tree, and the encoder's position in the stream. The new instance builds
+//! a [`StateEncoder`] from the restored value and calls [`StateEncoder::adopt`]: its next
+//! patches are then the bytes the old encoder would have written.
+//!
+//! ```
+//! # use odeon_schema::{MapSchema, Schema, StateEncoder};
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Schema, Default, Serialize, Deserialize)]
+//! struct Player {
+//!     x: f64,
+//! }
+//!
+//! #[derive(Schema, Default, Serialize, Deserialize)]
+//! struct State {
+//!     players: MapSchema<Player>,
+//! }
+//!
+//! # fn save(_: &impl Serialize) {}
+//! # fn restore<T: Default>() -> T { T::default() }
+//! # fn main() -> Result<(), odeon_schema::CarryError> {
+//! # let mut old = StateEncoder::new(State::default());
+//! # old.patch();
+//! // Old instance, after a patch:
+//! let carry = old.carry()?;
+//! save(&*old.state());
+//! save(&carry);
+//! // New instance:
+//! # let (state, carry): (State, _) = (restore(), carry);
+//! let mut new = StateEncoder::new(state);
+//! new.adopt(&carry)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A struct instance placed twice in the state is restored by serde as two instances, which
+//! clients do not hold: `adopt` refuses such a state.
 
 #![deny(missing_docs)]
 
 mod array;
+mod carry;
 mod encoder;
 mod field;
 mod map;
 mod reflection;
+mod serde_impls;
 mod shared;
 mod value;
 mod walk;
 
 pub use array::ArraySchema;
+pub use carry::{CarryError, StateCarry};
 pub use encoder::StateEncoder;
 pub use field::{Element, Field, FieldWith};
 pub use map::MapSchema;

@@ -6,6 +6,7 @@ use std::fmt;
 
 use odeon_protocol::codec::{encode_int, encode_string};
 
+use crate::carry::{Carrier, CarryError, Segment};
 use crate::field::{Element, ItemRef};
 use crate::value::write_json_string;
 use crate::walk::{
@@ -198,6 +199,43 @@ impl<V: Element> MapSchema<V> {
         bump_mutations();
     }
 
+    /// The index the next new key gets.
+    pub(crate) fn next_index(&self) -> u32 {
+        self.next_index
+    }
+
+    /// The entries in insertion order, with their wire indexes.
+    pub(crate) fn indexed(&self) -> impl Iterator<Item = (&str, u32, &V::Item)> {
+        self.entries.values().map(|e| (e.key.as_str(), e.index, &e.item))
+    }
+
+    /// A map of these entries (in insertion order, at these wire indexes) that numbers new keys
+    /// from `next_index`, with no changes recorded. Errs on duplicate keys or indexes and on
+    /// indexes not below `next_index`.
+    pub(crate) fn from_parts(next_index: u32, entries: Vec<(String, u32, V::Item)>) -> Result<Self, String> {
+        let mut map = Self::new();
+        for (key, index, item) in entries {
+            if index >= next_index {
+                return Err(format!(
+                    "map key {key:?} has index {index}, not below the next index {next_index}"
+                ));
+            }
+            if map.by_key.contains_key(&key) {
+                return Err(format!("map key {key:?} appears twice"));
+            }
+            if map.by_index.contains_key(&index) {
+                return Err(format!("map index {index} appears twice"));
+            }
+            let seq = map.next_seq;
+            map.next_seq += 1;
+            map.by_key.insert(key.clone(), seq);
+            map.by_index.insert(index, seq);
+            map.entries.insert(seq, Entry { key, index, item });
+        }
+        map.next_index = next_index;
+        Ok(map)
+    }
+
     fn write_item(item: &V::Item, out: &mut Vec<u8>) {
         match V::view(item) {
             ItemRef::Prim(p) => p.encode(out),
@@ -328,5 +366,26 @@ impl<V: Element> Collection for MapSchema<V> {
             }
         }
         out.push('}');
+    }
+
+    fn carry(&self, carrier: &mut Carrier<'_>) -> Result<(), CarryError> {
+        if !carrier.enter(&self.ident, &[])? {
+            return Ok(());
+        }
+        {
+            let mut track = self.track.borrow_mut();
+            carrier.clean(track.ops.is_empty() && !track.cleared)?;
+            if carrier.adopting() {
+                track.reset();
+            }
+        }
+        for entry in self.entries.values() {
+            if let ItemRef::Child(child) = V::view(&entry.item) {
+                carrier.descend(Segment::Key(entry.key.clone()), |c| child.node().carry(c))?;
+            }
+        }
+        // After the entries: a key clients do not hold explains a different next index better.
+        carrier.map_index(&self.ident, self.next_index);
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use odeon_protocol::codec::encode_int;
 
 use crate::Schema;
+use crate::carry::{Carrier, CarryError, Segment};
 use crate::field::{Field, FieldRef};
 use crate::value::write_json_string;
 use crate::walk::{
@@ -84,6 +85,13 @@ impl<T: Schema> Shared<T> {
 
     pub(crate) fn ident(&self) -> &Ident {
         &self.0.ident
+    }
+}
+
+impl<T> Shared<T> {
+    /// Reads the instance unless it is being changed.
+    pub(crate) fn try_borrow(&self) -> Option<Ref<'_, T>> {
+        self.0.value.try_borrow().ok()
     }
 }
 
@@ -291,6 +299,36 @@ impl<T: Schema> DynNode for NodeBox<T> {
     fn write_json(&self, out: &mut String) {
         let value = self.value.borrow();
         write_struct_json(&*value, out);
+    }
+
+    fn carry(&self, carrier: &mut Carrier<'_>) -> Result<(), CarryError> {
+        if !carrier.enter(&self.ident, T::__FIELDS)? {
+            return Ok(());
+        }
+        carrier.clean(self.track.dirty.get() == 0 && self.track.deleted.get() == 0)?;
+        let value = self.value.borrow();
+        // What the previous patch left in each ref field: the children's refIds.
+        let mut known = vec![NO_REF; T::__FIELDS.len()];
+        for (i, slot) in known.iter_mut().enumerate() {
+            let index = i as u8;
+            match value.__field(index) {
+                FieldRef::Child(Some(child)) => {
+                    carrier.descend(Segment::Field(index), |c| child.node().carry(c))?;
+                    *slot = Cx::ref_id(child.ident());
+                }
+                FieldRef::Collection(coll) => {
+                    carrier.descend(Segment::Field(index), |c| coll.carry(c))?;
+                    *slot = Cx::ref_id(coll.ident());
+                }
+                _ => {}
+            }
+        }
+        if carrier.adopting() {
+            self.track.dirty.set(0);
+            self.track.deleted.set(0);
+            *self.track.known.borrow_mut() = known;
+        }
+        Ok(())
     }
 }
 

@@ -12,6 +12,8 @@ use std::rc::Rc;
 
 use odeon_protocol::codec::encode_int;
 
+use crate::carry::{Carrier, CarryError};
+
 /// `SWITCH_TO_STRUCTURE`.
 pub(crate) const SWITCH: u8 = 0xff;
 /// Operation codes (`encoding/spec.ts`).
@@ -77,6 +79,19 @@ pub struct Ident {
     visit: Cell<u64>,
 }
 
+impl Ident {
+    /// Takes a refId carried over from another encoder (live migration): owned by `owner`,
+    /// reached by the patch of the window before `window`, not assigned in `window`.
+    pub(crate) fn adopt(&self, ref_id: u32, owner: u32, window: u64) {
+        self.ref_id.set(ref_id);
+        self.owner.set(owner);
+        self.assigned_in.set(0);
+        self.last_seen.set(window - 1);
+        self.fs_window.set(0);
+        self.fs_hits.set(0);
+    }
+}
+
 impl Clone for Ident {
     /// A cloned collection or node is a new ref.
     fn clone(&self) -> Self {
@@ -105,12 +120,12 @@ pub(crate) enum Work {
 
 /// The state of one walk (a full state or a patch).
 pub struct Cx {
-    owner: u32,
+    pub(crate) owner: u32,
     /// The current window: the changes since the previous patch belong to it.
     pub(crate) window: u64,
     /// Full states taken during this window while changes were pending.
     pub(crate) fs_count: u32,
-    next_id: u32,
+    pub(crate) next_id: u32,
     walk: u64,
     /// A patch walk consumes the window's changes; a full-state walk leaves them.
     pub(crate) patch: bool,
@@ -146,7 +161,7 @@ impl Cx {
     }
 
     /// Whether the previous patch reached this ref under this encoder.
-    fn known(&self, id: &Ident) -> bool {
+    pub(crate) fn known(&self, id: &Ident) -> bool {
         id.owner.get() == self.owner && id.last_seen.get() != 0 && id.last_seen.get() + 1 == self.window
     }
 
@@ -254,6 +269,8 @@ pub trait DynNode {
     fn encode_field(&self, field: u8, cx: &mut Cx, out: &mut Vec<u8>);
     /// Appends the node as a client's `toJSON()` shows it.
     fn write_json(&self, out: &mut String);
+    /// Walks the node and its subtree for a live migration (see [`Carrier`]).
+    fn carry(&self, carrier: &mut Carrier<'_>) -> Result<(), CarryError>;
 }
 
 /// A handle to a child struct, as a field or a collection item holds it.
@@ -288,6 +305,8 @@ pub trait Collection {
     fn encode(&self, cx: &mut Cx, out: &mut Vec<u8>);
     /// Appends the collection as a client's `toJSON()` shows it.
     fn write_json(&self, out: &mut String);
+    /// Walks the collection and its items for a live migration (see [`Carrier`]).
+    fn carry(&self, carrier: &mut Carrier<'_>) -> Result<(), CarryError>;
 }
 
 /// Assigns a collection its refId and, if new, the refIds of its items.

@@ -83,6 +83,7 @@
 
 mod inputs;
 mod inspect;
+mod migrate;
 mod store;
 
 use std::collections::{BTreeMap, HashMap};

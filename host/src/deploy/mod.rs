@@ -12,20 +12,30 @@
 //! `GET /odeon/admin/plugins` reads for the deployment's state. A stored version can be made
 //! active again by its hash ([`Deployer::activate_stored`]): a rollback.
 //!
+//! With `?migrate=1` each host also moves its running rooms of the type to the new version
+//! ([`migrate`]), and answers how that went per room. With `?canary=P` the new version only
+//! takes P% of new rooms ([`canary`]) until an activation finishes or reverts it, or its rooms'
+//! faults revert it by themselves.
+//!
 //! With the embedded presence there is one host: a deploy activates locally, as before.
 
+pub mod canary;
+pub mod migrate;
 pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::{OnceLock, Weak};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::matchmaker::Matchmaker;
-use crate::plugins::{PluginError, Plugins};
+use crate::plugins::{PluginError, PluginVersion, Plugins};
 use crate::presence::Presence;
+use migrate::{MigrationReport, Selection};
 use store::{ArtifactStore, StoredVersion};
 
 /// Where deploys are announced.
@@ -36,6 +46,14 @@ pub const ACTIVE: &str = "odeon:plugins:active";
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a host rewrites its note of what it runs; the note lives three times as long.
 const NOTE_EVERY: Duration = Duration::from_secs(2);
+
+/// Refuses options that do not go together.
+fn check_options(options: &DeployOptions) -> Result<(), DeployError> {
+    if options.canary.is_some_and(|p| !(1..=99).contains(&p)) {
+        return Err(DeployError::BadRequest("canary must be a percentage from 1 to 99".into()));
+    }
+    Ok(())
+}
 
 /// The topic a deploy's answers come back on.
 fn answers_topic(deploy_id: &str) -> String {
@@ -52,8 +70,28 @@ pub fn host_key(process_id: &str) -> String {
 #[serde(rename_all = "camelCase")]
 struct Announcement {
     deploy_id: String,
+    /// The host that was asked; it has done its part already.
+    #[serde(default)]
+    origin: String,
     name: String,
     hash: String,
+    #[serde(default, flatten)]
+    options: DeployOptions,
+}
+
+/// How a deploy rolls out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployOptions {
+    /// Move running rooms to the new version (`?migrate=1`); with a canary, only its share.
+    #[serde(default)]
+    pub migrate: bool,
+    /// Give the new version only this percentage of new rooms (`?canary=P`, 1–99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<u8>,
+    /// This announcement reverts a canary: only the rooms on `from` move back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// One host's answer to a deploy.
@@ -67,6 +105,15 @@ pub struct HostAnswer {
     /// Why it refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How its running rooms moved, when the deploy asked for a migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationReport>,
+}
+
+impl HostAnswer {
+    fn active(process_id: &str, migration: Option<MigrationReport>) -> Self {
+        Self { process_id: process_id.to_string(), status: "active".into(), reason: None, migration }
+    }
 }
 
 /// What an upload answers.
@@ -78,6 +125,9 @@ pub struct DeployReport {
     pub hash: String,
     /// Every live host's answer.
     pub hosts: Vec<HostAnswer>,
+    /// The canary's share of new rooms, for a canary deploy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<u8>,
 }
 
 /// Why a deploy did not happen.
@@ -95,6 +145,9 @@ pub enum DeployError {
     /// The stored version did not load on the host asked to activate it.
     #[error("not activated: {0}")]
     NotActivated(String),
+    /// The request's options do not make sense together.
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// This host's part in deploys.
@@ -103,6 +156,12 @@ pub struct Deployer {
     plugins: Arc<Plugins>,
     presence: Arc<dyn Presence>,
     store: ArtifactStore,
+    /// This host's rooms, once [`Deployer::attach`]ed: what migrations move.
+    rooms: OnceLock<Weak<Matchmaker>>,
+    /// The last migration of each room type on this host, for the deployment's state.
+    migrations: std::sync::Mutex<BTreeMap<String, MigrationReport>>,
+    /// Faults of a canary's rooms on one host that revert it.
+    canary_faults: u64,
 }
 
 impl Deployer {
@@ -113,7 +172,38 @@ impl Deployer {
         presence: Arc<dyn Presence>,
         store: ArtifactStore,
     ) -> Self {
-        Self { process_id, plugins, presence, store }
+        Self {
+            process_id,
+            plugins,
+            presence,
+            store,
+            rooms: OnceLock::new(),
+            migrations: Default::default(),
+            canary_faults: canary::DEFAULT_FAULTS,
+        }
+    }
+
+    /// Faults of a canary's rooms on any one host that revert the canary (default 3).
+    pub fn with_canary_faults(mut self, faults: u64) -> Self {
+        self.canary_faults = faults.max(1);
+        self
+    }
+
+    /// Gives the deployer this host's rooms, which `?migrate=1` moves; without it a migration
+    /// finds no rooms.
+    pub fn attach(&self, mm: &Arc<Matchmaker>) {
+        let _ = self.rooms.set(Arc::downgrade(mm));
+    }
+
+    /// Moves this host's rooms of `to`'s type that `which` selects to `to`, and remembers how.
+    async fn migrate_here(&self, to: Arc<PluginVersion>, which: Selection<'_>) -> MigrationReport {
+        let name = to.manifest.name.clone();
+        let report = match self.rooms.get().and_then(Weak::upgrade) {
+            Some(mm) => migrate::migrate_rooms(&mm, to, which).await,
+            None => MigrationReport { hash: to.hash.clone(), ..MigrationReport::default() },
+        };
+        self.migrations.lock().expect("migrations lock").insert(name, report.clone());
+        report
     }
 
     /// Activates the deployment's active version of every room type this host does not run yet,
@@ -134,21 +224,56 @@ impl Deployer {
         }
     }
 
-    /// Fetches, checks and loads `hash` unless it already serves `name`.
-    async fn activate(&self, name: &str, hash: &str) -> Result<(), String> {
-        if self.plugins.get(name).is_some_and(|v| v.hash == hash) {
-            return Ok(());
+    /// Fetches, checks and loads `hash` unless it already serves `name`, and ends any canary of
+    /// `name`.
+    async fn activate(&self, name: &str, hash: &str) -> Result<Arc<PluginVersion>, String> {
+        self.plugins.clear_canary(name);
+        if let Some(v) = self.plugins.get(name).filter(|v| v.hash == hash) {
+            return Ok(v);
         }
+        let version = self.fetch(name, hash).await?;
+        self.plugins.install(version.clone());
+        Ok(version)
+    }
+
+    /// Fetches, checks and validates `hash`, a version of `name`, without serving it.
+    async fn fetch(&self, name: &str, hash: &str) -> Result<Arc<PluginVersion>, String> {
         let bytes =
             self.store.get(hash).await.map_err(|e| e.to_string())?.ok_or("artifact not in the store")?;
         if store::sha256_hex(&bytes) != hash {
             return Err("artifact does not match its hash".into());
         }
-        let version = self.plugins.load(&format!("deploy:{hash}"), bytes).await.map_err(|e| e.to_string())?;
+        let version =
+            self.plugins.prepare(&format!("deploy:{hash}"), bytes).await.map_err(|e| e.to_string())?;
         if version.manifest.name != name {
             return Err(format!("artifact is room type {}, not {name}", version.manifest.name));
         }
-        Ok(())
+        Ok(version)
+    }
+
+    /// Carries out an announced deploy on this host: activates the version (or starts it as a
+    /// canary) and migrates rooms if asked.
+    async fn carry_out(&self, a: &Announcement) -> Result<Option<MigrationReport>, String> {
+        let target = match a.options.canary {
+            Some(percent) => {
+                let version = match self.plugins.canary(&a.name).filter(|c| c.version.hash == a.hash) {
+                    Some(c) => c.version,
+                    None => self.fetch(&a.name, &a.hash).await?,
+                };
+                self.plugins.set_canary(version.clone(), percent);
+                version
+            }
+            None => self.activate(&a.name, &a.hash).await?,
+        };
+        if !a.options.migrate {
+            return Ok(None);
+        }
+        let which = Selection { from: a.options.from.as_deref(), share: a.options.canary };
+        let report = self.migrate_here(target, which).await;
+        if a.options.canary.is_some() {
+            self.judge_canary_migration(&a.name, &a.hash, &report.failures()).await;
+        }
+        Ok(Some(report))
     }
 
     /// Follows announcements for as long as the host runs: each deploy is activated here and
@@ -162,18 +287,18 @@ impl Deployer {
         tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
                 let Ok(a) = serde_json::from_str::<Announcement>(&message) else { continue };
-                let answer = match this.activate(&a.name, &a.hash).await {
-                    Ok(()) => HostAnswer {
-                        process_id: this.process_id.clone(),
-                        status: "active".into(),
-                        reason: None,
-                    },
+                if a.origin == this.process_id {
+                    continue;
+                }
+                let answer = match this.carry_out(&a).await {
+                    Ok(migration) => HostAnswer::active(&this.process_id, migration),
                     Err(reason) => {
                         tracing::warn!(room_type = %a.name, hash = %a.hash, "refused a deployed version: {reason}");
                         HostAnswer {
                             process_id: this.process_id.clone(),
                             status: "refused".into(),
                             reason: Some(reason),
+                            migration: None,
                         }
                     }
                 };
@@ -193,38 +318,48 @@ impl Deployer {
         source: &str,
         uploader: &str,
         live: Vec<String>,
+        options: DeployOptions,
     ) -> Result<DeployReport, DeployError> {
+        check_options(&options)?;
         let hash = store::sha256_hex(&bytes);
         let size = bytes.len();
-        let version = self.plugins.load(&format!("admin:{source}"), bytes.clone()).await?;
+        let version = self.plugins.prepare(&format!("admin:{source}"), bytes.clone()).await?;
         let name = version.manifest.name.clone();
-        let here = HostAnswer { process_id: self.process_id.clone(), status: "active".into(), reason: None };
-        if self.store.is_local() {
-            return Ok(DeployReport { name, hash, hosts: vec![here] });
+        let previous = self.plugins.get(&name);
+        if options.canary.is_some() && previous.as_ref().is_none_or(|p| p.hash == hash) {
+            return Err(DeployError::BadRequest(format!(
+                "a canary needs another version of {name} to share new rooms with"
+            )));
         }
-        let stored = StoredVersion {
-            hash: hash.clone(),
-            name: name.clone(),
-            abi_version: odeon_protocol::abi::ABI_VERSION,
-            size,
-            uploader: uploader.to_string(),
-            uploaded_at_ms: crate::clock::now_ms(),
-        };
-        let store_err = |e: store::StoreError| DeployError::Store(e.to_string());
-        self.store.put(&stored, &bytes).await.map_err(store_err)?;
-        let hosts = self.announce(&name, &hash, here, live).await?;
-        Ok(DeployReport { name, hash, hosts })
+        if !self.store.is_local() {
+            let stored = StoredVersion {
+                hash: hash.clone(),
+                name: name.clone(),
+                abi_version: odeon_protocol::abi::ABI_VERSION,
+                size,
+                uploader: uploader.to_string(),
+                uploaded_at_ms: crate::clock::now_ms(),
+            };
+            self.store.put(&stored, &bytes).await.map_err(|e| DeployError::Store(e.to_string()))?;
+        }
+        let canary = options.canary;
+        let here = self.roll_out_here(version, previous, &options).await?;
+        let hosts = self.announce(&name, &hash, options, here, live).await?;
+        Ok(DeployReport { name, hash, hosts, canary })
     }
 
     /// Makes a stored version the active one of its room type on every live host: a rollback,
-    /// or a roll forward to a version uploaded before. It is activated here first; a hash that
-    /// is not stored, is another room type's or does not load here changes nothing.
+    /// a roll forward to a version uploaded before, or the end of a canary (finished with its
+    /// hash, reverted with the previous one). It is activated here first; a hash that is not
+    /// stored, is another room type's or does not load here changes nothing.
     pub async fn activate_stored(
         &self,
         name: &str,
         hash: &str,
         live: Vec<String>,
+        options: DeployOptions,
     ) -> Result<DeployReport, DeployError> {
+        check_options(&options)?;
         if self.store.is_local() {
             return Err(DeployError::Store("no shared store: rollback needs --redis-url".into()));
         }
@@ -238,26 +373,76 @@ impl Deployer {
         {
             return Err(DeployError::Unknown(format!("no stored version {hash} of {name}")));
         }
-        self.activate(name, hash).await.map_err(DeployError::NotActivated)?;
-        let here = HostAnswer { process_id: self.process_id.clone(), status: "active".into(), reason: None };
-        let hosts = self.announce(name, hash, here, live).await?;
-        Ok(DeployReport { name: name.to_string(), hash: hash.to_string(), hosts })
+        let version = match self.plugins.get(name).filter(|v| v.hash == hash) {
+            Some(v) => v,
+            None => self.fetch(name, hash).await.map_err(DeployError::NotActivated)?,
+        };
+        let previous = self.plugins.get(name);
+        let canary = options.canary;
+        let here = self.roll_out_here(version, previous, &options).await?;
+        let hosts = self.announce(name, hash, options, here, live).await?;
+        Ok(DeployReport { name: name.to_string(), hash: hash.to_string(), hosts, canary })
     }
 
-    /// Makes `hash` the active version of `name`, announces it, and collects every live host's
-    /// answer (`here` is this host's).
+    /// This host's part of a deploy it was asked for: the version serves (or starts as a canary
+    /// next to `previous`), the deployment's records say so, and rooms migrate if asked.
+    async fn roll_out_here(
+        &self,
+        version: Arc<PluginVersion>,
+        previous: Option<Arc<PluginVersion>>,
+        options: &DeployOptions,
+    ) -> Result<HostAnswer, DeployError> {
+        let name = version.manifest.name.clone();
+        let unavailable = |e: crate::presence::PresenceError| DeployError::Store(e.to_string());
+        match options.canary {
+            Some(percent) => {
+                let previous = previous.map(|p| p.hash.clone()).unwrap_or_default();
+                let record = canary::Record::running(&version.hash, percent, &previous);
+                self.presence.hset(canary::CANARIES, &name, &record.to_json()).await.map_err(unavailable)?;
+                self.plugins.set_canary(version.clone(), percent);
+            }
+            None => {
+                self.presence.hset(ACTIVE, &name, &version.hash).await.map_err(unavailable)?;
+                canary::finish(&*self.presence, &name, &version.hash).await.map_err(unavailable)?;
+                self.plugins.clear_canary(&name);
+                if self.plugins.get(&name).is_none_or(|v| v.hash != version.hash) {
+                    self.plugins.install(version.clone());
+                }
+            }
+        }
+        if !options.migrate {
+            return Ok(HostAnswer::active(&self.process_id, None));
+        }
+        let hash = version.hash.clone();
+        let report = self.migrate_here(version, Selection { from: None, share: options.canary }).await;
+        if options.canary.is_some() {
+            self.judge_canary_migration(&name, &hash, &report.failures()).await;
+        }
+        Ok(HostAnswer::active(&self.process_id, Some(report)))
+    }
+
+    /// Announces `hash` of `name` and collects every live host's answer (`here` is this host's).
     async fn announce(
         &self,
         name: &str,
         hash: &str,
+        options: DeployOptions,
         here: HostAnswer,
         live: Vec<String>,
     ) -> Result<Vec<HostAnswer>, DeployError> {
+        if self.store.is_local() {
+            return Ok(vec![here]);
+        }
         let unavailable = |e: crate::presence::PresenceError| DeployError::Store(e.to_string());
-        self.presence.hset(ACTIVE, name, hash).await.map_err(unavailable)?;
         let deploy_id = crate::ids::generate();
         let mut answers = self.presence.subscribe(&answers_topic(&deploy_id)).await.map_err(unavailable)?;
-        let announcement = Announcement { deploy_id, name: name.to_string(), hash: hash.to_string() };
+        let announcement = Announcement {
+            deploy_id,
+            origin: self.process_id.clone(),
+            name: name.to_string(),
+            hash: hash.to_string(),
+            options,
+        };
         let text = serde_json::to_string(&announcement).expect("an announcement serializes");
         self.presence.publish(ANNOUNCEMENTS, &text).await.map_err(unavailable)?;
         let mut hosts: BTreeMap<String, HostAnswer> = BTreeMap::new();
@@ -268,7 +453,6 @@ impl Deployer {
             match tokio::time::timeout_at(deadline, answers.recv()).await {
                 Ok(Some(message)) => {
                     if let Ok(answer) = serde_json::from_str::<HostAnswer>(&message) {
-                        // This host answers its own announcement too; its own result stands.
                         hosts.entry(answer.process_id.clone()).or_insert(answer);
                     }
                 }
@@ -280,6 +464,7 @@ impl Deployer {
                 process_id: p,
                 status: "timeout".into(),
                 reason: None,
+                migration: None,
             });
         }
         Ok(hosts.into_values().collect())
@@ -312,7 +497,17 @@ impl Deployer {
                 .entry(plugin.hash.clone())
                 .or_default() += 1;
         }
-        json!({ "processId": self.process_id, "types": types, "rooms": rooms })
+        let canaries: BTreeMap<String, String> = self
+            .plugins
+            .canaries()
+            .into_iter()
+            .map(|c| (c.version.manifest.name.clone(), c.version.hash.clone()))
+            .collect();
+        let migrations = self.migrations.lock().expect("migrations lock").clone();
+        json!({
+            "processId": self.process_id, "types": types, "canaries": canaries, "rooms": rooms,
+            "migrations": migrations,
+        })
     }
 
     /// The deployment's state: every room type, its active hash, its stored versions, and what
@@ -351,11 +546,17 @@ impl Deployer {
                     json!({
                         "processId": n["processId"],
                         "hash": n["types"][&name],
+                        "canaryHash": n["canaries"].get(&name),
                         "rooms": n["rooms"].get(&name).cloned().unwrap_or(json!({})),
+                        "lastMigration": n["migrations"].get(&name),
                     })
                 })
                 .collect();
-            types.push(json!({ "name": name, "activeHash": active.get(&name), "versions": versions, "hosts": hosts }));
+            let canary = canary::record(&*self.presence, &name).await;
+            types.push(json!({
+                "name": name, "activeHash": active.get(&name), "canary": canary, "versions": versions,
+                "hosts": hosts,
+            }));
         }
         json!({ "roomTypes": types })
     }

@@ -138,7 +138,13 @@ impl Matchmaker {
 
     /// The plugin version of every room this host runs.
     pub fn room_plugins(&self) -> Vec<Arc<crate::plugins::PluginVersion>> {
-        self.rooms.lock().expect("rooms lock").values().map(|r| r.plugin().clone()).collect()
+        self.rooms.lock().expect("rooms lock").values().map(|r| r.plugin()).collect()
+    }
+
+    /// Handles to this host's rooms of type `name`.
+    pub fn rooms_of(&self, name: &str) -> Vec<RoomHandle> {
+        let rooms = self.rooms.lock().expect("rooms lock");
+        rooms.values().filter(|r| r.plugin().manifest.name == name).cloned().collect()
     }
 
     /// The presence this host shares with the others of its deployment.

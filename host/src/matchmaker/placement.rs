@@ -208,6 +208,9 @@ impl Matchmaker {
             ));
         };
         let room_id = crate::ids::generate();
+        // A canary takes its share of new rooms, by room id.
+        let plugin =
+            &self.plugins.for_new_room(&plugin.manifest.name, &room_id).unwrap_or_else(|| plugin.clone());
         let mut listing = rooms::new_listing(
             &plugin.manifest.name,
             room_id.clone(),
@@ -243,6 +246,7 @@ impl Matchmaker {
                 message,
             },
             CreateError::Guest(g) => {
+                plugin.record_fault();
                 tracing::error!(room_type = %plugin.manifest.name, "room creation failed: {g}");
                 MatchmakeError::new(ErrorCode::Unhandled, format!("failed to create room: {g}"))
             }

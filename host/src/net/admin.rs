@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::forwarded::token_eq;
 use super::{AppState, json_error, read_body};
-use crate::deploy::DeployError;
+use crate::deploy::{DeployError, DeployOptions};
 
 /// Failed attempts one address may make per window before it is refused outright.
 const MAX_FAILURES: u32 = 10;
@@ -170,6 +170,10 @@ pub(super) async fn upload_plugin(
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Response {
+    let options = match deploy_options(&query) {
+        Ok(options) => options,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
     let plugins = state.mm.plugins();
     let body = match read_body(body, plugins.limits().max_plugin_bytes, UPLOAD_DEADLINE, "plugin").await {
         Ok(body) => body,
@@ -178,7 +182,7 @@ pub(super) async fn upload_plugin(
     let source = query.get("file").cloned().unwrap_or_else(|| "upload".into());
     let _one_at_a_time = state.uploads.lock().await;
     let live: Vec<String> = state.mm.processes().await.into_iter().map(|p| p.process_id).collect();
-    match state.deployer.deploy(body.to_vec(), &source, &peer.ip().to_string(), live).await {
+    match state.deployer.deploy(body.to_vec(), &source, &peer.ip().to_string(), live, options).await {
         Ok(report) => {
             // Kept on disk too, so this host restarts with it even without the shared store.
             let file = state.config.plugins_dir.join(format!("{}.wasm", report.name));
@@ -203,6 +207,7 @@ pub(super) async fn upload_plugin(
             tracing::error!(source, "refused uploaded plugin: {e}; any previous version keeps serving");
             json_error(StatusCode::BAD_REQUEST, &e.to_string())
         }
+        Err(e @ DeployError::BadRequest(_)) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
@@ -219,8 +224,13 @@ pub(super) async fn activate_plugin(
     State(state): State<AppState>,
     _: Authorized,
     Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Response {
+    let options = match deploy_options(&query) {
+        Ok(options) => options,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
     let body = match read_body(body, 4096, state.config.body_timeout, "activation").await {
         Ok(body) => body,
         Err(refusal) => return refusal,
@@ -232,12 +242,31 @@ pub(super) async fn activate_plugin(
     };
     let _one_at_a_time = state.uploads.lock().await;
     let live: Vec<String> = state.mm.processes().await.into_iter().map(|p| p.process_id).collect();
-    match state.deployer.activate_stored(&name, &hash, live).await {
+    match state.deployer.activate_stored(&name, &hash, live, options).await {
         Ok(report) => Json(report).into_response(),
         Err(e @ DeployError::Unknown(_)) => json_error(StatusCode::NOT_FOUND, &e.to_string()),
-        Err(e @ DeployError::NotActivated(_)) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e @ (DeployError::NotActivated(_) | DeployError::BadRequest(_))) => {
+            json_error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// `?migrate=1` and `?canary=P` of an upload or an activation.
+fn deploy_options(query: &HashMap<String, String>) -> Result<DeployOptions, String> {
+    let migrate = match query.get("migrate").map(String::as_str) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true" | "") => true,
+        Some(other) => return Err(format!("migrate must be 1 or 0, not {other:?}")),
+    };
+    let canary = match query.get("canary") {
+        None => None,
+        Some(p) => match p.parse::<u8>() {
+            Ok(p @ 1..=99) => Some(p),
+            _ => return Err(format!("canary must be a percentage from 1 to 99, not {p:?}")),
+        },
+    };
+    Ok(DeployOptions { migrate, canary, from: None })
 }
 
 /// Writes `bytes` to `path` through a hidden temporary file of this process (the plugin watcher

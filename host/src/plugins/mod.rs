@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use odeon_protocol::abi::{self, AuthDecision, AuthRequest, Batch, Effects, Manifest};
+use odeon_protocol::abi::{
+    self, AuthDecision, AuthRequest, Batch, Effects, Manifest, MigrateIn, MigrateInResult, MigrateOut,
+};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module, OptLevel,
     PoolingAllocationConfig, Store, Trap, TypedFunc, UpdateDeadline,
@@ -19,6 +21,7 @@ use wasmtime::{
 use crate::imports::{self, RoomEnv};
 use validate::{check_exports, check_imports, check_manifest};
 
+pub mod rollout;
 mod validate;
 
 /// Limits applied to every guest.
@@ -134,6 +137,9 @@ pub struct PluginVersion {
     pub hash: String,
     pre: InstancePre<RoomEnv>,
     aux: Arc<tokio::sync::Semaphore>,
+    /// Rooms of this version that failed (trap, deadline, memory cap, broken ABI): what a
+    /// canary is judged by.
+    faults: AtomicU64,
 }
 
 impl std::fmt::Debug for PluginVersion {
@@ -152,6 +158,8 @@ pub struct Plugins {
     linker: Linker<RoomEnv>,
     limits: GuestLimits,
     current: RwLock<HashMap<String, Arc<PluginVersion>>>,
+    /// Room type → the canary that takes a share of its new rooms (see `rollout`).
+    canaries: RwLock<HashMap<String, rollout::Canary>>,
     next_version: AtomicU64,
     /// Instance slots beyond the rooms', for short-lived auth and canary instances; the
     /// matchmaker keeps rooms to `max_instances`, so these never take a room's slot.
@@ -184,6 +192,7 @@ impl Plugins {
             linker,
             limits,
             current: RwLock::default(),
+            canaries: RwLock::default(),
             next_version: AtomicU64::new(1),
             aux: Arc::new(tokio::sync::Semaphore::new(AUX_SLOTS as usize)),
         }))
@@ -226,6 +235,18 @@ impl Plugins {
         source: &str,
         bytes: Vec<u8>,
     ) -> Result<Arc<PluginVersion>, PluginError> {
+        let version = self.prepare(source, bytes).await?;
+        self.install(version.clone());
+        Ok(version)
+    }
+
+    /// Validates `bytes` (compile, import allow-list, exports, a trial instance) into a version
+    /// that serves nothing yet: [`Plugins::install`] it, or run it as a canary.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        source: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Arc<PluginVersion>, PluginError> {
         let hash = content_hash(&bytes);
         let this = self.clone();
         let source_owned = source.to_string();
@@ -237,21 +258,27 @@ impl Plugins {
         });
         let (module, pre) =
             compiled.await.map_err(|e| PluginError::Invalid(format!("compiler task failed: {e}")))??;
-        let manifest = self.canary(&pre, &source_owned).await?;
+        let manifest = self.trial(&pre, &source_owned).await?;
         drop(module);
-        let version = Arc::new(PluginVersion {
+        Ok(Arc::new(PluginVersion {
             manifest,
             version: self.next_version.fetch_add(1, Ordering::Relaxed),
             source: source_owned,
             hash,
             pre,
             aux: self.aux.clone(),
-        });
+            faults: AtomicU64::new(0),
+        }))
+    }
+
+    /// Makes `version` the current version of its room type: new rooms get it.
+    pub fn install(&self, version: Arc<PluginVersion>) {
         let previous = self
             .current
             .write()
             .expect("registry lock")
             .insert(version.manifest.name.clone(), version.clone());
+        let source = &version.source;
         match previous {
             Some(old) => tracing::info!(
                 room_type = %version.manifest.name, source, version = version.version, previous = old.version,
@@ -261,7 +288,6 @@ impl Plugins {
                 tracing::info!(room_type = %version.manifest.name, source, version = version.version, "loaded plugin")
             }
         }
-        Ok(version)
     }
 
     /// Whether a file with these bytes is already the current version of some room type.
@@ -323,7 +349,8 @@ impl Plugins {
         Ok((module, pre))
     }
 
-    async fn canary(&self, pre: &InstancePre<RoomEnv>, source: &str) -> Result<Manifest, PluginError> {
+    /// The load-time canary instance: it must start and answer its ABI version and manifest.
+    async fn trial(&self, pre: &InstancePre<RoomEnv>, source: &str) -> Result<Manifest, PluginError> {
         let tag: Arc<str> = format!("canary:{source}").into();
         let _slot = self.aux.acquire().await.expect("the semaphore is never closed");
         let mut guest = Guest::instantiate(pre, tag, self.limits).await.map_err(PluginError::Canary)?;
@@ -341,6 +368,16 @@ impl PluginVersion {
     /// A fresh sandboxed instance for a room.
     pub async fn instantiate(&self, tag: Arc<str>, limits: GuestLimits) -> Result<Guest, GuestError> {
         Guest::instantiate(&self.pre, tag, limits).await
+    }
+
+    /// Counts a failed room of this version.
+    pub fn record_fault(&self) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many rooms of this version failed on this host.
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
     }
 
     /// Runs the static auth hook in a short-lived instance of its own.
@@ -392,6 +429,9 @@ pub struct Guest {
     manifest: TypedFunc<(), i64>,
     auth: TypedFunc<(i32, i32), i64>,
     events: TypedFunc<(i32, i32), i64>,
+    /// Live migration's exports, absent from modules built before it.
+    migrate_out: Option<TypedFunc<(), i64>>,
+    migrate_in: Option<TypedFunc<(i32, i32), i64>>,
     limits: GuestLimits,
 }
 
@@ -434,7 +474,26 @@ impl Guest {
         let manifest = func(&mut store, abi::exports::MANIFEST)?.typed(&store).map_err(typed_err)?;
         let auth = func(&mut store, abi::exports::AUTH)?.typed(&store).map_err(typed_err)?;
         let events = func(&mut store, abi::exports::EVENTS)?.typed(&store).map_err(typed_err)?;
-        Ok(Self { store, memory, alloc, abi_version, manifest, auth, events, limits })
+        let migrate_out = match instance.get_func(&mut store, abi::exports::MIGRATE_OUT) {
+            Some(f) => Some(f.typed(&store).map_err(typed_err)?),
+            None => None,
+        };
+        let migrate_in = match instance.get_func(&mut store, abi::exports::MIGRATE_IN) {
+            Some(f) => Some(f.typed(&store).map_err(typed_err)?),
+            None => None,
+        };
+        Ok(Self {
+            store,
+            memory,
+            alloc,
+            abi_version,
+            manifest,
+            auth,
+            events,
+            migrate_out,
+            migrate_in,
+            limits,
+        })
     }
 
     /// Delivers a batch of events and returns the room's effects.
@@ -450,6 +509,50 @@ impl Guest {
         let out = self.read_output(packed)?;
         abi::decode_effects(&out, MAX_EFFECTS_PER_CALL)
             .map_err(|e| if e.starts_with("undecodable") { GuestError::Abi(e) } else { GuestError::Flood(e) })
+    }
+
+    /// Whether the module has live migration's exports (built with an SDK that has them).
+    pub fn can_migrate(&self) -> bool {
+        self.migrate_out.is_some() && self.migrate_in.is_some()
+    }
+
+    /// The live room's snapshot for another version (`odeon_migrate_out`).
+    pub async fn migrate_out(&mut self, deadline: Duration) -> Result<MigrateOut, GuestError> {
+        let Some(export) = self.migrate_out.clone() else {
+            return Ok(MigrateOut::Refused("the module predates live migration: no migration hooks".into()));
+        };
+        arm(&mut self.store, deadline);
+        let packed = export.call_async(&mut self.store, ()).await;
+        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits, deadline))?;
+        let out = self.read_output(packed)?;
+        abi::decode(&out).map_err(|e| GuestError::Abi(format!("undecodable migration snapshot: {e}")))
+    }
+
+    /// Rebuilds a room from another version's snapshot in this fresh instance
+    /// (`odeon_migrate_in`).
+    pub async fn migrate_in(
+        &mut self,
+        input: &MigrateIn,
+        deadline: Duration,
+    ) -> Result<MigrateInResult, GuestError> {
+        let Some(export) = self.migrate_in.clone() else {
+            return Ok(MigrateInResult::Refused(
+                "the new module predates live migration: no migration hooks".into(),
+            ));
+        };
+        let (ptr, len) = self.write_input(&abi::encode(input), deadline).await?;
+        arm(&mut self.store, deadline);
+        let packed = export.call_async(&mut self.store, (ptr, len)).await;
+        let packed = packed.map_err(|e| classify(&e, &self.store, self.limits, deadline))?;
+        let out = self.read_output(packed)?;
+        let result: MigrateInResult =
+            abi::decode(&out).map_err(|e| GuestError::Abi(format!("undecodable migration result: {e}")))?;
+        if let MigrateInResult::Adopted(effects) = &result
+            && effects.effects.len() > MAX_EFFECTS_PER_CALL
+        {
+            return Err(GuestError::Flood(format!("{} effects from a migration", effects.effects.len())));
+        }
+        Ok(result)
     }
 
     async fn abi_version(&mut self) -> Result<u32, GuestError> {

@@ -104,6 +104,17 @@ pub(super) fn check_exports(module: &Module) -> Result<(), PluginError> {
             }
         }
     }
+    // Live migration's exports are optional (modules built before it are never migrated), but
+    // when present their signatures are checked like the rest.
+    let optional: [(&'static str, &[ValKind], &[ValKind]); 2] =
+        [(abi::exports::MIGRATE_OUT, &[], &[I64]), (abi::exports::MIGRATE_IN, &[I32, I32], &[I64])];
+    for (name, params, results) in optional {
+        match module.get_export(name) {
+            None => {}
+            Some(ExternType::Func(f)) if signature_is(&f, (params, results)) => {}
+            Some(_) => return Err(PluginError::Export { name, reason: "wrong signature or kind".into() }),
+        }
+    }
     match module.get_export("memory") {
         Some(ExternType::Memory(_)) => Ok(()),
         _ => Err(PluginError::Export { name: "memory", reason: "missing memory export".into() }),

@@ -154,6 +154,28 @@ pub enum RoomMsg {
     /// An answer from a shared service (presence, listings) for the guest, already in the
     /// form the guest receives it.
     Service(Event),
+    /// Move the room to another version of its code (live migration) between two guest calls:
+    /// messages queued behind this one are applied after the swap, by the new code.
+    Migrate {
+        /// The version to move to.
+        to: Arc<PluginVersion>,
+        /// How it went.
+        reply: oneshot::Sender<Migrated>,
+    },
+}
+
+/// The outcome of one room's live migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migrated {
+    /// The room runs the new version; it was frozen for this long.
+    Moved {
+        /// From the freeze to the first call the new code could take.
+        pause: Duration,
+    },
+    /// The room runs the old version still, for this reason.
+    Kept(String),
+    /// The room already ran that version.
+    Already,
 }
 
 /// A cloneable handle to a room actor.
@@ -163,8 +185,8 @@ pub struct RoomHandle {
     pub room_id: Arc<str>,
     tx: mpsc::UnboundedSender<RoomMsg>,
     stats: Arc<RoomStats>,
-    /// The version the room runs.
-    plugin: Arc<PluginVersion>,
+    /// The version the room runs; a live migration replaces it.
+    plugin: Arc<arc_swap::ArcSwap<PluginVersion>>,
 }
 
 /// Counters a room keeps about itself.
@@ -195,8 +217,17 @@ impl RoomHandle {
     }
 
     /// The plugin version the room runs.
-    pub fn plugin(&self) -> &Arc<PluginVersion> {
-        &self.plugin
+    pub fn plugin(&self) -> Arc<PluginVersion> {
+        self.plugin.load_full()
+    }
+
+    /// Moves the room to `to` (live migration) and waits for the outcome.
+    pub async fn migrate(&self, to: Arc<PluginVersion>) -> Migrated {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(RoomMsg::Migrate { to, reply }) {
+            return Migrated::Kept("the room is gone".into());
+        }
+        rx.await.unwrap_or_else(|_| Migrated::Kept("the room ended during its migration".into()))
     }
 }
 
@@ -251,7 +282,8 @@ pub async fn create(
     let room_id: Arc<str> = listing.room_id.clone().into();
     let inbox = tx.clone();
     let stats = Arc::new(RoomStats::default());
-    let handle = RoomHandle { room_id: room_id.clone(), tx, stats: stats.clone(), plugin: plugin.clone() };
+    let running = Arc::new(arc_swap::ArcSwap::new(plugin.clone()));
+    let handle = RoomHandle { room_id: room_id.clone(), tx, stats: stats.clone(), plugin: running.clone() };
     runtime.spawn(async move {
         let mut guest = match plugin.instantiate(room_id.clone(), deps.limits).await {
             Ok(g) => g,
@@ -287,7 +319,7 @@ pub async fn create(
             inbox.downgrade(),
         );
         drop(inbox);
-        let mut room = actor::Room::new(plugin, guest, listing, deps, rx, services, stats);
+        let mut room = actor::Room::new(running, guest, listing, deps, rx, services, stats);
         room.apply(effects, &mut Vec::new());
         if let Some(fault) = room.take_fault() {
             let _ = ready_tx.send(Err(CreateError::Guest(fault)));

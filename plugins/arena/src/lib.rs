@@ -2,20 +2,32 @@
 //!
 //! State `{players: map<Player{x: number, y: number}>}` keyed by session id. A join adds a player
 //! at (0, 0), a leave removes it, and `move {x, y}` sets the sender's position. Patches and
-//! simulation ticks every 50 ms; at most 50 clients. Build it with `just plugins`.
+//! simulation ticks every 50 ms; at most 50 clients. `build` answers which build runs: `"v1"`,
+//! or `"v2"` with the `v2` feature. Both migrate live (`?migrate=1`): the state moves as it is.
+//! Build it with `just plugins`, which also writes the test builds to `target/plugin-variants/`:
+//! `arena-v2.wasm`, `arena-v2-faulty.wasm` (a v2 whose `migrate_in` panics, as does its
+//! `fault` message) and
+//! `arena-v2-schema.wasm` (a v2 whose players gain a field `z`, which clients cannot follow).
 
 use odeon_guest::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// What `build` answers.
+const BUILD: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
 
 /// A player's position.
-#[derive(Schema, Default)]
+#[derive(Schema, Default, Serialize, Deserialize)]
 pub struct Player {
     x: f64,
     y: f64,
+    /// Only in the `schema-change` test build: a schema change clients cannot follow.
+    #[cfg(feature = "schema-change")]
+    #[serde(default)]
+    z: f64,
 }
 
 /// The synchronised state.
-#[derive(Schema, Default)]
+#[derive(Schema, Default, Serialize, Deserialize)]
 pub struct ArenaState {
     players: MapSchema<Player>,
 }
@@ -33,6 +45,7 @@ struct Move {
 
 impl Room for Arena {
     const NAME: &'static str = "arena";
+    const VERSION: u32 = if cfg!(feature = "v2") { 2 } else { 1 };
 
     fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
         ctx.set_max_clients(50);
@@ -56,7 +69,14 @@ impl Room for Arena {
         self.state.state_mut().players_mut().remove(client.session_id());
     }
 
-    fn on_message(&mut self, _ctx: &mut Ctx, client: &Client, message: Message) {
+    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+        if message.is("build") {
+            ctx.send(client, "build", &BUILD);
+            return;
+        }
+        if cfg!(feature = "faulty") && message.is("fault") {
+            panic!("arena {BUILD} faults on purpose");
+        }
         if !message.is("move") {
             return;
         }
@@ -66,6 +86,17 @@ impl Room for Arena {
             player.set_x(x);
             player.set_y(y);
         }
+    }
+
+    fn migrate_out(&mut self, _ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
+        migration::encode(&*self.state.state())
+    }
+
+    fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+        if cfg!(feature = "faulty") {
+            panic!("arena {BUILD} cannot take state from version {}", from.version());
+        }
+        Ok(Arena { state: StateEncoder::new(from.decode()?) })
     }
 
     fn state(&mut self) -> Option<&mut dyn SyncedState> {
@@ -92,5 +123,34 @@ mod tests {
         assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":1.5,"y":-2},"b":{"x":0,"y":0}}}"#);
         room.leave("b", 4000);
         assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":1.5,"y":-2}}}"#);
+    }
+
+    #[test]
+    fn build_names_the_build() {
+        let mut room = TestRoom::<Arena>::create(json!({})).unwrap();
+        room.join("a", json!({})).unwrap();
+        room.message_empty("a", "build");
+        assert_eq!(room.sent_to::<serde_json::Value>("a", "build"), [json!(BUILD)]);
+    }
+
+    #[cfg(not(any(feature = "faulty", feature = "schema-change")))]
+    #[test]
+    fn a_live_migration_keeps_players_and_their_positions() {
+        let mut room = TestRoom::<Arena>::create(json!({})).unwrap();
+        for sid in ["a", "b", "c"] {
+            room.join(sid, json!({})).unwrap();
+        }
+        room.message("a", "move", &json!({"x": 1, "y": 2}));
+        // A player who left leaves a gap in the map's indexes that the clients keep.
+        room.leave("b", 4000);
+        room.message("c", "move", &json!({"x": -3, "y": 4}));
+        let mut room = room.migrate::<Arena>().expect("arena migrates");
+        assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":1,"y":2},"c":{"x":-3,"y":4}}}"#);
+        room.join("d", json!({})).unwrap();
+        room.message("a", "move", &json!({"x": 5, "y": 6}));
+        assert_eq!(
+            room.room().state.to_json(),
+            r#"{"players":{"a":{"x":5,"y":6},"c":{"x":-3,"y":4},"d":{"x":0,"y":0}}}"#
+        );
     }
 }

@@ -120,6 +120,15 @@ impl Room for Echo {
         }
     }
 
+    // Echo keeps nothing of its own: a live migration only moves what the SDK and host carry.
+    fn migrate_out(&mut self, _ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
+        Ok(Vec::new())
+    }
+
+    fn migrate_in(_ctx: &mut Ctx, _from: Migration) -> Result<Self, RoomError> {
+        Ok(Echo)
+    }
+
     fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {
         let options: CreateOptions = options.decode()?;
         ctx.set_max_clients(options.max_clients);

@@ -13,6 +13,8 @@
 //! | `odeon_manifest` | `() -> i64` | packed buffer holding a [`Manifest`] |
 //! | `odeon_auth` | `(ptr: i32, len: i32) -> i64` | [`AuthRequest`] in, packed [`AuthDecision`] out |
 //! | `odeon_events` | `(ptr: i32, len: i32) -> i64` | a [`Batch`] of events in, packed [`Effects`] out |
+//! | `odeon_migrate_out` | `() -> i64` | optional: packed [`MigrateOut`], the live room's snapshot |
+//! | `odeon_migrate_in` | `(ptr: i32, len: i32) -> i64` | optional: [`MigrateIn`] in, packed [`MigrateInResult`] out |
 //!
 //! A packed buffer is `(ptr << 32) | len`, owned by the guest and valid until the next call into it;
 //! `0` means "empty".
@@ -42,8 +44,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod migrate;
 mod services;
 
+pub use migrate::{MigrateIn, MigrateInResult, MigrateOut};
 pub use services::{Key, Listing, PresenceOp, PresenceValue};
 
 /// The ABI version this crate describes; a guest exporting another version is refused.
@@ -65,6 +69,10 @@ pub mod exports {
     pub const AUTH: &str = "odeon_auth";
     /// `(i32, i32) -> i64`.
     pub const EVENTS: &str = "odeon_events";
+    /// `() -> i64`, optional.
+    pub const MIGRATE_OUT: &str = "odeon_migrate_out";
+    /// `(i32, i32) -> i64`, optional.
+    pub const MIGRATE_IN: &str = "odeon_migrate_in";
 }
 
 /// Import names inside [`IMPORT_MODULE`].

@@ -93,6 +93,7 @@ impl Room {
                     );
                 }
                 Effect::SetSimulationInterval(ms) => {
+                    self.simulation_ms = ms;
                     // A room without a tick hook never gets ticks: they would be empty calls.
                     let every =
                         (ms > 0 && !self.ticks_unhandled).then(|| Duration::from_millis(u64::from(ms)));

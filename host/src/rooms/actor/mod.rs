@@ -11,13 +11,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod effects;
+mod migrate;
 
 use super::clients::{Client, ClientState, Clients};
 use super::inputs::RoomInputs;
 use super::listing::ListingPublisher;
 use super::schedule::Schedule;
 use super::seats::Seats;
-use super::{ClientInput, ConnectError, RoomDeps, RoomMsg, RoomStats, SeatError};
+use super::{ClientInput, ConnectError, Migrated, RoomDeps, RoomMsg, RoomStats, SeatError};
 use crate::driver::RoomListing;
 use crate::net::wire::OutFrame;
 use crate::plugins::{Guest, GuestError, PluginVersion};
@@ -38,7 +39,8 @@ pub(super) struct Room {
     /// Presence and listing queries for the guest; dropping it ends the room's subscriptions.
     services: RoomServices,
     stats: Arc<RoomStats>,
-    plugin: Arc<PluginVersion>,
+    /// The version the room runs, shared with its handle; a live migration replaces it.
+    plugin: Arc<arc_swap::ArcSwap<PluginVersion>>,
     guest: Guest,
     listing: RoomListing,
     publisher: Option<ListingPublisher>,
@@ -60,6 +62,10 @@ pub(super) struct Room {
     patch_pending: bool,
     /// The guest has no tick hook (it said so on its first tick).
     ticks_unhandled: bool,
+    /// The simulation interval the guest asked for, in milliseconds (0: none).
+    simulation_ms: u32,
+    /// A live migration asked for in the inbox, run once the batch before it is served.
+    migration: Option<(Arc<PluginVersion>, tokio::sync::oneshot::Sender<Migrated>)>,
     disposing: bool,
     /// A host limit the guest's last effects broke; the room fails once they are applied.
     fault: Option<GuestError>,
@@ -75,7 +81,7 @@ pub(super) const MAX_TIMERS: usize = 10_000;
 
 impl Room {
     pub(super) fn new(
-        plugin: Arc<PluginVersion>,
+        plugin: Arc<arc_swap::ArcSwap<PluginVersion>>,
         guest: Guest,
         listing: RoomListing,
         deps: RoomDeps,
@@ -103,6 +109,8 @@ impl Room {
             state_dirty: false,
             patch_pending: false,
             ticks_unhandled: false,
+            simulation_ms: 0,
+            migration: None,
             disposing: false,
             fault: None,
             inputs: None,
@@ -131,7 +139,7 @@ impl Room {
     }
 
     pub(super) async fn run(mut self) {
-        tracing::debug!(room = self.tag(), room_type = %self.listing.name, version = self.plugin.version, "room created");
+        tracing::debug!(room = self.tag(), room_type = %self.listing.name, version = self.plugin.load().version, "room created");
         let mut events = Vec::new();
         loop {
             // Follow-up events from the last call (drops after a kick, say) go to the guest at
@@ -141,6 +149,9 @@ impl Room {
             }
             self.drop_slow_clients(&mut events);
             if !events.is_empty() && !self.call(&mut events).await {
+                return;
+            }
+            if !self.migrate_if_asked(&mut events).await {
                 return;
             }
             // Seats reserved or expired without a guest call still change the listing.
@@ -166,7 +177,8 @@ impl Room {
                 let mut bytes = self.handle(msg, events);
                 // Drain what else is already queued, so one guest call serves the batch.
                 for _ in 1..BATCH_MESSAGES {
-                    if bytes >= BATCH_BYTES {
+                    // A migration waits for this batch; what comes after it goes to the new code.
+                    if bytes >= BATCH_BYTES || self.migration.is_some() {
                         break;
                     }
                     match self.rx.try_recv() {
@@ -426,6 +438,11 @@ impl Room {
                     p.rewrite(&self.listing);
                 }
             }
+            RoomMsg::Migrate { to, reply } => {
+                if let Some((_, earlier)) = self.migration.replace((to, reply)) {
+                    let _ = earlier.send(Migrated::Kept("a later migration replaced this one".into()));
+                }
+            }
         }
         0
     }
@@ -510,8 +527,9 @@ impl Room {
     }
 
     fn crash(&mut self, error: GuestError) {
+        self.plugin.load().record_fault();
         tracing::error!(
-            room = self.tag(), room_type = %self.listing.name, version = self.plugin.version,
+            room = self.tag(), room_type = %self.listing.name, version = self.plugin.load().version,
             "room disposed after guest failure: {error}"
         );
         self.clients.close_all(close::WITH_ERROR);

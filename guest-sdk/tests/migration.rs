@@ -1,0 +1,208 @@
+//! Live migration through the SDK, as the host runs it (`TestRoom::migrate`): what moves, and
+//! every reason a room stays on its old code.
+
+use odeon_guest::prelude::*;
+use odeon_guest::testing::TestRoom;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Schema, Default, Serialize, Deserialize)]
+#[schema(crate = "odeon_guest::schema")]
+struct Board {
+    cells: MapSchema<u32>,
+}
+
+/// Version 1: counts ticks of an interval timer into `cells["ticks"]` and each client's
+/// messages, and keeps a private message count.
+struct V1 {
+    state: StateEncoder<Board>,
+    messages: u32,
+}
+
+impl Room for V1 {
+    const NAME: &'static str = "counter";
+
+    fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+        ctx.set_interval(100);
+        Ok(V1 { state: StateEncoder::default(), messages: 0 })
+    }
+
+    fn on_message(&mut self, _ctx: &mut Ctx, client: &Client, _message: Message) {
+        self.messages += 1;
+        self.state.state_mut().cells_mut().insert(client.session_id(), self.messages);
+    }
+
+    fn on_timer(&mut self, _ctx: &mut Ctx, _timer: TimerId) {
+        let ticks = self.state.state().cells.get("ticks").copied().unwrap_or(0);
+        self.state.state_mut().cells_mut().insert("ticks", ticks + 1);
+    }
+
+    fn migrate_out(&mut self, _ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
+        migration::encode(&(&*self.state.state(), self.messages))
+    }
+
+    fn state(&mut self) -> Option<&mut dyn SyncedState> {
+        Some(&mut self.state)
+    }
+}
+
+/// Version 2: the same state; ticks count by ten, and it tells everyone it took over.
+struct V2 {
+    state: StateEncoder<Board>,
+    messages: u32,
+    from: u32,
+}
+
+impl Room for V2 {
+    const NAME: &'static str = "counter";
+    const VERSION: u32 = 2;
+
+    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+        Err(RoomError::new("only migrated here"))
+    }
+
+    fn on_timer(&mut self, _ctx: &mut Ctx, _timer: TimerId) {
+        let ticks = self.state.state().cells.get("ticks").copied().unwrap_or(0);
+        self.state.state_mut().cells_mut().insert("ticks", ticks + 10);
+    }
+
+    fn migrate_in(ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+        let (board, messages) = from.decode::<(Board, u32)>()?;
+        let everyone: Vec<Client> = ctx.clients().to_vec();
+        for client in &everyone {
+            ctx.send(client, "upgraded", &from.version());
+        }
+        Ok(V2 { state: StateEncoder::new(board), messages, from: from.version() })
+    }
+
+    fn state(&mut self) -> Option<&mut dyn SyncedState> {
+        Some(&mut self.state)
+    }
+}
+
+#[test]
+fn state_clients_timers_and_private_data_move_to_the_new_code() {
+    let mut room = TestRoom::<V1>::create(()).unwrap();
+    room.join("a", json!({})).unwrap();
+    room.join("b", json!({})).unwrap();
+    room.message_empty("a", "hit");
+    room.message_empty("b", "hit");
+    room.advance(250);
+    let mut room = room.migrate::<V2>().expect("v1 moves to v2");
+    assert_eq!(room.room().from, 1);
+    assert_eq!(room.room().messages, 2);
+    assert_eq!(room.sent_to::<u32>("a", "upgraded"), [1]);
+    assert_eq!(room.sent_to::<u32>("b", "upgraded"), [1]);
+    assert_eq!(room.room().state.to_json(), r#"{"cells":{"a":1,"b":2,"ticks":2}}"#);
+    // The interval v1 set now fires into v2's hook.
+    room.advance(100);
+    assert_eq!(room.room().state.state().cells.get("ticks"), Some(&12));
+}
+
+/// A room without the hooks.
+struct Plain;
+
+impl Room for Plain {
+    const NAME: &'static str = "plain";
+
+    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+        Ok(Plain)
+    }
+}
+
+#[test]
+fn a_room_without_hooks_is_not_migrated_and_says_so() {
+    let room = TestRoom::<Plain>::create(()).unwrap();
+    let err = room.migrate::<Plain>().err().expect("no hooks, no migration");
+    assert!(err.contains("no migration hooks"), "{err}");
+}
+
+#[derive(Schema, Default, Serialize, Deserialize)]
+#[schema(crate = "odeon_guest::schema")]
+struct WiderBoard {
+    cells: MapSchema<u32>,
+    round: u8,
+}
+
+/// A v2 whose state gained a field: clients cannot follow it.
+struct Wider(StateEncoder<WiderBoard>);
+
+impl Room for Wider {
+    const NAME: &'static str = "counter";
+
+    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+        Err(RoomError::new("only migrated here"))
+    }
+
+    fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+        let (board, _messages) = from.decode::<(Board, u32)>()?;
+        let mut wider = WiderBoard::default();
+        for (key, value) in board.cells.iter() {
+            wider.cells.insert(key, *value);
+        }
+        Ok(Wider(StateEncoder::new(wider)))
+    }
+
+    fn state(&mut self) -> Option<&mut dyn SyncedState> {
+        Some(&mut self.0)
+    }
+}
+
+#[test]
+fn a_schema_change_is_refused() {
+    let mut room = TestRoom::<V1>::create(()).unwrap();
+    room.join("a", json!({})).unwrap();
+    room.message_empty("a", "hit");
+    let err = room.migrate::<Wider>().err().expect("the schema changed");
+    assert!(err.contains("schema"), "{err}");
+}
+
+/// A v2 that restores another state than the one clients hold.
+struct Forgetful(StateEncoder<Board>);
+
+impl Room for Forgetful {
+    const NAME: &'static str = "counter";
+
+    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+        Err(RoomError::new("only migrated here"))
+    }
+
+    fn migrate_in(_ctx: &mut Ctx, _from: Migration) -> Result<Self, RoomError> {
+        Ok(Forgetful(StateEncoder::default()))
+    }
+
+    fn state(&mut self) -> Option<&mut dyn SyncedState> {
+        Some(&mut self.0)
+    }
+}
+
+#[test]
+fn a_restored_state_that_differs_from_the_clients_is_refused() {
+    let mut room = TestRoom::<V1>::create(()).unwrap();
+    room.join("a", json!({})).unwrap();
+    room.message_empty("a", "hit");
+    let err = room.migrate::<Forgetful>().err().expect("the state differs");
+    assert!(err.contains("differs") || err.contains("lacks"), "{err}");
+}
+
+/// A v2 whose hook refuses.
+struct Picky;
+
+impl Room for Picky {
+    const NAME: &'static str = "counter";
+
+    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+        Ok(Picky)
+    }
+
+    fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+        Err(RoomError::new(format!("version {} is too old", from.version())))
+    }
+}
+
+#[test]
+fn a_hook_error_is_the_reason() {
+    let room = TestRoom::<V1>::create(()).unwrap();
+    let err = room.migrate::<Picky>().err().expect("the hook refused");
+    assert_eq!(err, "version 1 is too old");
+}

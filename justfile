@@ -48,6 +48,9 @@ plugins:
         cargo build --target wasm32-wasip1 --profile wasm -p arena --features "${variant#*:}" --target-dir "{{target_dir}}/variants"
         cp "{{target_dir}}/variants/wasm32-wasip1/wasm/arena.wasm" "{{variants_dir}}/arena-${variant%%:*}.wasm"
     done
+    # Pilot's v2, for the test that input acks stay in step across a live migration.
+    cargo build --target wasm32-wasip1 --profile wasm -p pilot --features v2 --target-dir "{{target_dir}}/variants"
+    cp "{{target_dir}}/variants/wasm32-wasip1/wasm/pilot.wasm" "{{variants_dir}}/pilot-v2.wasm"
 
 # Formatting and clippy, host and wasm targets.
 lint:

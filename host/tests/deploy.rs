@@ -12,16 +12,8 @@ use odeon_host::deploy::store::{self, ArtifactStore, sha256_hex};
 use odeon_host::deploy::{DeployError, DeployOptions, Deployer};
 use odeon_host::plugins::{GuestLimits, Plugins};
 use odeon_host::presence::{LocalPresence, Presence};
-use support::rooms::{limits, plugin_bytes};
+use support::rooms::{limits, plugin_bytes, variant_bytes};
 use support::secantus::Secantus;
-
-fn variant(name: &str) -> Vec<u8> {
-    let dir =
-        std::env::var_os("ODEON_PLUGIN_VARIANTS_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-variants")
-        });
-    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}; run `just plugins` first"))
-}
 
 async fn host(id: &str, presence: &Arc<dyn Presence>, limits: GuestLimits) -> (Arc<Plugins>, Arc<Deployer>) {
     host_on(id, presence, limits, ArtifactStore::Shared(presence.clone())).await
@@ -51,7 +43,7 @@ async fn a_deploy_reaches_every_host_and_a_later_one_runs_it() {
     let (c_plugins, _c) = host("c", &presence, small).await;
     assert!(c_plugins.get("echo").is_none());
 
-    let v2 = variant("echo-v2.wasm");
+    let v2 = variant_bytes("echo-v2.wasm");
     let live = vec!["a".to_string(), "b".to_string(), "c".to_string(), "gone".to_string()];
     let report = a.deploy(v2.clone(), "test", "127.0.0.1", live, DeployOptions::default()).await.unwrap();
     assert_eq!((report.name.as_str(), report.hash.as_str()), ("echo", sha256_hex(&v2).as_str()));
@@ -108,7 +100,7 @@ async fn with_mongodb_artifacts_live_in_gridfs() {
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
     let (_, a) = host_on("a", &presence, limits(), bucket().await).await;
     let (b_plugins, _b) = host_on("b", &presence, limits(), bucket().await).await;
-    let v2 = variant("echo-v2.wasm");
+    let v2 = variant_bytes("echo-v2.wasm");
     let report = a
         .deploy(v2.clone(), "test", "10.0.0.7", vec!["a".into(), "b".into()], DeployOptions::default())
         .await

@@ -23,10 +23,15 @@ pub struct MigrationReport {
     pub migrated: usize,
     /// Rooms that stayed on their version, and why.
     pub kept: Vec<KeptRoom>,
-    /// The longest and the median pause of a migrated room, in microseconds.
+    /// The longest pause of a migrated room (from its freeze to its first call on the new
+    /// code), in microseconds.
     pub pause_max_us: u64,
     /// The median pause.
     pub pause_p50_us: u64,
+    /// The 99th percentile pause.
+    pub pause_p99_us: u64,
+    /// How long the whole migration on this host took, in microseconds.
+    pub elapsed_us: u64,
 }
 
 impl MigrationReport {
@@ -69,6 +74,7 @@ pub async fn migrate_rooms(mm: &Matchmaker, to: Arc<PluginVersion>, which: Selec
         .filter(|r| which.share.is_none_or(|p| crate::plugins::rollout::in_share(&r.room_id, p)))
         .collect();
     let mut report = MigrationReport { hash: to.hash.clone(), ..MigrationReport::default() };
+    let started = std::time::Instant::now();
     let mut pauses: Vec<Duration> = Vec::new();
     for wave in rooms.chunks(AT_ONCE) {
         let mut tasks = Vec::with_capacity(wave.len());
@@ -92,7 +98,11 @@ pub async fn migrate_rooms(mm: &Matchmaker, to: Arc<PluginVersion>, which: Selec
         }
     }
     pauses.sort();
-    report.pause_max_us = pauses.last().map_or(0, |d| d.as_micros() as u64);
-    report.pause_p50_us = pauses.get(pauses.len() / 2).map_or(0, |d| d.as_micros() as u64);
+    let at = |q: f64| pauses.get(((pauses.len() as f64 * q).ceil() as usize).saturating_sub(1));
+    let micros = |d: Option<&Duration>| d.map_or(0, |d| d.as_micros() as u64);
+    report.pause_max_us = micros(pauses.last());
+    report.pause_p50_us = micros(at(0.5));
+    report.pause_p99_us = micros(at(0.99));
+    report.elapsed_us = started.elapsed().as_micros() as u64;
     report
 }

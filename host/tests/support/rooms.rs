@@ -29,6 +29,17 @@ pub fn plugin_bytes(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `just plugins` first", path.display()))
 }
 
+/// A test build from `$ODEON_PLUGIN_VARIANTS_DIR` (default `target/plugin-variants`), by file
+/// name (`echo-v2.wasm`).
+pub fn variant_bytes(file: &str) -> Vec<u8> {
+    let dir =
+        std::env::var_os("ODEON_PLUGIN_VARIANTS_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-variants")
+        });
+    let path = dir.join(file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `just plugins` first", path.display()))
+}
+
 pub fn limits() -> GuestLimits {
     GuestLimits {
         memory_bytes: 32 << 20,

@@ -5,20 +5,24 @@
 //! step applies at most one input per client, the oldest not yet applied, as `x += dx; y += dy`,
 //! and nothing moves without input. Patches every 50 ms; at most 16 clients; a dropped client
 //! leaves at once unless the room was created with `{reconnectSecs: n}`, which keeps its seat
-//! `n` seconds.
+//! `n` seconds. `build` answers which build runs (`"v2"` with the `v2` feature, the test build
+//! `just plugins` writes to `target/plugin-variants/pilot-v2.wasm`); both migrate live.
 
 use odeon_guest::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// What `build` answers.
+const BUILD: &str = if cfg!(feature = "v2") { "v2" } else { "v1" };
 
 /// A player's position.
-#[derive(Schema, Default)]
+#[derive(Schema, Default, Serialize, Deserialize)]
 pub struct Player {
     x: f64,
     y: f64,
 }
 
 /// The synchronised state.
-#[derive(Schema, Default)]
+#[derive(Schema, Default, Serialize, Deserialize)]
 pub struct PilotState {
     players: MapSchema<Player>,
 }
@@ -45,6 +49,7 @@ pub struct Pilot {
 
 impl Room for Pilot {
     const NAME: &'static str = "pilot";
+    const VERSION: u32 = if cfg!(feature = "v2") { 2 } else { 1 };
 
     fn inputs() -> Option<Inputs> {
         Some(Inputs::of::<PilotInput>(20))
@@ -76,6 +81,21 @@ impl Room for Pilot {
 
     fn on_leave(&mut self, _ctx: &mut Ctx, client: &Client, _code: u16) {
         self.state.state_mut().players_mut().remove(client.session_id());
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+        if message.is("build") {
+            ctx.send(client, "build", &BUILD);
+        }
+    }
+
+    fn migrate_out(&mut self, _ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
+        migration::encode(&(&*self.state.state(), self.reconnect_secs))
+    }
+
+    fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+        let (state, reconnect_secs) = from.decode::<(PilotState, u32)>()?;
+        Ok(Pilot { state: StateEncoder::new(state), reconnect_secs })
     }
 
     fn on_step(&mut self, _ctx: &mut Ctx, step: Step) {

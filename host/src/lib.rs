@@ -107,13 +107,13 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     );
     // Artifacts are shared when the hosts share Redis: in MongoDB (GridFS) when there is one,
-    // else in Redis; alone, a host keeps today's behaviour (its plugins directory serves).
+    // else in Redis. Alone, a host keeps them in its in-process presence, so rollback and canaries
+    // work the same; they last as long as the process (its plugins directory keeps what serves).
     let store = match (&config.redis_url, &config.mongo_uri) {
         (Some(_), Some(uri)) => deploy::store::ArtifactStore::Mongo(
             deploy::store::mongo_bucket(uri).await.context("opening the plugin artifact store")?,
         ),
-        (Some(_), None) => deploy::store::ArtifactStore::Shared(mm.presence().clone()),
-        (None, _) => deploy::store::ArtifactStore::Local,
+        (_, _) => deploy::store::ArtifactStore::Shared(mm.presence().clone()),
     };
     let deployer = Arc::new(
         deploy::Deployer::new(process_id.clone(), mm.plugins().clone(), mm.presence().clone(), store)

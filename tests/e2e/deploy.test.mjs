@@ -131,6 +131,19 @@ describe("deploy: one upload reaches every host", () => {
         for (const h of d.hosts.filter((x) => x !== small)) {
             assert.equal(up.body.hosts.find((x) => x.processId === h.processId)?.status, "active", JSON.stringify(up.body));
         }
+        // The deployment's state shows the refusal and its reason, from any host.
+        const deadline = Date.now() + 8000;
+        for (;;) {
+            const echo = (await admin(hosts[1], "GET")).body.roomTypes.find((t) => t.name === "echo");
+            const shown = echo.hosts.find((h) => h.processId === small.processId)?.refused;
+            if (shown) {
+                assert.equal(shown.hash, sha256(ECHO_V1));
+                assert.equal(shown.reason, mine.reason);
+                break;
+            }
+            assert.ok(Date.now() < deadline, `the state shows the refusal: ${JSON.stringify(echo.hosts)}`);
+            await new Promise((r) => setTimeout(r, 250));
+        }
         // It still runs nothing new; the others run v1 again.
         await small.stop();
         d.hosts.splice(d.hosts.indexOf(small), 1);

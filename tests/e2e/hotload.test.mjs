@@ -178,6 +178,45 @@ describe("hot loading (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)", () =>
         assert.deepEqual(await old.roundTrip("echo", "old"), "old");
         assert.deepEqual(await fresh.roundTrip("echo", "new"), "new");
     });
+
+    test("alone, ?migrate=1 moves running rooms to the upload in place, and ?canary=P splits new rooms", async (s) => {
+        const p = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "running" });
+        const was = await build(p);
+        const next = was === "v1" ? "v2" : "v1";
+        const res = await fetch(`${host.http}/odeon/admin/plugins?migrate=1`, {
+            method: "POST",
+            headers: { Authorization: `Bearer ${TOKEN}` },
+            body: variant("migrate", next === "v2" ? ECHO_V2 : ECHO),
+        });
+        const body = await res.json();
+        assert.equal(res.status, 200, JSON.stringify(body));
+        assert.equal(body.hosts.length, 1);
+        assert.ok(body.hosts[0].migration.migrated >= 1, JSON.stringify(body));
+        assert.equal(await build(p), next, "the running room runs the upload");
+        assert.deepEqual(await p.roundTrip("echo", "after"), "after");
+        assert.deepEqual(p.inbox.items.filter((it) => ["leave", "drop", "error"].includes(it.kind)), []);
+        // A canary of half the new rooms on the one host.
+        const canary = await fetch(`${host.http}/odeon/admin/plugins?canary=50`, {
+            method: "POST",
+            headers: { Authorization: `Bearer ${TOKEN}` },
+            body: variant("canary", was === "v2" ? ECHO_V2 : ECHO),
+        });
+        assert.equal(canary.status, 200, JSON.stringify(await canary.clone().json()));
+        const seen = { v1: 0, v2: 0 };
+        for (let i = 0; i < 24 && !(seen.v1 && seen.v2); i++) {
+            const q = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: `probe ${i}` });
+            seen[await build(q)] += 1;
+            await q.room.leave();
+        }
+        assert.ok(seen.v1 > 0 && seen.v2 > 0, `new rooms split: ${JSON.stringify(seen)}`);
+        const bad = await fetch(`${host.http}/odeon/admin/plugins?canary=100`, {
+            method: "POST",
+            headers: { Authorization: `Bearer ${TOKEN}` },
+            body: ECHO,
+        });
+        assert.equal(bad.status, 400);
+        assert.match((await bad.json()).error, /canary must be a percentage from 1 to 99/);
+    });
 });
 
 describe("admin endpoint without a token", () => {

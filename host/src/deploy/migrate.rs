@@ -10,8 +10,9 @@ use crate::plugins::PluginVersion;
 use crate::rooms::Migrated;
 
 /// How many rooms migrate at once on one host: each freezes only itself, but a swap starts an
-/// instance and runs two guest calls, so a host with thousands of rooms moves them in waves.
-const AT_ONCE: usize = 64;
+/// instance beside the old one and runs two guest calls, so a host with thousands of rooms moves
+/// them in waves, one per instance slot kept for migrations.
+const AT_ONCE: usize = crate::plugins::MIGRATION_SLOTS as usize;
 
 /// One host's migration of a room type, as the deploy answer and the deployment state show it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -17,7 +17,9 @@
 //! takes P% of new rooms ([`canary`]) until an activation finishes or reverts it, or its rooms'
 //! faults revert it by themselves.
 //!
-//! With the embedded presence there is one host: a deploy activates locally, as before.
+//! With the embedded presence there is one host, and the same code serves it: the in-process
+//! presence stores the versions (for as long as the process runs) and carries the announcements,
+//! which no other host answers.
 
 pub mod canary;
 pub mod migrate;
@@ -160,6 +162,8 @@ pub struct Deployer {
     rooms: OnceLock<Weak<Matchmaker>>,
     /// The last migration of each room type on this host, for the deployment's state.
     migrations: std::sync::Mutex<BTreeMap<String, MigrationReport>>,
+    /// The last version of each room type this host refused, and why, until it activates one.
+    refusals: std::sync::Mutex<BTreeMap<String, Value>>,
     /// Faults of a canary's rooms on one host that revert it.
     canary_faults: u64,
 }
@@ -179,6 +183,7 @@ impl Deployer {
             store,
             rooms: OnceLock::new(),
             migrations: Default::default(),
+            refusals: Default::default(),
             canary_faults: canary::DEFAULT_FAULTS,
         }
     }
@@ -291,9 +296,14 @@ impl Deployer {
                     continue;
                 }
                 let answer = match this.carry_out(&a).await {
-                    Ok(migration) => HostAnswer::active(&this.process_id, migration),
+                    Ok(migration) => {
+                        this.refusals.lock().expect("refusals lock").remove(&a.name);
+                        HostAnswer::active(&this.process_id, migration)
+                    }
                     Err(reason) => {
                         tracing::warn!(room_type = %a.name, hash = %a.hash, "refused a deployed version: {reason}");
+                        let refusal = json!({ "hash": a.hash, "reason": reason });
+                        this.refusals.lock().expect("refusals lock").insert(a.name.clone(), refusal);
                         HostAnswer {
                             process_id: this.process_id.clone(),
                             status: "refused".into(),
@@ -361,7 +371,7 @@ impl Deployer {
     ) -> Result<DeployReport, DeployError> {
         check_options(&options)?;
         if self.store.is_local() {
-            return Err(DeployError::Store("no shared store: rollback needs --redis-url".into()));
+            return Err(DeployError::Store("this host keeps no versions to activate".into()));
         }
         if !self
             .store
@@ -504,9 +514,10 @@ impl Deployer {
             .map(|c| (c.version.manifest.name.clone(), c.version.hash.clone()))
             .collect();
         let migrations = self.migrations.lock().expect("migrations lock").clone();
+        let refusals = self.refusals.lock().expect("refusals lock").clone();
         json!({
             "processId": self.process_id, "types": types, "canaries": canaries, "rooms": rooms,
-            "migrations": migrations,
+            "migrations": migrations, "refused": refusals,
         })
     }
 
@@ -549,6 +560,7 @@ impl Deployer {
                         "canaryHash": n["canaries"].get(&name),
                         "rooms": n["rooms"].get(&name).cloned().unwrap_or(json!({})),
                         "lastMigration": n["migrations"].get(&name),
+                        "refused": n["refused"].get(&name),
                     })
                 })
                 .collect();

@@ -1,9 +1,9 @@
 //! Where deployed plugin artifacts are kept, by content hash, so every host can fetch them.
 //!
-//! - [`ArtifactStore::Local`]: the embedded default, one host: nothing is stored (the plugins
-//!   directory keeps what serves).
-//! - [`ArtifactStore::Shared`]: the deployment's presence (Redis), when there is no MongoDB: the
-//!   module base64-encoded at `odeon:plugin:<hash>`, and its [`StoredVersion`] as JSON in the
+//! - [`ArtifactStore::Local`]: nothing is stored (a host used without a deployment, in tests).
+//! - [`ArtifactStore::Shared`]: the deployment's presence (Redis), when there is no MongoDB, or
+//!   the embedded default's in-process presence (one host; versions last as long as the process):
+//!   the module base64-encoded at `odeon:plugin:<hash>`, and its [`StoredVersion`] as JSON in the
 //!   hash `odeon:plugins:versions:<name>` under its hash.
 //! - [`ArtifactStore::Mongo`]: GridFS (bucket `odeonplugins`) in the MongoDB the listings use
 //!   (`--mongo-uri`): one file per version, its id the hash, its filename the room type, its

@@ -184,19 +184,22 @@ pub(super) async fn upload_plugin(
     let live: Vec<String> = state.mm.processes().await.into_iter().map(|p| p.process_id).collect();
     match state.deployer.deploy(body.to_vec(), &source, &peer.ip().to_string(), live, options).await {
         Ok(report) => {
-            // Kept on disk too, so this host restarts with it even without the shared store.
-            let file = state.config.plugins_dir.join(format!("{}.wasm", report.name));
-            let saved = {
-                let (file, body) = (file.clone(), body.clone());
-                tokio::task::spawn_blocking(move || write_atomically(&file, &body)).await
-            };
-            let error = match saved {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(e) = error {
-                tracing::warn!("uploaded plugin serves but was not saved to {}: {e}", file.display());
+            // Kept on disk too, so this host restarts with it even without the shared store; a
+            // canary is not (the directory's version is the one that serves every new room).
+            if report.canary.is_none() {
+                let file = state.config.plugins_dir.join(format!("{}.wasm", report.name));
+                let saved = {
+                    let (file, body) = (file.clone(), body.clone());
+                    tokio::task::spawn_blocking(move || write_atomically(&file, &body)).await
+                };
+                let error = match saved {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(e) = error {
+                    tracing::warn!("uploaded plugin serves but was not saved to {}: {e}", file.display());
+                }
             }
             let version = plugins.get(&report.name).map_or(0, |v| v.version);
             let mut answer = serde_json::to_value(&report).expect("a report serializes");

@@ -137,6 +137,7 @@ pub struct PluginVersion {
     pub hash: String,
     pre: InstancePre<RoomEnv>,
     aux: Arc<tokio::sync::Semaphore>,
+    migration_slots: Arc<tokio::sync::Semaphore>,
     /// Rooms of this version that failed (trap, deadline, memory cap, broken ABI): what a
     /// canary is judged by.
     faults: AtomicU64,
@@ -164,17 +165,23 @@ pub struct Plugins {
     /// Instance slots beyond the rooms', for short-lived auth and canary instances; the
     /// matchmaker keeps rooms to `max_instances`, so these never take a room's slot.
     aux: Arc<tokio::sync::Semaphore>,
+    /// Instance slots for the new instances of rooms being migrated, which run beside the old
+    /// ones until the swap.
+    migration_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Instance slots kept for auth hooks and load-time canaries (at most this many run at once).
 const AUX_SLOTS: u32 = 16;
+/// Instance slots for live migrations (at most this many rooms are between their old and new
+/// instance at once).
+pub const MIGRATION_SLOTS: u32 = 64;
 
 impl Plugins {
     /// Builds the engine (pooling allocator, epoch interruption) and links the imports once.
     pub fn new(limits: GuestLimits) -> Result<Arc<Self>, anyhow::Error> {
         let mut config = Config::new();
         config.epoch_interruption(true).cranelift_opt_level(OptLevel::Speed);
-        let slots = limits.max_instances + AUX_SLOTS;
+        let slots = limits.max_instances + AUX_SLOTS + MIGRATION_SLOTS;
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(slots)
             .total_memories(slots)
@@ -195,6 +202,7 @@ impl Plugins {
             canaries: RwLock::default(),
             next_version: AtomicU64::new(1),
             aux: Arc::new(tokio::sync::Semaphore::new(AUX_SLOTS as usize)),
+            migration_slots: Arc::new(tokio::sync::Semaphore::new(MIGRATION_SLOTS as usize)),
         }))
     }
 
@@ -267,6 +275,7 @@ impl Plugins {
             hash,
             pre,
             aux: self.aux.clone(),
+            migration_slots: self.migration_slots.clone(),
             faults: AtomicU64::new(0),
         }))
     }
@@ -368,6 +377,18 @@ impl PluginVersion {
     /// A fresh sandboxed instance for a room.
     pub async fn instantiate(&self, tag: Arc<str>, limits: GuestLimits) -> Result<Guest, GuestError> {
         Guest::instantiate(&self.pre, tag, limits).await
+    }
+
+    /// An instance of this version for a room being migrated to it, in a slot of its own: the
+    /// slot is held as long as the permit, which the caller keeps until the old instance is gone.
+    pub async fn instantiate_for_migration(
+        &self,
+        tag: Arc<str>,
+        limits: GuestLimits,
+    ) -> Result<(Guest, tokio::sync::OwnedSemaphorePermit), GuestError> {
+        let permit =
+            self.migration_slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        Ok((Guest::instantiate(&self.pre, tag, limits).await?, permit))
     }
 
     /// Counts a failed room of this version.

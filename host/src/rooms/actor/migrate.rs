@@ -74,8 +74,10 @@ impl Room {
                 return (Migrated::Kept(reason), false);
             }
         };
-        let mut guest = match to.instantiate(self.listing.room_id.clone().into(), self.deps.limits).await {
-            Ok(guest) => guest,
+        // A slot of the migration pool, held until the old instance is gone.
+        let tag = self.listing.room_id.clone().into();
+        let (mut guest, _slot) = match to.instantiate_for_migration(tag, self.deps.limits).await {
+            Ok(started) => started,
             Err(e) => return (Migrated::Kept(format!("the new version did not start: {e}")), true),
         };
         let input = MigrateIn {
@@ -88,8 +90,8 @@ impl Room {
             Ok(MigrateInResult::Refused(reason)) => return (Migrated::Kept(reason), true),
             Err(e) => return (Migrated::Kept(format!("the new version failed: {e}")), true),
         };
-        // The swap: from here on the new code serves the room.
-        self.guest = guest;
+        // The swap: from here on the new code serves the room, and the old instance is freed.
+        drop(std::mem::replace(&mut self.guest, guest));
         self.plugin.store(to.clone());
         self.listing.plugin_version = to.version;
         if std::mem::take(&mut self.ticks_unhandled) && self.inputs.is_none() {

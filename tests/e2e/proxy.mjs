@@ -6,6 +6,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import http from "node:http";
+import net from "node:net";
 import { resolve } from "node:path";
 import { Host, PLUGINS_DIR, TESTS_DIR, cleanEnv, freePort, sleep, spawnGroup } from "./harness.mjs";
 import { startMongo, startRedis } from "./services.mjs";
@@ -179,4 +180,21 @@ export async function startDeployment({ hosts = 3, proxies = 1, profile = "0.18"
         throw e;
     }
     return d;
+}
+
+/** A raw WebSocket upgrade of `path` on `server` (a host or a proxy): its status and JSON body. */
+export function upgradeStatus(server, path) {
+    return new Promise((resolveRes, reject) => {
+        const sock = net.connect(server.port, "127.0.0.1", () => {
+            sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+        });
+        let text = "";
+        sock.on("data", (c) => {
+            text += c;
+            if (text.includes("\r\n\r\n") && /\}\s*$/.test(text)) sock.end();
+        });
+        sock.on("close", () => resolveRes({ status: Number(text.split(" ")[1]), body: JSON.parse(text.slice(text.indexOf("{"))) }));
+        sock.on("error", reject);
+    });
 }

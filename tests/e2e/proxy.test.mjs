@@ -5,34 +5,17 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import {
     Host, Peer, RawClient, hostTest, uniq, sleep, waitFor,
 } from "./harness.mjs";
 import { SDK16, SDK17, SDK18 } from "./sdks.mjs";
 import { startRedis, startMongo } from "./services.mjs";
-import { Proxy, matchmakeFrom } from "./proxy.mjs";
+import { Proxy, matchmakeFrom, upgradeStatus } from "./proxy.mjs";
 
 /** What a client claims: replaced by the proxy. */
 const SPOOFED = { "X-Forwarded-For": "6.6.6.6" };
 
 /** An HTTP/1.1 upgrade request written by hand; resolves with the status line and body. */
-function upgradeStatus(proxy, path) {
-    return new Promise((resolveRes, reject) => {
-        const sock = net.connect(proxy.port, "127.0.0.1", () => {
-            sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
-        });
-        let text = "";
-        sock.on("data", (c) => {
-            text += c;
-            if (text.includes("\r\n\r\n") && /\}\s*$/.test(text)) sock.end();
-        });
-        sock.on("close", () => resolveRes({ status: Number(text.split(" ")[1]), body: JSON.parse(text.slice(text.indexOf("{"))) }));
-        sock.on("error", reject);
-    });
-}
-
 function proxySuite(sdk) {
     describe(`${sdk.label}: three hosts --protocol ${sdk.profile} behind two odeon-proxy`, () => {
         let redis, mongo;

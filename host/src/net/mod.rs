@@ -7,6 +7,7 @@
 mod admin;
 mod forwarded;
 mod heartbeat;
+mod relay;
 mod serve;
 pub mod wire;
 mod ws;

@@ -53,11 +53,6 @@ pub(super) async fn websocket(
     Query(query): Query<std::collections::HashMap<String, String>>,
     mut req: Request,
 ) -> Response {
-    // A room path names its process: another process's room (one that ran on this port before
-    // a restart, say) is not this host's to answer, whatever room ids it has now.
-    if process_id != state.mm.process_id() {
-        return json_error(StatusCode::NOT_FOUND, "no such process here");
-    }
     let headers = req.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers
@@ -74,6 +69,12 @@ pub(super) async fn websocket(
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return json_error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
+    // A room path names its process. Another live process's room is relayed there (a client
+    // that matchmade through this host while the room runs elsewhere); a process that is not
+    // live (one that ran on this port before a restart, say) is not this host's to answer.
+    if process_id != state.mm.process_id() {
+        return super::relay::relay(&state, &process_id, req).await;
+    }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return json_error(StatusCode::BAD_REQUEST, "connection cannot be upgraded");

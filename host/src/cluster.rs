@@ -153,6 +153,8 @@ pub struct Cluster {
     process_id: String,
     address: Option<String>,
     endpoint: Option<String>,
+    /// This process is draining: its entry says so, and matchmaking leaves it out.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -165,7 +167,7 @@ impl Cluster {
         address: Option<String>,
         endpoint: Option<String>,
     ) -> Arc<Self> {
-        Arc::new(Self { presence, driver, process_id, address, endpoint })
+        Arc::new(Self { presence, driver, process_id, address, endpoint, draining: Default::default() })
     }
 
     /// Announces a registry change to whoever follows the deployment; a failure is only logged
@@ -192,6 +194,7 @@ impl Cluster {
             endpoint: self.endpoint.clone(),
             rooms,
             clients,
+            draining: self.is_draining(),
         };
         let json = serde_json::to_string(&info).expect("process info serializes");
         let key = process_key(&self.process_id);
@@ -291,9 +294,19 @@ impl Cluster {
         }
     }
 
-    /// The live process that runs the fewest rooms (this one on ties).
+    /// Marks this process draining; its next heartbeat tells the deployment.
+    pub fn set_draining(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this process is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The live process that runs the fewest rooms (this one on ties), draining ones left out.
     pub async fn least_loaded(&self) -> Option<ProcessInfo> {
-        let mut all = self.processes().await;
+        let mut all: Vec<ProcessInfo> = self.processes().await.into_iter().filter(|p| !p.draining).collect();
         all.sort_by_key(|p| (p.rooms, p.process_id != self.process_id, p.process_id.clone()));
         all.into_iter().next()
     }

@@ -94,6 +94,10 @@ pub struct Config {
     /// failed migration to it) before it reverts the canary for the whole deployment.
     #[arg(long, env = "ODEON_CANARY_FAULTS", default_value_t = 3)]
     pub canary_faults: u64,
+    /// How long a draining host (`POST /odeon/admin/drain`) waits for its rooms to end before it
+    /// closes what is left and exits, in seconds.
+    #[arg(long, env = "ODEON_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
+    pub drain_timeout_secs: u64,
     /// Do not watch the plugins directory for new versions.
     #[arg(long, env = "ODEON_NO_WATCH")]
     pub no_watch: bool,

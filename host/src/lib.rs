@@ -148,8 +148,13 @@ pub async fn run(
     );
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");
     let mm_for_shutdown = mm.clone();
+    let drain_timeout = Duration::from_secs(config.drain_timeout_secs);
     net::serve(listener, app, async move {
-        shutdown.await;
+        // A signal, or a drain (`POST /odeon/admin/drain`) that has run its course.
+        tokio::select! {
+            () = shutdown => {}
+            () = mm_for_shutdown.drained(drain_timeout) => {}
+        }
         tracing::info!("shutting down: closing rooms");
         mm_for_shutdown.shutdown(Duration::from_secs(3)).await;
     })

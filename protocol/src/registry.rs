@@ -49,6 +49,9 @@ pub struct ProcessInfo {
     pub rooms: usize,
     /// Clients connected to it.
     pub clients: usize,
+    /// It is draining (stopping): matchmaking places no new room or seat on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// An announcement on [`REGISTRY_EVENTS`]: a process joined the registry (again) or left it.
@@ -81,12 +84,15 @@ mod tests {
             endpoint: Some("10.0.0.5:3001".into()),
             rooms: 2,
             clients: 7,
+            draining: false,
         };
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"processId": "p1", "address": null, "endpoint": "10.0.0.5:3001", "rooms": 2, "clients": 7})
         );
+        let draining = ProcessInfo { draining: true, ..info.clone() };
+        assert_eq!(serde_json::to_value(&draining).unwrap()["draining"], true);
         // Entries written before `endpoint` existed still parse.
         let old: ProcessInfo =
             serde_json::from_str(r#"{"processId":"p0","address":"h:1","rooms":0,"clients":0}"#).unwrap();

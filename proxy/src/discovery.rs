@@ -152,8 +152,8 @@ impl Discovery {
 /// The route of a registry entry; `None` (logged) for an entry without an endpoint.
 fn route(json: &str) -> Option<Route> {
     match serde_json::from_str::<ProcessInfo>(json) {
-        Ok(ProcessInfo { process_id, endpoint: Some(endpoint), clients, .. }) => {
-            Some(Route::new(process_id, endpoint, clients))
+        Ok(ProcessInfo { process_id, endpoint: Some(endpoint), clients, draining, .. }) => {
+            Some(Route::new(process_id, endpoint, clients).draining(draining))
         }
         Ok(info) => {
             tracing::debug!(process = %info.process_id, "process announces no endpoint; not routable");

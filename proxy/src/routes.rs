@@ -28,6 +28,8 @@ pub struct Route {
     routed: AtomicUsize,
     /// Milliseconds since the table's epoch until which it is left out of matchmaking (0: never).
     suspect_until: AtomicU64,
+    /// It is draining: its rooms still get their sockets, but matchmaking leaves it out.
+    draining: bool,
 }
 
 impl Route {
@@ -38,8 +40,15 @@ impl Route {
             endpoint,
             reported_clients: clients,
             routed: AtomicUsize::new(0),
+            draining: false,
             suspect_until: AtomicU64::new(0),
         }
+    }
+
+    /// The same route, marked draining (or not).
+    pub fn draining(mut self, draining: bool) -> Self {
+        self.draining = draining;
+        self
     }
 
     fn load(&self) -> usize {
@@ -138,7 +147,7 @@ impl Routes {
         // the candidates it was taken from.
         let mut candidates: Vec<(usize, &Arc<Route>)> = table
             .values()
-            .filter(|r| r.suspect_until.load(Ordering::Relaxed) <= now)
+            .filter(|r| r.suspect_until.load(Ordering::Relaxed) <= now && !r.draining)
             .filter(|r| !exclude.contains(&r.process_id))
             .map(|r| (r.load(), r))
             .collect();
@@ -165,6 +174,17 @@ mod tests {
         routes
             .replace(loads.iter().map(|(id, n)| Route::new(id.to_string(), format!("{id}:1"), *n)).collect());
         routes
+    }
+
+    #[test]
+    fn a_draining_process_is_never_picked() {
+        let r = Routes::default();
+        r.replace(vec![
+            Route::new("a".into(), "a:1".into(), 0).draining(true),
+            Route::new("b".into(), "b:1".into(), 50),
+        ]);
+        assert!((0..10).all(|_| r.pick(&[]).unwrap().process_id == "b"));
+        assert!(r.pick(&["b".to_string()]).is_none());
     }
 
     #[test]

@@ -524,7 +524,10 @@ impl Deployer {
     /// The deployment's state: every room type, its active hash, its stored versions, and what
     /// each live host runs.
     pub async fn status(&self, mm: &Matchmaker) -> Value {
-        let live: Vec<String> = mm.processes().await.into_iter().map(|p| p.process_id).collect();
+        let processes = mm.processes().await;
+        let draining: Vec<String> =
+            processes.iter().filter(|p| p.draining).map(|p| p.process_id.clone()).collect();
+        let live: Vec<String> = processes.into_iter().map(|p| p.process_id).collect();
         let mut notes = Vec::new();
         for p in &live {
             let note = if *p == self.process_id {
@@ -556,6 +559,7 @@ impl Deployer {
                 .map(|n| {
                     json!({
                         "processId": n["processId"],
+                        "draining": n["processId"].as_str().is_some_and(|p| draining.iter().any(|d| d == p)),
                         "hash": n["types"][&name],
                         "canaryHash": n["canaries"].get(&name),
                         "rooms": n["rooms"].get(&name).cloned().unwrap_or(json!({})),

@@ -198,6 +198,46 @@ impl Matchmaker {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
+    /// Starts draining: the registry says so at once, matchmaking anywhere places no new room
+    /// or seat here, and every room is locked (reconnections still come in). Rooms play on
+    /// until they end.
+    pub async fn drain(&self) {
+        if self.cluster.is_draining() {
+            return;
+        }
+        self.cluster.set_draining();
+        tracing::info!(rooms = self.room_count(), "draining: no new rooms or seats here");
+        for room in self.rooms.lock().expect("rooms lock").values() {
+            room.send(RoomMsg::Drain);
+        }
+        self.cluster.heartbeat(self.room_count(), self.client_count()).await;
+    }
+
+    /// Whether this host is draining.
+    pub fn is_draining(&self) -> bool {
+        self.cluster.is_draining()
+    }
+
+    /// Resolves once this host is draining and holds no room, or has drained for `timeout`.
+    pub async fn drained(&self, timeout: Duration) {
+        let mut since = None;
+        loop {
+            if self.is_draining() {
+                let started = *since.get_or_insert_with(tokio::time::Instant::now);
+                if self.room_count() == 0 {
+                    return tracing::info!("drained: no room left");
+                }
+                if started.elapsed() >= timeout {
+                    return tracing::warn!(
+                        rooms = self.room_count(),
+                        "drain timed out; closing what is left"
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops matchmaking and closes every room with 4001; waits up to `grace` for them to go.
     pub async fn shutdown(&self, grace: Duration) {
         self.shutting_down.store(true, Ordering::Relaxed);

@@ -191,6 +191,12 @@ impl Matchmaker {
         if self.is_shutting_down() {
             return Err(MatchmakeError::new(ErrorCode::Unhandled, "server is shutting down"));
         }
+        if self.is_draining() {
+            return Err(MatchmakeError::new(
+                ErrorCode::Unhandled,
+                "this process is draining and no other process can take a new room",
+            ));
+        }
         let mut merged: Map<String, Value> =
             rmp_serde::from_slice(&plugin.manifest.default_options).unwrap_or_default();
         merged.extend(options.clone());
@@ -237,6 +243,10 @@ impl Matchmaker {
         let created = rooms::create(plugin.clone(), listing, encode(&merged), deps, &self.room_runtime).await;
         if let Ok((handle, _)) = &created {
             self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle.clone());
+            if self.is_draining() {
+                // Created as the drain began: it takes no more seats than the creator's.
+                handle.send(RoomMsg::Drain);
+            }
         }
         self.creating.lock().expect("creating lock").remove(&room_id);
         created.map_err(|e| match e {

@@ -155,10 +155,23 @@ pub(super) async fn list_rooms(State(state): State<AppState>, _: Authorized) -> 
                     v
                 })
                 .collect();
-            Json(json!({ "rooms": rooms })).into_response()
+            Json(json!({ "draining": state.mm.is_draining(), "rooms": rooms })).into_response()
         }
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// `POST /odeon/admin/drain`: this host stops taking rooms and seats (the registry says it is
+/// draining, so no host or proxy places anything here), its rooms play on until they end, and
+/// it exits once it holds none (or after `--drain-timeout-secs`).
+pub(super) async fn drain(State(state): State<AppState>, _: Authorized) -> Response {
+    state.mm.drain().await;
+    Json(json!({
+        "processId": state.mm.process_id(),
+        "draining": true,
+        "rooms": state.mm.room_count(),
+    }))
+    .into_response()
 }
 
 /// `POST /odeon/admin/plugins`: a new plugin version, validated, activated and kept on disk.

@@ -121,6 +121,7 @@ pub fn router(mm: Arc<Matchmaker>, deployer: Arc<crate::deploy::Deployer>, confi
         .route("/odeon/admin/plugins", post(admin::upload_plugin).get(admin::plugins_state))
         .route("/odeon/admin/plugins/{name}/activate", post(admin::activate_plugin))
         .route("/odeon/admin/rooms", get(admin::list_rooms))
+        .route("/odeon/admin/drain", post(admin::drain))
         .route("/{process_id}/{room_id}", get(ws::websocket))
         .fallback(not_found)
         .with_state(state)
@@ -176,6 +177,7 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         "processId": state.mm.process_id(),
         "protocol": state.mm.profile().to_string(),
         "rooms": state.mm.room_count(),
+        "draining": state.mm.is_draining(),
         "roomTypes": state.mm.plugins().versions().into_iter()
             .map(|(name, version)| json!({ "name": name, "version": version }))
             .collect::<Vec<_>>(),

@@ -148,6 +148,9 @@ pub enum RoomMsg {
     },
     /// The host is shutting down: close everyone with 4001 and dispose.
     Shutdown,
+    /// The host is draining: the room takes no new seat (it is listed as locked); its clients
+    /// and reconnections carry on.
+    Drain,
     /// Write the whole listing again: another process swept this one as dead and removed its
     /// listings.
     Republish,

@@ -51,6 +51,8 @@ pub(super) struct Room {
     schedule: Schedule,
     /// Explicit `lock()`; the listing is also locked while full.
     explicit_lock: bool,
+    /// The host is draining: no new seats, the listing locked.
+    draining: bool,
     auto_dispose: bool,
     /// Messages held until after the next patch: recipient (or all but `except`), frame.
     after_patch: Vec<(Option<String>, Bytes, Vec<String>)>,
@@ -103,6 +105,7 @@ impl Room {
             deps,
             rx,
             explicit_lock: false,
+            draining: false,
             auto_dispose: true,
             after_patch: Vec::new(),
             serializer: None,
@@ -428,6 +431,7 @@ impl Room {
                     self.drop_client(session_id, code, events);
                 }
             }
+            RoomMsg::Drain => self.draining = true,
             RoomMsg::Shutdown => {
                 self.clients.close_all(close::SERVER_SHUTDOWN);
                 self.disposing = true;
@@ -499,7 +503,9 @@ impl Room {
     }
 
     fn is_locked(&self) -> bool {
-        self.explicit_lock || self.listing.max_clients.is_some_and(|m| self.seat_count() >= m)
+        self.explicit_lock
+            || self.draining
+            || self.listing.max_clients.is_some_and(|m| self.seat_count() >= m)
     }
 
     /// Hands the listing to the publisher when something a matchmaker sees changed; the room

@@ -87,6 +87,13 @@ pub enum Request {
         /// The token.
         token: String,
     },
+    /// Take over a room that is moving off the caller (a drain): `transfer` is its
+    /// `RoomTransfer`, MessagePack, base64.
+    #[serde(rename_all = "camelCase")]
+    ImportRoom {
+        /// The transfer.
+        transfer: String,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -107,6 +114,8 @@ pub enum Reply {
         /// The session id.
         session_id: Option<String>,
     },
+    /// The room moved here and runs.
+    Imported,
     /// The room is locked or full.
     Locked,
     /// The room is not here.
@@ -297,6 +306,11 @@ impl Cluster {
     /// Marks this process draining; its next heartbeat tells the deployment.
     pub fn set_draining(&self) {
         self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells proxies to read this process's entry again now (it changed: it is draining).
+    pub async fn announce_entry(&self) {
+        self.announce(RegistryEvent::Add { process_id: self.process_id.clone() }).await;
     }
 
     /// Whether this process is draining.

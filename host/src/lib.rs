@@ -152,7 +152,12 @@ pub async fn run(
     net::serve(listener, app, async move {
         // A signal, or a drain (`POST /odeon/admin/drain`) that has run its course.
         tokio::select! {
-            () = shutdown => {}
+            () = shutdown => {
+                // A signal (SIGTERM, SIGINT: `pm2 reload` and `pm2 stop` send it): the rooms
+                // that can move to another host do; the rest are closed below.
+                mm_for_shutdown.drain().await;
+                mm_for_shutdown.move_rooms().await;
+            }
             () = mm_for_shutdown.drained(drain_timeout) => {}
         }
         tracing::info!("shutting down: closing rooms");

@@ -23,6 +23,16 @@ pub fn process_key(process_id: &str) -> String {
     format!("odeon:process:{process_id}")
 }
 
+/// The key naming the process a room moved to (a drain): its value is the process id. Clients
+/// come back to the room by the path they knew (`/{old process}/{room}`); a proxy or host that
+/// finds this key sends them to the new process instead.
+pub fn moved_key(room_id: &str) -> String {
+    format!("odeon:moved:{room_id}")
+}
+
+/// How long a moved room's forwarding address is kept, in seconds.
+pub const MOVED_TTL_SECS: u64 = 3600;
+
 /// The header in which a proxy proves itself to a host: `<proxy id>:<secret>`.
 pub const PROXY_HEADER: &str = "x-odeon-proxy";
 

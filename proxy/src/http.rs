@@ -84,6 +84,8 @@ pub struct Proxy {
     connections: Arc<Connections>,
     /// What proves to hosts that a request came through this proxy.
     identity: Identity,
+    /// Where rooms that moved off a host run now.
+    moved: crate::moved::MovedRooms,
 }
 
 impl Proxy {
@@ -93,8 +95,9 @@ impl Proxy {
         settings: Settings,
         connections: Arc<Connections>,
         identity: Identity,
+        moved: crate::moved::MovedRooms,
     ) -> Arc<Self> {
-        Arc::new(Self { routes, settings, connections, identity })
+        Arc::new(Self { routes, settings, connections, identity, moved })
     }
 
     /// Answers one request from `peer`.
@@ -176,7 +179,22 @@ impl Proxy {
         client: IpAddr,
         scheme: Scheme,
     ) -> Response<Body> {
-        let Some(route) = self.routes.get(process_id) else {
+        // A room whose process is gone or draining may have moved: its clients come back by
+        // the path they knew, and go on to where it runs now.
+        let known = self.routes.get(process_id);
+        let mut route = known.clone();
+        if known.as_ref().is_none_or(|r| r.is_draining())
+            && let Some(room_id) = req.uri().path().rsplit('/').next().map(str::to_owned)
+            && let Some(now) = self.moved.find(&room_id).await
+            && let Some(there) = self.routes.get(&now)
+        {
+            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            if let Ok(uri) = format!("/{now}/{room_id}{query}").parse() {
+                *req.uri_mut() = uri;
+                route = Some(there);
+            }
+        }
+        let Some(route) = route else {
             return json_error(
                 StatusCode::NOT_FOUND,
                 &format!("unknown process {process_id}: no such game server is running"),

@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod head;
 pub mod http;
 pub mod identity;
+pub mod moved;
 pub mod os;
 pub mod relay;
 pub mod routes;
@@ -77,7 +78,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
         body_timeout: Duration::from_millis(config.body_timeout_ms.max(1)),
     };
-    let proxy = http::Proxy::new(routes, settings, connections.clone(), identity.clone());
+    let moved = moved::MovedRooms::new(client.clone());
+    let proxy = http::Proxy::new(routes, settings, connections.clone(), identity.clone(), moved);
 
     let plain_addr = SocketAddr::new(config.bind, config.port);
     let plain = bind(plain_addr).await?;

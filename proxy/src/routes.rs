@@ -45,6 +45,11 @@ impl Route {
         }
     }
 
+    /// Whether the process is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
     /// The same route, marked draining (or not).
     pub fn draining(mut self, draining: bool) -> Self {
         self.draining = draining;

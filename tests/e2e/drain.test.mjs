@@ -1,7 +1,9 @@
-// Draining a host (issue 17, first part): `POST /odeon/admin/drain` marks the host draining in
-// the registry, so no host and no odeon-proxy places a new room or seat on it; its rooms play on
-// (reconnections included) until they end, and the host exits by itself once it holds none, or
-// after `--drain-timeout-secs`, closing what is left.
+// Draining a host (issue 17): `POST /odeon/admin/drain` or SIGTERM marks the host draining in the
+// registry, so no host and no odeon-proxy places a new room or seat on it, and moves each of its
+// rooms to another live host under the same room id (the guest's memory, seats, timers and
+// listing). Clients are closed with 4010 and the SDK reconnects by itself, through the proxy, to
+// where the room runs now, with its state intact. The host exits once it holds no room; a room
+// with nowhere to go stays until `--drain-timeout-secs`.
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -17,66 +19,116 @@ const drain = async (host) => {
 };
 const health = async (host) => (await fetch(`${host.http}/odeon/health`)).json();
 const processOf = (peer) => peer.room.processId ?? sdk.ws(peer.room).url.split("/")[3];
+/** Where a room runs, by its listing (a moved room's clients still use the path they knew). */
+async function whereRuns(host, roomId) {
+    const res = await fetch(`${host.http}/odeon/admin/rooms`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    return (await res.json()).rooms.find((r) => r.roomId === roomId)?.processId;
+}
 
-describe("draining a host behind odeon-proxy (2 hosts, @colyseus/sdk 0.18)", () => {
+function positions(room) {
+    const out = {};
+    room.state.players.forEach((p, key) => { out[key] = { x: p.x, y: p.y }; });
+    return out;
+}
+
+async function until(what, predicate, ms = 8000) {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+        if (predicate()) return;
+        await sleep(20);
+    }
+    assert.fail(`timed out waiting for ${what}`);
+}
+
+describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 0.18)", () => {
     let d, proxy, hosts;
     before(async () => {
-        d = await startDeployment({ hosts: 2, label: "drain", hostArgs: ["--admin-token", TOKEN] });
+        d = await startDeployment({ hosts: 3, label: "drain", hostArgs: ["--admin-token", TOKEN] });
         hosts = d.hosts.slice();
         proxy = d.proxies[0];
     });
     after(async () => { await d?.stop(); });
-    const test = (name, fn, opts) => hostTest(() => proxy, `[drain] ${name}`, fn, { timeout: 40000, ...opts });
+    const test = (name, fn, opts) => hostTest(() => proxy, `[drain] ${name}`, fn, { timeout: 60000, ...opts });
 
-    test("a draining host takes no new room or seat; its rooms play on and it exits once they end", async (s) => {
-        // Rooms through the proxy until host 2 runs one; the others stay, so the load spreads.
-        let a;
-        for (let i = 0; i < 10 && !a; i++) {
-            const p = await s.join(sdk, "create", "echo", { mode: uniq("drain") }, { label: `player ${i}` });
-            await p.nextMsg("welcome");
-            if (processOf(p) === hosts[1].processId) a = p;
+    /** Rooms through the proxy until `host` runs one of `name`; the others stay, so load spreads. */
+    async function roomOn(s, host, name, options = {}) {
+        for (let i = 0; i < 12; i++) {
+            const p = await s.join(sdk, "create", name, { ...options }, { label: `${name} ${i}` });
+            if (processOf(p) === host.processId) return p;
         }
-        assert.ok(a, "a room on host 2");
+        assert.fail(`no ${name} room landed on ${host.label}`);
+    }
+
+    /** Every peer sees its room move: a drop, then a reconnection into the same room and session. */
+    async function followedTheMove(peer, roomId, sessionId) {
+        await peer.next("drop", 8000);
+        await peer.next("reconnect", 15000);
+        assert.equal(peer.room.roomId, roomId);
+        assert.equal(peer.room.sessionId, sessionId);
+    }
+
+    test("POST /odeon/admin/drain moves every room to the other hosts; clients follow by themselves; the host exits", async (s) => {
+        const victim = hosts[2];
+        const a = await roomOn(s, victim, "echo", { mode: uniq("drain") });
+        await a.nextMsg("welcome");
         const b = await s.join(sdk, "joinById", a.roomId, {}, { label: "B" });
         await b.nextMsg("welcome");
+        const p = await roomOn(s, victim, "arena");
+        await until("P has state", () => p.room.state?.players);
+        const q = await s.join(sdk, "joinById", p.roomId, {}, { label: "Q" });
+        await until("Q has state", () => q.room.state?.players);
+        p.send("move", { x: 11, y: -3 });
+        q.send("move", { x: 2.5, y: 7 });
+        const expected = { [p.sessionId]: { x: 11, y: -3 }, [q.sessionId]: { x: 2.5, y: 7 } };
+        for (const peer of [p, q]) await until(`${peer.label} converges`, () => JSON.stringify(positions(peer.room)) === JSON.stringify(expected));
+        for (const peer of [a, b, p, q]) sdk.setMinUptime(peer.room, 0);
+        const ids = new Map([a, b, p, q].map((x) => [x, [x.roomId, x.sessionId]]));
 
-        const answer = await drain(hosts[1]);
+        const answer = await drain(victim);
         assert.equal(answer.status, 200, JSON.stringify(answer.body));
-        assert.deepEqual([answer.body.processId, answer.body.draining], [hosts[1].processId, true]);
-        assert.equal((await health(hosts[1])).draining, true);
-        const state = await (await fetch(`${hosts[0].http}/odeon/admin/plugins`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
-        const echo = state.roomTypes.find((t) => t.name === "echo");
-        assert.equal(echo.hosts.find((h) => h.processId === hosts[1].processId)?.draining, true, JSON.stringify(echo.hosts));
-        assert.equal(echo.hosts.find((h) => h.processId === hosts[0].processId)?.draining, false);
+        assert.deepEqual(answer.body.stayed, [], JSON.stringify(answer.body));
+        const movedIds = answer.body.moved.map((m) => m.roomId);
+        assert.ok(movedIds.includes(a.roomId) && movedIds.includes(p.roomId), JSON.stringify(answer.body));
+        for (const m of answer.body.moved) assert.notEqual(m.to, victim.processId);
 
-        // New rooms, through the proxy and through the draining host itself, land on host 1.
-        for (let i = 0; i < 6; i++) {
-            const p = await s.join(sdk, "create", "echo", { mode: uniq("after") }, { label: `new ${i}` });
-            assert.equal(processOf(p), hosts[0].processId, `new room ${i} is placed on host 1`);
-            await p.room.leave();
+        await Promise.all([a, b, p, q].map((x) => followedTheMove(x, ...ids.get(x))));
+        // The echo room plays on with both clients, elsewhere.
+        assert.deepEqual(await a.roundTrip("echo", "moved"), "moved");
+        assert.deepEqual(await b.roundTrip("count"), { clients: 2 });
+        const now = await whereRuns(hosts[0], a.roomId);
+        assert.ok(now && now !== victim.processId, `the echo room runs on ${now}`);
+        // The arena room kept every position, and moves go on.
+        for (const peer of [p, q]) await until(`${peer.label} has the positions back`, () => JSON.stringify(positions(peer.room)) === JSON.stringify(expected));
+        q.send("move", { x: -1, y: -1 });
+        expected[q.sessionId] = { x: -1, y: -1 };
+        for (const peer of [p, q]) await until(`${peer.label} converges after the move`, () => JSON.stringify(positions(peer.room)) === JSON.stringify(expected));
+        for (const peer of [a, b, p, q]) {
+            assert.deepEqual(peer.inbox.items.filter((it) => ["leave", "error"].includes(it.kind)), [], `${peer.label} saw no leave or error`);
         }
-        const direct = await new sdk.Client(hosts[1].endpoint).create("echo", { mode: uniq("direct") });
-        assert.equal(sdk.ws(direct).url.split("/")[3], hosts[0].processId, "a room asked of the draining host is created on host 1");
-        await direct.leave();
-        // No new seat in a room of the draining host.
-        await assert.rejects(s.join(sdk, "joinById", a.roomId, {}, { label: "late" }), /locked/);
+        // New rooms never land on the drained host, which exits by itself once empty.
+        for (let i = 0; i < 4; i++) {
+            const n = await s.join(sdk, "create", "echo", { mode: uniq("after") }, { label: `new ${i}` });
+            assert.notEqual(processOf(n), victim.processId);
+            await n.room.leave();
+        }
+        const exited = await Promise.race([victim.exitPromise, sleep(10000).then(() => null)]);
+        assert.deepEqual(exited && { code: exited.code, signal: exited.signal }, { code: 0, signal: null }, victim.logTail(30));
+        assert.match(victim.logTail(60), /room moved/);
+    });
 
-        // The room plays on, and a dropped client comes back into it.
-        assert.deepEqual(await a.roundTrip("echo", "still"), "still");
-        sdk.setMinUptime(b.room, 0);
-        sdk.ws(b.room).terminate();
-        await b.next("drop", 5000);
-        await b.next("reconnect", 15000);
-        assert.deepEqual(await b.roundTrip("echo", "back"), "back");
-        assert.equal(hosts[1].alive, true, "a draining host with a room keeps running");
-
-        // Once its last room ends, the host exits by itself, cleanly.
-        await a.room.leave();
-        await b.room.leave();
-        const exited = await Promise.race([hosts[1].exitPromise, sleep(8000).then(() => null)]);
-        assert.deepEqual(exited && { code: exited.code, signal: exited.signal }, { code: 0, signal: null }, hosts[1].logTail(20));
-        await proxy.waitForProcesses([hosts[0].processId], 5000);
-        assert.deepEqual(await (await s.join(sdk, "create", "echo", { mode: uniq("end") })).roundTrip("echo", 1), 1);
+    test("SIGTERM moves the host's rooms too: its clients follow them by themselves", async (s) => {
+        const victim = hosts[1];
+        assert.ok(victim.alive);
+        const a = await roomOn(s, victim, "echo", { mode: uniq("term") });
+        await a.nextMsg("welcome");
+        sdk.setMinUptime(a.room, 0);
+        const [roomId, sessionId] = [a.roomId, a.sessionId];
+        victim.child.kill("SIGTERM");
+        await followedTheMove(a, roomId, sessionId);
+        assert.equal(await whereRuns(hosts[0], roomId), hosts[0].processId);
+        assert.deepEqual(await a.roundTrip("echo", "after sigterm"), "after sigterm");
+        const exited = await Promise.race([victim.exitPromise, sleep(10000).then(() => null)]);
+        assert.equal(exited?.code, 0, victim.logTail(30));
     });
 });
 

@@ -18,8 +18,11 @@ use crate::plugins::{PluginVersion, Plugins};
 use crate::presence::Presence;
 use crate::rooms::{RoomHandle, RoomMsg, SeatError};
 
+mod moves;
 mod peers;
 mod placement;
+
+pub use moves::Moved;
 
 /// A held seat, ready to be turned into the profile's seat-reservation JSON.
 #[derive(Debug, Clone)]
@@ -54,6 +57,15 @@ impl MatchmakeError {
 }
 
 /// Settings of the matchmaker.
+/// A relayed socket, counted while it lives.
+pub struct RelayGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MatchmakerConfig {
     /// This host's process id.
@@ -89,6 +101,9 @@ pub struct Matchmaker {
     creates: crate::limits::DeploymentLimit,
     room_runtime: tokio::runtime::Handle,
     shutting_down: AtomicBool,
+    /// Sockets this host relays to another process (clients of rooms that moved away, or that
+    /// matchmade here for a room elsewhere): a drained host waits for them before it exits.
+    relays: Arc<std::sync::atomic::AtomicUsize>,
     /// The other processes of the deployment (only this one with the embedded presence).
     cluster: Arc<Cluster>,
 }
@@ -133,6 +148,7 @@ impl Matchmaker {
             creates,
             room_runtime,
             shutting_down: AtomicBool::new(false),
+            relays: Arc::default(),
         })
     }
 
@@ -211,6 +227,7 @@ impl Matchmaker {
             room.send(RoomMsg::Drain);
         }
         self.cluster.heartbeat(self.room_count(), self.client_count()).await;
+        self.cluster.announce_entry().await;
     }
 
     /// Whether this host is draining.
@@ -218,14 +235,21 @@ impl Matchmaker {
         self.cluster.is_draining()
     }
 
-    /// Resolves once this host is draining and holds no room, or has drained for `timeout`.
+    /// Counts a socket relayed to another process for as long as the guard lives.
+    pub fn relaying(&self) -> RelayGuard {
+        self.relays.fetch_add(1, Ordering::Relaxed);
+        RelayGuard(self.relays.clone())
+    }
+
+    /// Resolves once this host is draining and holds no room and relays no socket, or has
+    /// drained for `timeout`.
     pub async fn drained(&self, timeout: Duration) {
         let mut since = None;
         loop {
             if self.is_draining() {
                 let started = *since.get_or_insert_with(tokio::time::Instant::now);
-                if self.room_count() == 0 {
-                    return tracing::info!("drained: no room left");
+                if self.room_count() == 0 && self.relays.load(Ordering::Relaxed) == 0 {
+                    return tracing::info!("drained: no room or relayed socket left");
                 }
                 if started.elapsed() >= timeout {
                     return tracing::warn!(
@@ -348,6 +372,13 @@ impl Matchmaker {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The process a room this host does not run runs on now (it may have moved away), if its
+    /// listing says.
+    pub async fn owner_of(&self, room_id: &str) -> Option<String> {
+        let listing = self.driver.find_by_id(room_id).await.ok().flatten()?;
+        (listing.process_id != self.config.process_id).then_some(listing.process_id)
     }
 
     async fn find_by_id(&self, room_id: &str) -> Result<RoomListing, MatchmakeError> {

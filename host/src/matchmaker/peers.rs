@@ -84,6 +84,10 @@ impl Matchmaker {
             Request::CheckReconnectionToken { room_id, token } => {
                 Reply::Session { session_id: self.check_token_local(&room_id, token).await }
             }
+            Request::ImportRoom { transfer } => match self.import_room(&transfer).await {
+                Ok(()) => Reply::Imported,
+                Err(message) => Reply::Failed { custom_code: None, message },
+            },
         }
     }
 }

@@ -225,20 +225,7 @@ impl Matchmaker {
             create_filters,
         );
         listing.public_address = self.config.public_address.clone();
-        let rooms_map = self.rooms.clone();
-        let deps = RoomDeps {
-            driver: self.driver.clone(),
-            presence: self.presence.clone(),
-            // The slot is freed when the room's last handle on its dependencies goes.
-            on_exit: Arc::new(move |id| {
-                let _held = &slot;
-                rooms_map.lock().expect("rooms lock").remove(id);
-            }),
-            profile: self.config.profile,
-            seat_timeout: self.config.seat_timeout,
-            limits: self.plugins.limits(),
-            hold_bytes: crate::net::wire::WireLimits::default().queue_bytes,
-        };
+        let deps = self.room_deps(slot);
         self.creating.lock().expect("creating lock").insert(room_id.clone());
         let created = rooms::create(plugin.clone(), listing, encode(&merged), deps, &self.room_runtime).await;
         if let Ok((handle, _)) = &created {
@@ -265,6 +252,24 @@ impl Matchmaker {
         self.reserve_local(&room_id, session_id, encode(options), auth, takeover)
             .await
             .map_err(|e| MatchmakeError::new(ErrorCode::Unhandled, format!("new room refused a seat: {e}")))
+    }
+
+    /// What a room of this host depends on; `slot` is freed when the room's last handle on them
+    /// goes.
+    pub(super) fn room_deps(&self, slot: RoomSlot) -> RoomDeps {
+        let rooms_map = self.rooms.clone();
+        RoomDeps {
+            driver: self.driver.clone(),
+            presence: self.presence.clone(),
+            on_exit: Arc::new(move |id| {
+                let _held = &slot;
+                rooms_map.lock().expect("rooms lock").remove(id);
+            }),
+            profile: self.config.profile,
+            seat_timeout: self.config.seat_timeout,
+            limits: self.plugins.limits(),
+            hold_bytes: crate::net::wire::WireLimits::default().queue_bytes,
+        }
     }
 
     /// Reserves a seat in a room of any process.
@@ -344,7 +349,7 @@ pub(super) fn session_taken(session_id: &str) -> MatchmakeError {
 pub(super) struct RoomSlot(Arc<std::sync::atomic::AtomicUsize>);
 
 impl RoomSlot {
-    fn take(slots: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
+    pub(super) fn take(slots: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Self> {
         use std::sync::atomic::Ordering;
         slots.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
         Some(Self(slots.clone()))

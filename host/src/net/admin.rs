@@ -162,13 +162,28 @@ pub(super) async fn list_rooms(State(state): State<AppState>, _: Authorized) -> 
 }
 
 /// `POST /odeon/admin/drain`: this host stops taking rooms and seats (the registry says it is
-/// draining, so no host or proxy places anything here), its rooms play on until they end, and
-/// it exits once it holds none (or after `--drain-timeout-secs`).
+/// draining, so no host or proxy places anything here) and moves its rooms to the other live
+/// hosts; what cannot move plays on here until it ends. It exits once it holds no room and
+/// relays no socket (or after `--drain-timeout-secs`). The answer says where each room went.
 pub(super) async fn drain(State(state): State<AppState>, _: Authorized) -> Response {
     state.mm.drain().await;
+    let moves = state.mm.move_rooms().await;
+    let moved: Vec<Value> = moves
+        .iter()
+        .filter_map(|m| {
+            let to = m.outcome.as_ref().ok()?;
+            Some(json!({ "roomId": m.room_id, "to": to, "tookMs": m.took.as_secs_f64() * 1000.0 }))
+        })
+        .collect();
+    let stayed: Vec<Value> = moves
+        .iter()
+        .filter_map(|m| Some(json!({ "roomId": m.room_id, "reason": m.outcome.as_ref().err()? })))
+        .collect();
     Json(json!({
         "processId": state.mm.process_id(),
         "draining": true,
+        "moved": moved,
+        "stayed": stayed,
         "rooms": state.mm.room_count(),
     }))
     .into_response()

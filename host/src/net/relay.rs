@@ -27,8 +27,14 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest response head accepted from the owner.
 const MAX_HEAD: usize = 8 << 10;
 
-/// Relays the upgrade `req` for a room of `process_id` (not this process) to that process.
-pub(super) async fn relay(state: &AppState, process_id: &str, mut req: Request) -> Response {
+/// Relays the upgrade `req` for a room of `process_id` (not this process) to that process, as
+/// `target` (path and query) or, if `None`, as the client asked it.
+pub(super) async fn relay(
+    state: &AppState,
+    process_id: &str,
+    target: Option<String>,
+    mut req: Request,
+) -> Response {
     if req.headers().contains_key(RELAYED) {
         return json_error(StatusCode::NOT_FOUND, "no such process here");
     }
@@ -43,7 +49,7 @@ pub(super) async fn relay(state: &AppState, process_id: &str, mut req: Request) 
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return json_error(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
     };
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let target = target.unwrap_or_else(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string());
     let head = format!(
         "GET {target} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n{RELAYED}: {}\r\n\r\n",
@@ -73,7 +79,9 @@ pub(super) async fn relay(state: &AppState, process_id: &str, mut req: Request) 
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return res;
     }
+    let counted = state.mm.relaying();
     tokio::spawn(async move {
+        let _counted = counted;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => return tracing::debug!("relayed websocket upgrade failed: {e}"),

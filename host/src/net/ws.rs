@@ -73,7 +73,15 @@ pub(super) async fn websocket(
     // that matchmade through this host while the room runs elsewhere); a process that is not
     // live (one that ran on this port before a restart, say) is not this host's to answer.
     if process_id != state.mm.process_id() {
-        return super::relay::relay(&state, &process_id, req).await;
+        return super::relay::relay(&state, &process_id, None, req).await;
+    }
+    // A room that moved to another host (a drain): its clients come back here, and go on there.
+    if state.mm.room(&room_id).is_none()
+        && !req.headers().contains_key(super::relay::RELAYED)
+        && let Some(owner) = state.mm.owner_of(&room_id).await
+    {
+        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        return super::relay::relay(&state, &owner, Some(format!("/{owner}/{room_id}{query}")), req).await;
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {

@@ -69,6 +69,11 @@ impl Clients {
         self.map.len()
     }
 
+    /// Every client, by session.
+    pub(super) fn sessions(&self) -> impl Iterator<Item = (&str, &Client)> {
+        self.map.iter().map(|(sid, c)| (sid.as_str(), c))
+    }
+
     pub(super) fn get(&self, session_id: &str) -> Option<&Client> {
         self.map.get(session_id)
     }

@@ -44,6 +44,11 @@ impl RoomInputs {
         Ok(Self { decl, kinds, created, clients: Vec::new() })
     }
 
+    /// The declaration the room made.
+    pub(super) fn decl(&self) -> &InputDecl {
+        &self.decl
+    }
+
     /// The fixed step, in milliseconds.
     pub(super) fn step_ms(&self) -> f64 {
         1000.0 / self.decl.tick_rate_hz as f64

@@ -29,6 +29,8 @@ enum Latest {
     /// The listing as it is now, to be written whole (it may be missing from the driver).
     Rewrite(Box<RoomListing>),
     Removed,
+    /// The room moved to another host, which owns the listing now: stop without removing it.
+    HandedOver,
 }
 
 /// The room's side of its publisher.
@@ -68,11 +70,22 @@ impl ListingPublisher {
     pub(super) fn remove(&self) {
         self.tx.send_replace(Latest::Removed);
     }
+
+    /// The room moved to another host, which wrote the listing under its own process id.
+    pub(super) fn hand_over(&self) {
+        self.tx.send_replace(Latest::HandedOver);
+    }
 }
 
 impl Drop for ListingPublisher {
     fn drop(&mut self) {
-        self.tx.send_replace(Latest::Removed);
+        self.tx.send_if_modified(|latest| {
+            if matches!(latest, Latest::HandedOver) {
+                return false;
+            }
+            *latest = Latest::Removed;
+            true
+        });
     }
 }
 
@@ -94,6 +107,7 @@ async fn publish(
                 (**l).clone()
             }
             Latest::Removed => break,
+            Latest::HandedOver => return,
         };
         let result = if healthy {
             driver.update(&room_id, update_of(&listing)).await

@@ -13,6 +13,7 @@ mod inputs;
 mod listing;
 mod schedule;
 mod seats;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +158,15 @@ pub enum RoomMsg {
     /// An answer from a shared service (presence, listings) for the guest, already in the
     /// form the guest receives it.
     Service(Event),
+    /// The room is leaving for another host (a drain): between two guest calls, answer its
+    /// transfer on `reply`, then wait for `commit`: `true` once the other host has it (the room
+    /// ends here), anything else to carry on here.
+    MoveOut {
+        /// The room's transfer, or why it cannot move.
+        reply: oneshot::Sender<Result<Box<transfer::RoomTransfer>, String>>,
+        /// The mover's word.
+        commit: oneshot::Receiver<bool>,
+    },
     /// Move the room to another version of its code (live migration) between two guest calls:
     /// messages queued behind this one are applied after the swap, by the new code.
     Migrate {

@@ -20,6 +20,20 @@ pub(super) struct Due {
     pub patch: bool,
 }
 
+/// A schedule as it moves with a room to another host: the grids restart there, the timers keep
+/// what was left of their delays.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ScheduleImage {
+    /// Patch interval, ms (0: off).
+    pub patch_ms: u64,
+    /// A patch was wanted.
+    pub patch_wanted: bool,
+    /// Simulation interval, ms.
+    pub tick_ms: Option<u64>,
+    /// Guest timers in firing order: id, ms until due, repeat interval in ms.
+    pub timers: Vec<(u64, u64, Option<u64>)>,
+}
+
 pub(super) struct Schedule {
     origin: Instant,
     patch_every: Duration,
@@ -114,6 +128,42 @@ impl Schedule {
         [timer, self.next_tick, self.next_patch].into_iter().flatten().min()
     }
 
+    /// The schedule, for the room's move to another host.
+    pub(super) fn export(&self, now: Instant) -> ScheduleImage {
+        ScheduleImage {
+            patch_ms: self.patch_every.as_millis() as u64,
+            patch_wanted: self.next_patch.is_some(),
+            tick_ms: self.tick_every.map(|d| d.as_millis() as u64),
+            timers: self
+                .timers
+                .iter()
+                .map(|((at, _), (id, every))| {
+                    (
+                        *id,
+                        at.saturating_duration_since(now).as_millis() as u64,
+                        every.map(|d| d.as_millis() as u64),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The schedule of a room that moved here, its grids starting now.
+    pub(super) fn import(image: &ScheduleImage, now: Instant) -> Self {
+        let mut s = Self::new(now);
+        s.patch_every = Duration::from_millis(image.patch_ms);
+        s.set_simulation_interval(image.tick_ms.map(Duration::from_millis), now);
+        for &(id, due_in, every) in &image.timers {
+            s.seq += 1;
+            s.timers
+                .insert((now + Duration::from_millis(due_in), s.seq), (id, every.map(Duration::from_millis)));
+        }
+        if image.patch_wanted {
+            s.want_patch(now);
+        }
+        s
+    }
+
     /// Takes everything due at `now`.
     pub(super) fn take_due(&mut self, now: Instant) -> Due {
         let mut due = Due::default();
@@ -206,6 +256,27 @@ mod tests {
         s.set_simulation_interval(Some(Duration::from_millis(50)), t0);
         assert!(s.take_due(t0 + Duration::from_millis(260)).tick_dt_ms.is_some());
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn a_moved_schedule_keeps_what_was_left_of_each_timer() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0);
+        s.set_patch_rate(Duration::from_millis(100), t0);
+        s.set_simulation_interval(Some(Duration::from_millis(50)), t0);
+        s.set_timer(1, Duration::from_millis(300), false, t0);
+        s.set_timer(2, Duration::from_millis(80), true, t0);
+        let image = s.export(t0 + Duration::from_millis(30));
+        assert_eq!(image.timers, vec![(2, 50, Some(80)), (1, 270, None)]);
+        assert_eq!((image.patch_ms, image.tick_ms), (100, Some(50)));
+        // Elsewhere, later: the same delays from the moment it arrives.
+        let t1 = t0 + Duration::from_secs(7);
+        let mut moved = Schedule::import(&image, t1);
+        assert_eq!(moved.take_due(t1 + Duration::from_millis(50)).timers, vec![2]);
+        assert_eq!(moved.take_due(t1 + Duration::from_millis(130)).timers, vec![2]);
+        // The interval keeps its phase (210 ms), the one-shot its 270 ms.
+        assert_eq!(moved.take_due(t1 + Duration::from_millis(270)).timers, vec![2, 1]);
+        assert_eq!(moved.patch_rate_ms(), 100);
     }
 
     #[test]

@@ -19,6 +19,20 @@ struct PendingReconnection {
     token: String,
     code: u16,
     expires: Instant,
+    /// A client of a room that moved here from another host: it comes back without the guest
+    /// seeing a drop or a reconnection (the guest still counts it as joined).
+    silent: bool,
+}
+
+/// Seats as they move with a room to another host.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SeatsImage {
+    /// Reservations waiting for their socket: session, options, auth, takeover, ms left.
+    pub reservations: Vec<(String, serde_bytes::ByteBuf, serde_bytes::ByteBuf, bool, u64)>,
+    /// Reconnection windows: session, token, close code, ms left, silent.
+    pub reconnections: Vec<(String, String, u16, u64, bool)>,
+    /// Whether the room has had a seat.
+    pub ever_seated: bool,
 }
 
 pub(super) struct Seats {
@@ -74,14 +88,62 @@ impl Seats {
         self.reconnections.iter().find(|(_, p)| p.token == token).map(|(sid, _)| sid.clone())
     }
 
-    /// Takes the seat held for `session_id` if `token` is its token.
-    pub(super) fn take_reconnection(&mut self, session_id: &str, token: &str) -> bool {
+    /// Takes the seat held for `session_id` if `token` is its token: `Some(silent)`, where a
+    /// silent seat is a moved room's client coming back (the guest sees no reconnection).
+    pub(super) fn take_reconnection(&mut self, session_id: &str, token: &str) -> Option<bool> {
         if self.reconnections.get(session_id).is_some_and(|p| p.token == token) {
-            self.reconnections.remove(session_id);
-            true
+            self.reconnections.remove(session_id).map(|p| p.silent)
         } else {
-            false
+            None
         }
+    }
+
+    /// The seats, for the room's move to another host; `connected` (session, token) are the
+    /// clients connected here, which come back there on silent reconnection windows of `window`.
+    pub(super) fn export(
+        &self,
+        connected: Vec<(String, String)>,
+        window: Duration,
+        now: Instant,
+    ) -> SeatsImage {
+        let left = |at: Instant| at.saturating_duration_since(now).as_millis() as u64;
+        let mut reconnections: Vec<_> = self
+            .reconnections
+            .iter()
+            .map(|(sid, p)| (sid.clone(), p.token.clone(), p.code, left(p.expires), p.silent))
+            .collect();
+        let moved = close_code_of_move();
+        reconnections.extend(
+            connected.into_iter().map(|(sid, token)| (sid, token, moved, window.as_millis() as u64, true)),
+        );
+        SeatsImage {
+            reservations: self
+                .reservations
+                .iter()
+                .map(|(sid, r)| {
+                    let (options, auth) = (r.options.clone().into(), r.auth.clone().into());
+                    (sid.clone(), options, auth, r.takeover, left(r.expires))
+                })
+                .collect(),
+            reconnections,
+            ever_seated: self.ever_seated,
+        }
+    }
+
+    /// The seats of a room that moved here.
+    pub(super) fn import(image: SeatsImage, timeout: Duration, now: Instant) -> Self {
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        let mut seats = Self::new(timeout, now);
+        seats.ever_seated = image.ever_seated;
+        for (sid, options, auth, takeover, ms) in image.reservations {
+            let reservation =
+                Reservation { options: options.into_vec(), auth: auth.into_vec(), takeover, expires: at(ms) };
+            seats.reservations.insert(sid, reservation);
+        }
+        for (sid, token, code, ms, silent) in image.reconnections {
+            seats.reconnections.insert(sid, PendingReconnection { token, code, expires: at(ms), silent });
+        }
+        seats
     }
 
     /// A client dropped without consent: keep its token until the guest has seen the drop.
@@ -93,7 +155,8 @@ impl Seats {
     pub(super) fn allow_reconnection(&mut self, session_id: &str, seconds: u32, now: Instant) {
         if let Some((token, code)) = self.dropped.remove(session_id) {
             let expires = now + Duration::from_secs(u64::from(seconds));
-            self.reconnections.insert(session_id.to_string(), PendingReconnection { token, code, expires });
+            let pending = PendingReconnection { token, code, expires, silent: false };
+            self.reconnections.insert(session_id.to_string(), pending);
         }
     }
 
@@ -128,5 +191,43 @@ impl Seats {
         let reconnects = self.reconnections.values().map(|r| r.expires).min();
         let first_seat = (!self.ever_seated).then_some(self.first_seat_by);
         [seats, reconnects, first_seat].into_iter().flatten().min()
+    }
+}
+
+/// The close code a moved room's client was closed with: the SDKs reconnect after it.
+fn close_code_of_move() -> u16 {
+    odeon_protocol::frame::close::MAY_TRY_RECONNECT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_seats_keep_their_windows_and_connected_clients_come_back_silently() {
+        let t0 = Instant::now();
+        let mut seats = Seats::new(Duration::from_secs(15), t0);
+        seats.reserve("r".into(), vec![1], vec![2], false, t0);
+        seats.remember_drop("d".into(), "tok-d".into(), 1006);
+        seats.allow_reconnection("d", 20, t0);
+        let image = seats.export(
+            vec![("c".into(), "tok-c".into())],
+            Duration::from_secs(30),
+            t0 + Duration::from_secs(5),
+        );
+        let t1 = t0 + Duration::from_secs(60);
+        let mut moved = Seats::import(image, Duration::from_secs(15), t1);
+        assert_eq!(moved.held(), 3);
+        // The dropped client's window kept its 15 s left; the reservation its 10 s.
+        assert_eq!(moved.take_reconnection("d", "wrong"), None);
+        assert_eq!(
+            moved.take_reconnection("c", "tok-c"),
+            Some(true),
+            "a connected client comes back silently"
+        );
+        assert_eq!(moved.session_of_token("tok-d").as_deref(), Some("d"));
+        assert_eq!(moved.expire(t1 + Duration::from_secs(14)), vec![]);
+        assert_eq!(moved.expire(t1 + Duration::from_secs(16)), vec![("d".to_string(), 1006)]);
+        assert!(moved.take_reservation("r").is_none(), "the reservation expired after its 10 s");
     }
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 mod effects;
 mod migrate;
+mod moving;
 
 use super::clients::{Client, ClientState, Clients};
 use super::inputs::RoomInputs;
@@ -68,6 +69,8 @@ pub(super) struct Room {
     simulation_ms: u32,
     /// A live migration asked for in the inbox, run once the batch before it is served.
     migration: Option<(Arc<PluginVersion>, tokio::sync::oneshot::Sender<Migrated>)>,
+    /// A move to another host asked for in the inbox (see `moving`).
+    move_out: Option<MoveOut>,
     disposing: bool,
     /// A host limit the guest's last effects broke; the room fails once they are applied.
     fault: Option<GuestError>,
@@ -77,6 +80,12 @@ pub(super) struct Room {
     /// When the room was created: its clock for TIMED frames starts here.
     created: Instant,
 }
+
+/// A move's reply channel and the mover's word.
+type MoveOut = (
+    tokio::sync::oneshot::Sender<Result<Box<crate::rooms::transfer::RoomTransfer>, String>>,
+    tokio::sync::oneshot::Receiver<bool>,
+);
 
 /// The most timers one room may have pending.
 pub(super) const MAX_TIMERS: usize = 10_000;
@@ -114,6 +123,7 @@ impl Room {
             ticks_unhandled: false,
             simulation_ms: 0,
             migration: None,
+            move_out: None,
             disposing: false,
             fault: None,
             inputs: None,
@@ -154,7 +164,7 @@ impl Room {
             if !events.is_empty() && !self.call(&mut events).await {
                 return;
             }
-            if !self.migrate_if_asked(&mut events).await {
+            if !self.migrate_if_asked(&mut events).await || !self.move_if_asked(&mut events).await {
                 return;
             }
             // Seats reserved or expired without a guest call still change the listing.
@@ -181,7 +191,7 @@ impl Room {
                 // Drain what else is already queued, so one guest call serves the batch.
                 for _ in 1..BATCH_MESSAGES {
                     // A migration waits for this batch; what comes after it goes to the new code.
-                    if bytes >= BATCH_BYTES || self.migration.is_some() {
+                    if bytes >= BATCH_BYTES || self.migration.is_some() || self.move_out.is_some() {
                         break;
                     }
                     match self.rx.try_recv() {
@@ -344,13 +354,15 @@ impl Room {
             RoomMsg::Connect { session_id, reconnection_token, conn_id, wire, skip_handshake, reply } => {
                 // A reconnection keeps its token and skips the join hook; a new seat gets both.
                 let (token, event) = match reconnection_token {
-                    Some(token) => {
-                        if !self.seats.take_reconnection(&session_id, &token) {
+                    Some(token) => match self.seats.take_reconnection(&session_id, &token) {
+                        None => {
                             let _ = reply.send(Err(ConnectError::Expired));
                             return 0;
                         }
-                        (token, Event::Reconnect { session_id: session_id.clone() })
-                    }
+                        // A client of a room that moved here: the guest counts it as joined.
+                        Some(true) => (token, None),
+                        Some(false) => (token, Some(Event::Reconnect { session_id: session_id.clone() })),
+                    },
                     None => {
                         let Some(seat) = self.seats.take_reservation(&session_id) else {
                             let _ = reply.send(Err(ConnectError::Expired));
@@ -375,15 +387,23 @@ impl Room {
                             options: seat.options,
                             auth: seat.auth,
                         };
-                        (crate::ids::generate(), join)
+                        (crate::ids::generate(), Some(join))
                     }
                 };
                 if let Some(inputs) = &mut self.inputs {
                     // A new connection starts with a fresh input buffer, and acks from 0.
                     inputs.reset(&session_id);
                 }
-                self.clients.insert(session_id, Client::new(conn_id, wire, token, skip_handshake));
-                events.push(event);
+                self.clients.insert(session_id.clone(), Client::new(conn_id, wire, token, skip_handshake));
+                match event {
+                    Some(event) => events.push(event),
+                    None => {
+                        // No guest call to wait for: JOIN_ROOM goes out now.
+                        if let Some(frame) = self.join_frame(&session_id) {
+                            self.clients.send_now(&session_id, &frame);
+                        }
+                    }
+                }
                 let _ = reply.send(Ok(()));
             }
             RoomMsg::Input { session_id, conn_id, input, cost } => {
@@ -440,6 +460,11 @@ impl Room {
             RoomMsg::Republish => {
                 if let Some(p) = &mut self.publisher {
                     p.rewrite(&self.listing);
+                }
+            }
+            RoomMsg::MoveOut { reply, commit } => {
+                if let Some((earlier, _)) = self.move_out.replace((reply, commit)) {
+                    let _ = earlier.send(Err("a later move replaced this one".into()));
                 }
             }
             RoomMsg::Migrate { to, reply } => {

@@ -1,0 +1,145 @@
+//! Moving rooms between hosts: a draining host sends each of its rooms to the least-loaded live
+//! host (`move_rooms`), which takes it over under the same room id (`import_room`).
+//!
+//! The room is frozen between two guest calls while it moves; its transfer travels over the
+//! cluster's call channel. The room leaves this host only once the other one runs it; if the
+//! other host refuses (another version, no slot, a failed restore), it carries on here.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tokio::sync::oneshot;
+
+use super::Matchmaker;
+use super::placement::RoomSlot;
+use crate::cluster::{Reply, Request};
+use crate::rooms::transfer::{self, RoomTransfer};
+use crate::rooms::{self, RoomHandle, RoomMsg};
+
+/// Rooms moved at once.
+const AT_ONCE: usize = 8;
+
+/// How one room's move went.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    /// The room.
+    pub room_id: String,
+    /// Where it went, or why it stayed.
+    pub outcome: Result<String, String>,
+    /// How long it was frozen.
+    pub took: Duration,
+}
+
+impl Matchmaker {
+    /// Sends every room of this host to another live host; returns how each move went.
+    pub async fn move_rooms(&self) -> Vec<Moved> {
+        let rooms: Vec<RoomHandle> = self.rooms.lock().expect("rooms lock").values().cloned().collect();
+        let mut moved = Vec::with_capacity(rooms.len());
+        for wave in rooms.chunks(AT_ONCE) {
+            let moves = wave.iter().map(|room| self.move_room(room));
+            moved.extend(futures_util::future::join_all(moves).await);
+        }
+        for m in &moved {
+            match &m.outcome {
+                Ok(to) => {
+                    tracing::info!(room = %m.room_id, to = %to, took_ms = m.took.as_millis() as u64, "room moved")
+                }
+                Err(why) => tracing::warn!(room = %m.room_id, "room stays: {why}"),
+            }
+        }
+        moved
+    }
+
+    async fn move_room(&self, room: &RoomHandle) -> Moved {
+        let started = Instant::now();
+        let outcome = self.try_move(room).await;
+        Moved { room_id: room.room_id.to_string(), outcome, took: started.elapsed() }
+    }
+
+    async fn try_move(&self, room: &RoomHandle) -> Result<String, String> {
+        let target = self
+            .cluster
+            .least_loaded()
+            .await
+            .filter(|p| p.process_id != self.config.process_id)
+            .ok_or("no other live host to take it")?;
+        let (reply, transfer) = oneshot::channel();
+        let (commit, word) = oneshot::channel();
+        if !room.send(RoomMsg::MoveOut { reply, commit: word }) {
+            return Err("the room is gone".into());
+        }
+        let transfer = transfer.await.map_err(|_| "the room ended".to_string())??;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(transfer.encode());
+        let answer = self.cluster.call(&target.process_id, Request::ImportRoom { transfer: encoded }).await;
+        match answer {
+            Ok(Reply::Imported) => {
+                let _ = commit.send(true);
+                Ok(target.process_id)
+            }
+            Ok(Reply::Failed { message, .. }) => {
+                let _ = commit.send(false);
+                Err(format!("{} refused it: {message}", target.process_id))
+            }
+            Ok(other) => {
+                let _ = commit.send(false);
+                Err(format!("{} answered {other:?}", target.process_id))
+            }
+            Err(e) => {
+                // Unanswered: the other host may run it now, or not. Keeping it here risks two
+                // copies; sending it away on a guess risks none: it stays, and so may a copy
+                // there, whose clients never come (its seats expire and it disposes).
+                let _ = commit.send(false);
+                Err(format!("{} did not answer: {e}", target.process_id))
+            }
+        }
+    }
+
+    /// Takes over a room moving off another host (`transfer`: its [`RoomTransfer`], MessagePack,
+    /// base64): the same version must run here, and a room slot be free.
+    pub(super) async fn import_room(&self, transfer: &str) -> Result<(), String> {
+        if self.is_draining() || self.is_shutting_down() {
+            return Err("this host is stopping".into());
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(transfer)
+            .map_err(|e| format!("bad transfer: {e}"))?;
+        let transfer = RoomTransfer::decode(&bytes)?;
+        let plugin = self
+            .plugins
+            .get(&transfer.name)
+            .filter(|v| v.hash == transfer.hash)
+            .or_else(|| {
+                self.plugins.canary(&transfer.name).map(|c| c.version).filter(|v| v.hash == transfer.hash)
+            })
+            .ok_or_else(|| {
+                format!("this host does not run version {} of {}", transfer.hash, transfer.name)
+            })?;
+        let max = self.plugins.limits().max_instances as usize;
+        let slot = RoomSlot::take(&self.room_slots, max).ok_or("this host runs its limit of rooms")?;
+        let mut listing = rooms::new_listing(
+            &transfer.name,
+            transfer.room_id.clone(),
+            &self.config.process_id,
+            transfer.metadata.clone(),
+            transfer.create_filters.clone(),
+        );
+        listing.max_clients = transfer.max_clients;
+        listing.private = transfer.private;
+        listing.unlisted = transfer.unlisted;
+        listing.created_at = transfer.created_at.clone();
+        listing.public_address = self.config.public_address.clone();
+        listing.plugin_version = plugin.version;
+        let room_id = transfer.room_id.clone();
+        let deps = self.room_deps(slot);
+        let handle = transfer::arrive(plugin, transfer, listing, deps, &self.room_runtime).await?;
+        self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle);
+        // Proxies send the room's clients here when they come back by its old path.
+        let key = odeon_protocol::registry::moved_key(&room_id);
+        let ttl = Duration::from_secs(odeon_protocol::registry::MOVED_TTL_SECS);
+        if let Err(e) = self.presence.setex(&key, &self.config.process_id, ttl).await {
+            tracing::warn!(room = %room_id, "moved room's forwarding address not written: {e}");
+        }
+        self.cluster.heartbeat(self.room_count(), self.client_count()).await;
+        Ok(())
+    }
+}

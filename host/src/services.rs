@@ -71,7 +71,7 @@ impl RoomServices {
                     Err(format!("a room may subscribe to at most {MAX_SUBSCRIPTIONS} topics")),
                 );
             }
-            PresenceOp::Subscribe { topic } => self.subscribe(op_id, topic),
+            PresenceOp::Subscribe { topic } => self.subscribe(Some(op_id), topic),
             PresenceOp::Unsubscribe { topic } => {
                 if let Some(task) = self.subscriptions.remove(&(topic.name, topic.global)) {
                     task.abort();
@@ -119,7 +119,20 @@ impl RoomServices {
         });
     }
 
-    fn subscribe(&mut self, op_id: u64, topic: Key) {
+    /// The topics the room is subscribed to (a moving room takes them along).
+    pub fn topics(&self) -> Vec<Key> {
+        self.subscriptions.keys().map(|(name, global)| Key { name: name.clone(), global: *global }).collect()
+    }
+
+    /// Subscribes again to the topics of a room that moved here; nothing is answered (the
+    /// guest had its answers where it came from).
+    pub fn resubscribe(&mut self, topics: Vec<Key>) {
+        for topic in topics {
+            self.subscribe(None, topic);
+        }
+    }
+
+    fn subscribe(&mut self, op_id: Option<u64>, topic: Key) {
         let presence = self.presence.clone();
         let scoped = scoped(&self.room_type, &topic);
         let inbox = self.inbox.clone();
@@ -128,7 +141,7 @@ impl RoomServices {
             let mut subscription = match presence.subscribe(&scoped).await {
                 Ok(s) => s,
                 Err(e) => {
-                    if let Some(inbox) = inbox.upgrade() {
+                    if let (Some(inbox), Some(op_id)) = (inbox.upgrade(), op_id) {
                         let _ = inbox.send(RoomMsg::Service(Event::PresenceResult {
                             op_id,
                             result: Err(e.to_string()),
@@ -137,7 +150,7 @@ impl RoomServices {
                     return;
                 }
             };
-            if let Some(inbox) = inbox.upgrade() {
+            if let (Some(inbox), Some(op_id)) = (inbox.upgrade(), op_id) {
                 let _ = inbox
                     .send(RoomMsg::Service(Event::PresenceResult { op_id, result: Ok(PresenceValue::Nil) }));
             }

@@ -81,8 +81,17 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         q.send("move", { x: 2.5, y: 7 });
         const expected = { [p.sessionId]: { x: 11, y: -3 }, [q.sessionId]: { x: 2.5, y: 7 } };
         for (const peer of [p, q]) await until(`${peer.label} converges`, () => JSON.stringify(positions(peer.room)) === JSON.stringify(expected));
-        for (const peer of [a, b, p, q]) sdk.setMinUptime(peer.room, 0);
-        const ids = new Map([a, b, p, q].map((x) => [x, [x.roomId, x.sessionId]]));
+        // A board room (pub/sub between rooms) on the victim, and one elsewhere.
+        const c = await roomOn(s, victim, "board");
+        await c.nextMsg("visits");
+        let other;
+        for (let i = 0; i < 12 && !other; i++) {
+            const o = await s.join(sdk, "create", "board", {}, { label: `board elsewhere ${i}` });
+            if (processOf(o) !== victim.processId) other = o;
+        }
+        assert.ok(other, "a board room on another host");
+        for (const peer of [a, b, p, q, c]) sdk.setMinUptime(peer.room, 0);
+        const ids = new Map([a, b, p, q, c].map((x) => [x, [x.roomId, x.sessionId]]));
 
         const answer = await drain(victim);
         assert.equal(answer.status, 200, JSON.stringify(answer.body));
@@ -91,7 +100,15 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         assert.ok(movedIds.includes(a.roomId) && movedIds.includes(p.roomId), JSON.stringify(answer.body));
         for (const m of answer.body.moved) assert.notEqual(m.to, victim.processId);
 
-        await Promise.all([a, b, p, q].map((x) => followedTheMove(x, ...ids.get(x))));
+        await Promise.all([a, b, p, q, c].map((x) => followedTheMove(x, ...ids.get(x))));
+        // The moved board room is still subscribed: a post from another host's board room
+        // reaches it, and its own posts reach the others.
+        other.send("post", { text: "to the moved room" });
+        assert.deepEqual(await c.nextMsg("posted"), { from: other.sessionId, text: "to the moved room" });
+        c.send("post", { text: "from the moved room" });
+        const heard = await other.nextMsg("posted");
+        while (heard.text !== "from the moved room") Object.assign(heard, await other.nextMsg("posted"));
+        assert.equal(heard.from, c.sessionId);
         // The echo room plays on with both clients, elsewhere.
         assert.deepEqual(await a.roundTrip("echo", "moved"), "moved");
         assert.deepEqual(await b.roundTrip("count"), { clients: 2 });
@@ -102,7 +119,7 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         q.send("move", { x: -1, y: -1 });
         expected[q.sessionId] = { x: -1, y: -1 };
         for (const peer of [p, q]) await until(`${peer.label} converges after the move`, () => JSON.stringify(positions(peer.room)) === JSON.stringify(expected));
-        for (const peer of [a, b, p, q]) {
+        for (const peer of [a, b, p, q, c]) {
             assert.deepEqual(peer.inbox.items.filter((it) => ["leave", "error"].includes(it.kind)), [], `${peer.label} saw no leave or error`);
         }
         // New rooms never land on the drained host, which exits by itself once empty.

@@ -57,6 +57,8 @@ pub struct RoomTransfer {
     pub ticks_unhandled: bool,
     /// The simulation interval the guest asked for, ms.
     pub simulation_ms: u32,
+    /// The presence topics the room is subscribed to.
+    pub subscriptions: Vec<odeon_protocol::abi::Key>,
 }
 
 impl RoomTransfer {

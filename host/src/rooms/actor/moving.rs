@@ -91,6 +91,7 @@ impl Room {
             auto_dispose: self.auto_dispose,
             ticks_unhandled: self.ticks_unhandled,
             simulation_ms: self.simulation_ms,
+            subscriptions: self.services.topics(),
         }
     }
 
@@ -137,6 +138,7 @@ impl Room {
         room.auto_dispose = transfer.auto_dispose;
         room.ticks_unhandled = transfer.ticks_unhandled;
         room.simulation_ms = transfer.simulation_ms;
+        room.services.resubscribe(transfer.subscriptions.clone());
         Ok(room)
     }
 }

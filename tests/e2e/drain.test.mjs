@@ -149,6 +149,40 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
     });
 });
 
+describe("a host restarted on its port (as PM2 does) without a proxy (3 hosts, @colyseus/sdk 0.18)", () => {
+    let d, hosts;
+    before(async () => {
+        d = await startDeployment({ hosts: 3, proxies: 0, label: "drain direct" });
+        hosts = d.hosts.slice();
+    });
+    after(async () => { await d?.stop(); });
+
+    hostTest(() => hosts[1], "[drain] SIGTERM moves the room; its direct client reconnects through the restarted host to the room's new host", async (s) => {
+        const victim = hosts[1];
+        let a;
+        for (let i = 0; i < 12 && !a; i++) {
+            const p = await s.join(sdk, "create", "echo", { mode: uniq("direct") }, { label: `direct ${i}` });
+            await p.nextMsg("welcome");
+            if (processOf(p) === victim.processId) a = p;
+        }
+        assert.ok(a, "a room on host 2, joined through host 2");
+        sdk.setMinUptime(a.room, 0);
+        const [roomId, sessionId, oldProcess] = [a.roomId, a.sessionId, victim.processId];
+        victim.child.kill("SIGTERM");
+        await victim.exitPromise;
+        await a.next("drop", 5000);
+        // PM2 starts the process again on its port, under a new process id.
+        victim.reusePort = true;
+        await victim.start();
+        assert.notEqual(victim.processId, oldProcess);
+        await a.next("reconnect", 20000);
+        assert.equal(a.room.roomId, roomId);
+        assert.equal(a.room.sessionId, sessionId);
+        assert.deepEqual(await a.roundTrip("echo", "after the restart"), "after the restart");
+        assert.deepEqual(a.inbox.items.filter((it) => ["leave", "error"].includes(it.kind)), []);
+    }, { timeout: 40000 });
+});
+
 describe("draining a host with nowhere else to go (1 host, --drain-timeout-secs 2)", () => {
     let d, host;
     before(async () => {

@@ -214,7 +214,8 @@ export class Host {
                 throw new Error(`plugin not found: ${resolve(this.pluginsDir, p)} (set ODEON_PLUGINS_DIR)`);
             }
         }
-        this.port = await freePort();
+        // `reusePort`: a restart keeps the port, as PM2 restarts a process on its port.
+        if (!(this.reusePort && this.port)) this.port = await freePort();
         const args = [
             "--bind", "127.0.0.1",
             "--port", String(this.port),
@@ -232,6 +233,7 @@ export class Host {
         args.push(...this.extraArgs);
         this.args = args;
 
+        this.exited = null; // a restart starts a new process
         this.child = spawnGroup(HOST_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: cleanEnv(this.env) });
         const verbose = !!process.env.ODEON_TEST_VERBOSE;
         const capture = (chunk) => {

@@ -104,6 +104,8 @@ pub struct Matchmaker {
     /// Sockets this host relays to another process (clients of rooms that moved away, or that
     /// matchmade here for a room elsewhere): a drained host waits for them before it exits.
     relays: Arc<std::sync::atomic::AtomicUsize>,
+    /// Rooms that moved here, with the process they came from.
+    arrived_from: Mutex<HashMap<String, String>>,
     /// The other processes of the deployment (only this one with the embedded presence).
     cluster: Arc<Cluster>,
 }
@@ -149,6 +151,7 @@ impl Matchmaker {
             room_runtime,
             shutting_down: AtomicBool::new(false),
             relays: Arc::default(),
+            arrived_from: Mutex::default(),
         })
     }
 
@@ -372,6 +375,11 @@ impl Matchmaker {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether `process_id` is a live process of the deployment.
+    pub async fn is_live(&self, process_id: &str) -> bool {
+        self.processes().await.iter().any(|p| p.process_id == process_id)
     }
 
     /// The process a room this host does not run runs on now (it may have moved away), if its

@@ -94,6 +94,13 @@ impl Matchmaker {
         }
     }
 
+    /// Whether the room `room_id` runs here after moving from `process_id`: its clients come
+    /// back by paths that name that process.
+    pub fn arrived_from(&self, room_id: &str, process_id: &str) -> bool {
+        self.arrived_from.lock().expect("arrivals lock").get(room_id).is_some_and(|p| p == process_id)
+            && self.room(room_id).is_some()
+    }
+
     /// Takes over a room moving off another host (`transfer`: its [`RoomTransfer`], MessagePack,
     /// base64): the same version must run here, and a room slot be free.
     pub(super) async fn import_room(&self, transfer: &str) -> Result<(), String> {
@@ -130,9 +137,17 @@ impl Matchmaker {
         listing.public_address = self.config.public_address.clone();
         listing.plugin_version = plugin.version;
         let room_id = transfer.room_id.clone();
+        let from = transfer.from_process.clone();
         let deps = self.room_deps(slot);
         let handle = transfer::arrive(plugin, transfer, listing, deps, &self.room_runtime).await?;
         self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle);
+        {
+            let live: std::collections::HashSet<String> =
+                self.rooms.lock().expect("rooms lock").keys().cloned().collect();
+            let mut arrived = self.arrived_from.lock().expect("arrivals lock");
+            arrived.retain(|id, _| live.contains(id));
+            arrived.insert(room_id.clone(), from);
+        }
         // Proxies send the room's clients here when they come back by its old path.
         let key = odeon_protocol::registry::moved_key(&room_id);
         let ttl = Duration::from_secs(odeon_protocol::registry::MOVED_TTL_SECS);

@@ -72,16 +72,24 @@ pub(super) async fn websocket(
     // A room path names its process. Another live process's room is relayed there (a client
     // that matchmade through this host while the room runs elsewhere); a process that is not
     // live (one that ran on this port before a restart, say) is not this host's to answer.
-    if process_id != state.mm.process_id() {
-        return super::relay::relay(&state, &process_id, None, req).await;
+    // A room that moved (a drain) is reached by the path its clients knew: served here if it
+    // moved here from that process, else relayed to where it runs now.
+    let here = state.mm.room(&room_id).is_some()
+        && (process_id == state.mm.process_id() || state.mm.arrived_from(&room_id, &process_id));
+    if !here && !req.headers().contains_key(super::relay::RELAYED) {
+        let live_elsewhere = process_id != state.mm.process_id() && state.mm.is_live(&process_id).await;
+        let owner = match live_elsewhere {
+            true => None,
+            false => state.mm.owner_of(&room_id).await,
+        };
+        if let Some(owner) = owner {
+            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let target = format!("/{owner}/{room_id}{query}");
+            return super::relay::relay(&state, &owner, Some(target), req).await;
+        }
     }
-    // A room that moved to another host (a drain): its clients come back here, and go on there.
-    if state.mm.room(&room_id).is_none()
-        && !req.headers().contains_key(super::relay::RELAYED)
-        && let Some(owner) = state.mm.owner_of(&room_id).await
-    {
-        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-        return super::relay::relay(&state, &owner, Some(format!("/{owner}/{room_id}{query}")), req).await;
+    if process_id != state.mm.process_id() && !here {
+        return super::relay::relay(&state, &process_id, None, req).await;
     }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {

@@ -73,6 +73,7 @@ impl Room {
             name: l.name.clone(),
             room_id: l.room_id.clone(),
             hash: self.plugin.load().hash.clone(),
+            from_process: l.process_id.clone(),
             image: self.guest.image(),
             seats: self.seats.export(connected, MOVED_CLIENT_WINDOW, now),
             schedule: self.schedule.export(now),

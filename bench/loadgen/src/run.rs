@@ -74,6 +74,10 @@ pub struct Options {
     /// Also write the JSON summary to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// End the measure window early when stdin closes (a driver that knows when what it
+    /// measures is over, such as `odeon-bench`'s deploy workload); --measure-secs is then a cap.
+    #[arg(long)]
+    pub end_on_stdin_close: bool,
 }
 
 /// The binary's entry point.
@@ -233,6 +237,17 @@ impl Coordinator {
     }
 }
 
+/// Resolves once stdin reaches its end (or fails); a thread reads it, since the runtime has no
+/// stdin of its own here.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = tx.send(());
+    });
+    rx
+}
+
 fn ws_config() -> WebSocketConfig {
     // 4 KiB read buffers: 19 000 sockets × the default 128 KiB would be 2.4 GiB. Frames from the
     // arena are at most ~1.2 KiB. Writes go out eagerly (write buffer 0).
@@ -267,6 +282,7 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         ping_rtt: metrics::Histogram::default(),
         measuring: Default::default(),
     });
+    let stdin_closed = opts.end_on_stdin_close.then(stdin_closed);
     let (phase_tx, _) = watch::channel(Phase::Joining);
     let mut co = Coordinator {
         shared: shared.clone(),
@@ -296,7 +312,17 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
     let start_counts = shared.counters.snapshot();
     shared.measuring.store(true, Relaxed);
     let window_start = Instant::now();
-    tokio::time::sleep_until(window_start + Duration::from_secs_f64(opts.measure_secs)).await;
+    let window_end = window_start + Duration::from_secs_f64(opts.measure_secs);
+    let ended_by_driver = async {
+        match stdin_closed {
+            Some(rx) => drop(rx.await),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep_until(window_end) => {}
+        _ = ended_by_driver => {}
+    }
     shared.measuring.store(false, Relaxed);
     let measure_secs = window_start.elapsed().as_secs_f64();
     let end_counts = shared.counters.snapshot();

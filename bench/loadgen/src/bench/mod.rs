@@ -8,7 +8,15 @@
 //! Then the proxy workload ([`proxy`]): one Odeon host reached directly, through `odeon-proxy`
 //! and through nginx, in rounds ([`proxy_rounds`]), reported in a section of its own
 //! ([`proxy_report`]).
+//!
+//! Then the deploy workload ([`deploy`]): uploads and live migrations on three hosts sharing
+//! Redis, with arena clients playing on the first, reported in a section of its own
+//! ([`deploy_report`]).
 
+pub mod deploy;
+pub mod deploy_answer;
+pub mod deploy_report;
+pub mod loadgen_run;
 pub mod nginx;
 pub mod proxy;
 pub mod proxy_report;
@@ -18,7 +26,7 @@ pub mod server;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -27,6 +35,7 @@ use clap::Parser;
 use crate::proc::{self, Pid};
 use crate::summary::Summary;
 use crate::sys;
+pub use loadgen_run::{loadgen_command_line, read_summary, run_loadgen};
 use server::Kind;
 
 /// Runs the whole benchmark: Odeon against Colyseus 0.18 at several sizes.
@@ -37,8 +46,9 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Workload groups to run, in this order: `active`, `idle`, `mixed` (Odeon against
-    /// Colyseus) and `proxy` (odeon-proxy against nginx in front of one host).
-    #[arg(long, value_delimiter = ',', default_value = "active,idle,mixed,proxy")]
+    /// Colyseus), `proxy` (odeon-proxy against nginx in front of one host) and `deploy`
+    /// (deploys and live migrations across three hosts).
+    #[arg(long, value_delimiter = ',', default_value = "active,idle,mixed,proxy,deploy")]
     pub workloads: Vec<String>,
     /// Also write the Markdown section to this file.
     #[arg(long)]
@@ -106,9 +116,19 @@ pub struct Args {
     /// nginx [default: `nginx` on PATH, or /usr/sbin/nginx; without it that variant is skipped].
     #[arg(long)]
     pub nginx_bin: Option<PathBuf>,
-    /// redis-server for the proxy workload [default: $ODEON_REDIS_SERVER, or `redis-server` on PATH].
+    /// redis-server for the proxy and deploy workloads [default: $ODEON_REDIS_SERVER, or
+    /// `redis-server` on PATH].
     #[arg(long)]
     pub redis_server: Option<PathBuf>,
+    /// Timed uploads of the deploy workload (echo, v2 and v1 in turn) [default: 20; quick: 5].
+    #[arg(long)]
+    pub deploy_uploads: Option<u32>,
+    /// Live migrations of the deploy workload (arena, v2 and v1 in turn) [default: 10; quick: 3].
+    #[arg(long)]
+    pub deploy_migrations: Option<u32>,
+    /// Active arena clients on the first host during the migrations [default: 500; quick: 100].
+    #[arg(long)]
+    pub deploy_clients: Option<u32>,
 }
 
 /// What one run measures.
@@ -193,6 +213,8 @@ pub struct Plan {
     pub quick: bool,
     /// The proxy workload, if selected (`Err`: why it cannot run).
     pub proxy: Option<Result<proxy::ProxyPlan, String>>,
+    /// The deploy workload, if selected (`Err`: why it cannot run).
+    pub deploy: Option<Result<deploy::DeployPlan, String>>,
 }
 
 /// The binary's entry point.
@@ -237,12 +259,12 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     let mut groups = Vec::new();
     for g in &args.workloads {
         match g.as_str() {
-            "active" | "idle" | "mixed" | "proxy" => {
+            "active" | "idle" | "mixed" | "proxy" | "deploy" => {
                 if !groups.contains(&g.as_str()) {
                     groups.push(g.as_str());
                 }
             }
-            other => bail!("unknown workload group {other:?} (active, idle, mixed, proxy)"),
+            other => bail!("unknown workload group {other:?} (active, idle, mixed, proxy, deploy)"),
         }
     }
     let sizes = args.sizes.clone().unwrap_or(if q { vec![100] } else { vec![500, 1000, 2000] });
@@ -267,7 +289,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
 
     let mut servers = Vec::new();
     let mut skipped = Vec::new();
-    // The server comparison's servers; none when only the proxy workload runs.
+    // The server comparison's servers; none when only the proxy or deploy workload runs.
     let server_names = if workloads.is_empty() { &[][..] } else { &args.servers[..] };
     for name in server_names {
         match name.as_str() {
@@ -309,7 +331,24 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     } else {
         None
     };
-    if workloads.is_empty() && !proxy.as_ref().is_some_and(|p| p.is_ok()) {
+    let deploy = if groups.contains(&"deploy") {
+        let host = match servers.iter().find(|s| s.kind == Kind::Odeon) {
+            Some(spec) => spec.clone(),
+            None => odeon_spec(args, &target, &repo)?,
+        };
+        let d = deploy::plan(args, &target, host)?;
+        if let Err(why) = &d {
+            eprintln!("odeon-bench: skipping the deploy workload: {why}");
+        }
+        Some(d)
+    } else {
+        None
+    };
+    let runs = |ok: Option<bool>| ok == Some(true);
+    if workloads.is_empty()
+        && !runs(proxy.as_ref().map(|p| p.is_ok()))
+        && !runs(deploy.as_ref().map(|d| d.is_ok()))
+    {
         bail!("nothing to run");
     }
 
@@ -345,6 +384,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         results_dir,
         quick: q,
         proxy,
+        deploy,
     })
 }
 
@@ -427,6 +467,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         Some(Ok(pp)) => proxy::run_all(&plan, pp),
         _ => Vec::new(),
     };
+    let deploy_record = match &plan.deploy {
+        Some(Ok(dp)) => Some(deploy::run(&plan, dp)),
+        _ => None,
+    };
     let meta =
         report::Meta::collect(&plan, std::env::args().collect::<Vec<_>>().join(" "), started.elapsed());
     let mut markdown = String::new();
@@ -439,13 +483,19 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         }
         markdown.push_str(&proxy_report::markdown(&plan, &meta, pp.as_ref(), &proxy_records));
     }
+    if let Some(dp) = &plan.deploy {
+        if !markdown.is_empty() {
+            markdown.push('\n');
+        }
+        markdown.push_str(&deploy_report::markdown(&plan, &meta, dp.as_ref(), deploy_record.as_ref()));
+    }
     print!("{markdown}");
     if let Some(out) = &args.out {
         std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("odeon-bench: wrote {}", out.display());
     }
     match &args.svg {
-        // A proxy-only run has nothing to plot; an earlier plot is left as it is.
+        // A proxy- or deploy-only run has nothing to plot; an earlier plot is left as it is.
         Some(path) if records.is_empty() => {
             eprintln!("odeon-bench: no server workload ran; {} not written", path.display())
         }
@@ -457,7 +507,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         None => {}
     }
     eprintln!("odeon-bench: raw results and logs in {}", plan.results_dir.display());
-    Ok(records.iter().all(|r| r.error.is_none()) && proxy_records.iter().all(|r| r.error.is_none()))
+    Ok(records.iter().all(|r| r.error.is_none())
+        && proxy_records.iter().all(|r| r.error.is_none())
+        && deploy_record.is_none_or(|r| r.error.is_none()))
 }
 
 fn run_one(plan: &Plan, spec: &server::Spec, workload: Workload) -> RunRecord {
@@ -476,57 +528,6 @@ fn run_one(plan: &Plan, spec: &server::Spec, workload: Workload) -> RunRecord {
         record.error = Some(format!("{e:#}"));
     }
     record
-}
-
-/// The loadgen's command line as a shell would show it (for the report).
-fn loadgen_command_line(plan: &Plan, cpu: Option<&str>, args: &[String]) -> String {
-    format!(
-        "{}{} {}",
-        cpu.map(|c| format!("taskset -c {c} ")).unwrap_or_default(),
-        plan.loadgen.display(),
-        args.join(" ")
-    )
-}
-
-/// Runs the loadgen with `args`, pinned to `cpu` if given, to its end (it bounds itself; a
-/// backstop kills it); `json` is its `--json` file, removed first.
-fn run_loadgen(plan: &Plan, cpu: Option<&str>, args: &[String], json: &Path) -> anyhow::Result<ExitStatus> {
-    let mut cmd = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpu]).arg(&plan.loadgen);
-            c
-        }
-        None => Command::new(&plan.loadgen),
-    };
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
-    sys::die_with_parent(&mut cmd);
-    let _ = std::fs::remove_file(json);
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", plan.loadgen.display()))?;
-    // The loadgen bounds itself; this is the backstop (its default join phase + window + slack).
-    let deadline =
-        Instant::now() + Duration::from_secs_f64(240.0 + 30.0 + plan.warmup_secs + plan.measure_secs + 120.0);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("loadgen did not finish in time (killed)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The loadgen's summary from its `--json` file, if it wrote one.
-fn read_summary(json: &Path) -> anyhow::Result<Option<Summary>> {
-    match std::fs::read_to_string(json) {
-        Ok(text) => {
-            Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?))
-        }
-        Err(_) => Ok(None),
-    }
 }
 
 fn run_one_inner(

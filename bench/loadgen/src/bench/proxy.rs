@@ -91,6 +91,16 @@ fn default_proxy_bin(target: &Path, quick: bool) -> PathBuf {
     }
 }
 
+/// redis-server: `--redis-server`, or `$ODEON_REDIS_SERVER`, or `redis-server` on PATH.
+pub fn find_redis(args: &Args) -> Option<PathBuf> {
+    let redis = args
+        .redis_server
+        .clone()
+        .or_else(|| std::env::var_os("ODEON_REDIS_SERVER").map(PathBuf::from))
+        .or_else(|| super::which("redis-server"));
+    redis.filter(|r| r.is_file())
+}
+
 /// The proxy workload's plan, or why it cannot run at all (no redis-server). A variant whose
 /// program is missing is skipped with a message, as Colyseus is.
 pub fn plan(args: &Args, target: &Path, host: server::Spec) -> anyhow::Result<Result<ProxyPlan, String>> {
@@ -101,12 +111,7 @@ pub fn plan(args: &Args, target: &Path, host: server::Spec) -> anyhow::Result<Re
             variants.push(v);
         }
     }
-    let redis = args
-        .redis_server
-        .clone()
-        .or_else(|| std::env::var_os("ODEON_REDIS_SERVER").map(PathBuf::from))
-        .or_else(|| super::which("redis-server"));
-    let Some(redis) = redis.filter(|r| r.is_file()) else {
+    let Some(redis) = find_redis(args) else {
         return Ok(Err("no redis-server (bench/setup.sh, or apt-get install redis-server)".to_owned()));
     };
     let mut skipped = Vec::new();
@@ -234,7 +239,7 @@ fn command_line(cpu: Option<&str>, program: &Path, args: &[OsString]) -> String 
 
 /// Starts `program` with `args` under the bench's usual guard (own group, clean environment,
 /// pinned, log in the results directory).
-fn launch(
+pub(super) fn launch(
     program: &Path,
     args: Vec<OsString>,
     cwd: &Path,
@@ -245,6 +250,26 @@ fn launch(
     let line = command_line(cpu, program, &args);
     let l = Launch { program, args, cwd, env: Vec::new(), cpu, log, watch_stdout: false };
     Ok(l.spawn(port, line)?.0)
+}
+
+/// Starts a fresh redis-server without persistence on a free port, and waits until it accepts
+/// connections; returns its guard (whose command line is quoted as a shell needs) and its URL.
+pub(super) fn start_redis(
+    redis: &Path,
+    cwd: &Path,
+    cpu: Option<&str>,
+    log: &Path,
+) -> anyhow::Result<(Running, String)> {
+    let port = server::free_port()?;
+    let args: Vec<OsString> =
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+    let mut guard = launch(redis, args, cwd, cpu, log, port)?;
+    guard.command_line = guard.command_line.replace(" --save  ", " --save '' ");
+    guard.wait_until("redis-server", Duration::from_secs(10), || server::port_accepts(port))?;
+    Ok((guard, format!("redis://127.0.0.1:{port}")))
 }
 
 /// The processes a proxy variant runs in front of the host: the guard, the pid whose CPU and
@@ -275,17 +300,9 @@ fn run_one_inner(plan: &Plan, pp: &ProxyPlan, record: &mut ProxyRecord) -> anyho
     let dir = &plan.results_dir;
     let cwd = &pp.host.cwd;
 
-    let redis_port = server::free_port()?;
-    let redis_args: Vec<OsString> =
-        ["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .iter()
-            .map(OsString::from)
-            .collect();
-    let redis_log = dir.join(format!("{name}.redis.log"));
-    let mut redis = launch(&pp.redis, redis_args, cwd, host_cpu, &redis_log, redis_port)?;
-    record.commands.push(redis.command_line.replace(" --save  ", " --save '' "));
-    redis.wait_until("redis-server", Duration::from_secs(10), || server::port_accepts(redis_port))?;
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let (mut redis, redis_url) =
+        start_redis(&pp.redis, cwd, host_cpu, &dir.join(format!("{name}.redis.log")))?;
+    record.commands.push(redis.command_line.clone());
 
     let host_port = server::free_port()?;
     let mut host_args = pp.host.args.clone();

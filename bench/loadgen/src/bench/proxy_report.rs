@@ -355,6 +355,7 @@ mod tests {
             results_dir: PathBuf::from("results"),
             quick: true,
             proxy: None,
+            deploy: None,
         };
         let meta = Meta {
             date: "2025-01-01".to_owned(),

@@ -224,6 +224,112 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// `POST path` on 127.0.0.1:port with `headers`, `body` (`application/octet-stream`) and
+/// `Connection: close`: the status and the body. The answer is read until its Content-Length,
+/// or else until the server closes (a chunked body is decoded), within `timeout` for the whole
+/// exchange.
+pub fn http_post(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + timeout;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {addr}"))?;
+    let _ = s.set_nodelay(true);
+    s.set_write_timeout(Some(timeout))?;
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).context("sending the request head")?;
+    s.write_all(body).context("sending the request body")?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some((status, body)) = complete_response(&raw)? {
+            return Ok((status, body));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("no complete answer within {} s ({} bytes read)", timeout.as_secs_f64(), raw.len());
+        }
+        s.set_read_timeout(Some(left))?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context(format!("reading the answer ({} bytes read)", raw.len())),
+        }
+    }
+    // Closed: whatever arrived is the answer.
+    let (status, headers, rest) = split_head(&raw).context("the server closed before a full answer head")?;
+    let body =
+        if header_is(&headers, "transfer-encoding", "chunked") { dechunk(rest) } else { rest.to_vec() };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Header lines as (lower-cased name, value).
+type Headers = Vec<(String, String)>;
+
+/// The status, the header lines and the bytes after the head, once the head is in.
+fn split_head(raw: &[u8]) -> Option<(u16, Headers, &[u8])> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Some((status, headers, &raw[end + 4..]))
+}
+
+fn header_is(headers: &[(String, String)], name: &str, value: &str) -> bool {
+    headers.iter().any(|(n, v)| n == name && v.eq_ignore_ascii_case(value))
+}
+
+/// The answer, if `raw` holds all of it by its Content-Length (or a finished chunked body).
+fn complete_response(raw: &[u8]) -> anyhow::Result<Option<(u16, String)>> {
+    let Some((status, headers, rest)) = split_head(raw) else { return Ok(None) };
+    let body = if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
+        let len: usize = len.parse().with_context(|| format!("Content-Length {len:?}"))?;
+        if rest.len() < len {
+            return Ok(None);
+        }
+        rest[..len].to_vec()
+    } else if header_is(&headers, "transfer-encoding", "chunked") && rest.ends_with(b"0\r\n\r\n") {
+        dechunk(rest)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((status, String::from_utf8_lossy(&body).into_owned())))
+}
+
+/// A chunked body's data (as far as it goes).
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&rest[..eol]);
+        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else { break };
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&rest[..size.min(rest.len())]);
+        rest = rest.get(size + 2..).unwrap_or_default();
+    }
+    out
+}
+
 /// Whether 127.0.0.1:port accepts a TCP connection.
 pub fn port_accepts(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -298,5 +404,48 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_complete_by_length_or_last_chunk() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel";
+        assert_eq!(complete_response(raw).unwrap(), None);
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        assert_eq!(complete_response(raw).unwrap(), Some((200, "hello".to_owned())));
+        let raw =
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n";
+        assert_eq!(complete_response(raw).unwrap(), Some((503, "abcde".to_owned())));
+        assert_eq!(complete_response(b"HTTP/1.1 200 OK\r\n\r\nuntil close").unwrap(), None);
+    }
+
+    #[test]
+    fn posts_a_body_with_headers() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !raw.ends_with(b"payload") {
+                let n = s.read(&mut buf).unwrap();
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8(raw).unwrap();
+            assert!(text.starts_with("POST /up?x=1 HTTP/1.1\r\n"), "{text}");
+            assert!(text.contains("\r\nAuthorization: Bearer t\r\n"), "{text}");
+            assert!(text.contains("\r\nContent-Length: 7\r\n"), "{text}");
+            // No Content-Length: the body ends when the connection closes.
+            s.write_all(b"HTTP/1.1 200 OK\r\n\r\n{\"ok\":true}").unwrap();
+        });
+        let answer =
+            http_post(port, "/up?x=1", &[("Authorization", "Bearer t")], b"payload", Duration::from_secs(5))
+                .unwrap();
+        assert_eq!(answer, (200, "{\"ok\":true}".to_owned()));
+        server.join().unwrap();
     }
 }

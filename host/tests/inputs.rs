@@ -151,7 +151,7 @@ async fn acks_and_state_stay_in_step_across_live_migrations() {
         let mut pauses = Vec::new();
         for to in [&v2, &v1, &v2, &v1] {
             tokio::time::sleep(Duration::from_millis(130)).await;
-            match room.migrate(to.clone()).await {
+            match room.migrate(to.clone(), plugins.limits()).await {
                 Migrated::Moved { pause } => pauses.push(pause),
                 other => panic!("migration to version {} did not happen: {other:?}", to.version),
             }

@@ -9,10 +9,13 @@ use crate::matchmaker::Matchmaker;
 use crate::plugins::PluginVersion;
 use crate::rooms::Migrated;
 
-/// How many rooms migrate at once on one host: each freezes only itself, but a swap starts an
-/// instance beside the old one and runs two guest calls, so a host with thousands of rooms moves
-/// them in waves, one per instance slot kept for migrations.
-const AT_ONCE: usize = crate::plugins::MIGRATION_SLOTS as usize;
+/// How many rooms migrate at once on one host: one per core the host may use (and at most one
+/// per instance slot kept for migrations). A room is frozen from its snapshot to its swap; more
+/// at once would only make each wait for the others' guest calls on the same cores.
+fn at_once() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(crate::plugins::MIGRATION_SLOTS as usize)
+}
 
 /// One host's migration of a room type, as the deploy answer and the deployment state show it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -77,12 +80,13 @@ pub async fn migrate_rooms(mm: &Matchmaker, to: Arc<PluginVersion>, which: Selec
     let mut report = MigrationReport { hash: to.hash.clone(), ..MigrationReport::default() };
     let started = std::time::Instant::now();
     let mut pauses: Vec<Duration> = Vec::new();
-    for wave in rooms.chunks(AT_ONCE) {
+    for wave in rooms.chunks(at_once()) {
         let mut tasks = Vec::with_capacity(wave.len());
         for room in wave {
             let (room, to) = (room.clone(), to.clone());
+            let limits = mm.plugins().limits();
             tasks.push(tokio::spawn(async move {
-                let outcome = room.migrate(to).await;
+                let outcome = room.migrate(to, limits).await;
                 (room.room_id.to_string(), outcome)
             }));
         }

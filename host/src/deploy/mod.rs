@@ -23,6 +23,8 @@
 
 pub mod canary;
 pub mod migrate;
+mod prepare;
+mod status;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -164,6 +166,8 @@ pub struct Deployer {
     migrations: std::sync::Mutex<BTreeMap<String, MigrationReport>>,
     /// The last version of each room type this host refused, and why, until it activates one.
     refusals: std::sync::Mutex<BTreeMap<String, Value>>,
+    /// Compiles of versions about to be deployed, by hash (see `prepare`).
+    prepared: std::sync::Mutex<std::collections::HashMap<String, prepare::Prepared>>,
     /// Faults of a canary's rooms on one host that revert it.
     canary_faults: u64,
 }
@@ -184,6 +188,7 @@ impl Deployer {
             rooms: OnceLock::new(),
             migrations: Default::default(),
             refusals: Default::default(),
+            prepared: Default::default(),
             canary_faults: canary::DEFAULT_FAULTS,
         }
     }
@@ -243,13 +248,19 @@ impl Deployer {
 
     /// Fetches, checks and validates `hash`, a version of `name`, without serving it.
     async fn fetch(&self, name: &str, hash: &str) -> Result<Arc<PluginVersion>, String> {
-        let bytes =
-            self.store.get(hash).await.map_err(|e| e.to_string())?.ok_or("artifact not in the store")?;
-        if store::sha256_hex(&bytes) != hash {
-            return Err("artifact does not match its hash".into());
-        }
-        let version =
-            self.plugins.prepare(&format!("deploy:{hash}"), bytes).await.map_err(|e| e.to_string())?;
+        let from_store = || async {
+            let bytes =
+                self.store.get(hash).await.map_err(|e| e.to_string())?.ok_or("artifact not in the store")?;
+            if store::sha256_hex(&bytes) != hash {
+                return Err("artifact does not match its hash".to_string());
+            }
+            self.plugins.prepare(&format!("deploy:{hash}"), bytes).await.map_err(|e| e.to_string())
+        };
+        // Compiled (or compiling) here since the upload began, if its module was sent ahead.
+        let version = match self.prepared_compile(hash) {
+            Some(cell) => cell.get_or_init(from_store).await.clone()?,
+            None => from_store().await?,
+        };
         if version.manifest.name != name {
             return Err(format!("artifact is room type {}, not {name}", version.manifest.name));
         }
@@ -287,6 +298,7 @@ impl Deployer {
         if self.store.is_local() {
             return Ok(());
         }
+        self.follow_prepares().await?;
         let mut rx = self.presence.subscribe(ANNOUNCEMENTS).await.map_err(|e| e.to_string())?;
         let this = self.clone();
         tokio::spawn(async move {
@@ -333,6 +345,8 @@ impl Deployer {
         check_options(&options)?;
         let hash = store::sha256_hex(&bytes);
         let size = bytes.len();
+        // The other hosts compile while this one validates.
+        self.send_prepare(&hash, &bytes).await;
         let version = self.plugins.prepare(&format!("admin:{source}"), bytes.clone()).await?;
         let name = version.manifest.name.clone();
         let previous = self.plugins.get(&name);
@@ -478,102 +492,5 @@ impl Deployer {
             });
         }
         Ok(hosts.into_values().collect())
-    }
-
-    /// Keeps this host's note of what it runs (room type → hash, rooms per hash) fresh.
-    pub fn keep_note(self: &Arc<Self>, mm: Arc<Matchmaker>) {
-        if self.store.is_local() {
-            return;
-        }
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(NOTE_EVERY);
-            loop {
-                every.tick().await;
-                let note = this.note(&mm).to_string();
-                let _ = this.presence.setex(&host_key(&this.process_id), &note, NOTE_EVERY * 3).await;
-            }
-        });
-    }
-
-    /// What this host runs: `{types: {name: hash}, rooms: {name: {hash: count}}}`.
-    fn note(&self, mm: &Matchmaker) -> Value {
-        let types = self.plugins.hashes();
-        let mut rooms: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-        for plugin in mm.room_plugins() {
-            *rooms
-                .entry(plugin.manifest.name.clone())
-                .or_default()
-                .entry(plugin.hash.clone())
-                .or_default() += 1;
-        }
-        let canaries: BTreeMap<String, String> = self
-            .plugins
-            .canaries()
-            .into_iter()
-            .map(|c| (c.version.manifest.name.clone(), c.version.hash.clone()))
-            .collect();
-        let migrations = self.migrations.lock().expect("migrations lock").clone();
-        let refusals = self.refusals.lock().expect("refusals lock").clone();
-        json!({
-            "processId": self.process_id, "types": types, "canaries": canaries, "rooms": rooms,
-            "migrations": migrations, "refused": refusals,
-        })
-    }
-
-    /// The deployment's state: every room type, its active hash, its stored versions, and what
-    /// each live host runs.
-    pub async fn status(&self, mm: &Matchmaker) -> Value {
-        let processes = mm.processes().await;
-        let draining: Vec<String> =
-            processes.iter().filter(|p| p.draining).map(|p| p.process_id.clone()).collect();
-        let live: Vec<String> = processes.into_iter().map(|p| p.process_id).collect();
-        let mut notes = Vec::new();
-        for p in &live {
-            let note = if *p == self.process_id {
-                Some(self.note(mm))
-            } else {
-                self.presence
-                    .get(&host_key(p))
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|n| serde_json::from_str(&n).ok())
-            };
-            notes.push(note.unwrap_or_else(|| json!({ "processId": p, "types": {}, "rooms": {} })));
-        }
-        let active = if self.store.is_local() {
-            self.plugins.hashes()
-        } else {
-            self.presence.hgetall(ACTIVE).await.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>()
-        };
-        let mut types = Vec::new();
-        let mut names: Vec<String> = active.keys().cloned().collect();
-        names.extend(self.plugins.names());
-        names.sort();
-        names.dedup();
-        for name in names {
-            let versions = self.store.versions(&name).await.unwrap_or_default();
-            let hosts: Vec<Value> = notes
-                .iter()
-                .map(|n| {
-                    json!({
-                        "processId": n["processId"],
-                        "draining": n["processId"].as_str().is_some_and(|p| draining.iter().any(|d| d == p)),
-                        "hash": n["types"][&name],
-                        "canaryHash": n["canaries"].get(&name),
-                        "rooms": n["rooms"].get(&name).cloned().unwrap_or(json!({})),
-                        "lastMigration": n["migrations"].get(&name),
-                        "refused": n["refused"].get(&name),
-                    })
-                })
-                .collect();
-            let canary = canary::record(&*self.presence, &name).await;
-            types.push(json!({
-                "name": name, "activeHash": active.get(&name), "canary": canary, "versions": versions,
-                "hosts": hosts,
-            }));
-        }
-        json!({ "roomTypes": types })
     }
 }

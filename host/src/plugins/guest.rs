@@ -40,6 +40,12 @@ pub struct Guest {
     limits: GuestLimits,
 }
 
+impl std::fmt::Debug for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest").field("memory_bytes", &self.memory.data_size(&self.store)).finish()
+    }
+}
+
 impl Guest {
     pub(super) async fn instantiate(
         pre: &InstancePre<RoomEnv>,

@@ -172,6 +172,9 @@ pub enum RoomMsg {
     Migrate {
         /// The version to move to.
         to: Arc<PluginVersion>,
+        /// A fresh instance of it, started before the room was asked (so the room is frozen only
+        /// for the snapshot and the swap), in a migration slot held until the old one is gone.
+        fresh: Box<(crate::plugins::Guest, tokio::sync::OwnedSemaphorePermit)>,
         /// How it went.
         reply: oneshot::Sender<Migrated>,
     },
@@ -234,10 +237,18 @@ impl RoomHandle {
         self.plugin.load_full()
     }
 
-    /// Moves the room to `to` (live migration) and waits for the outcome.
-    pub async fn migrate(&self, to: Arc<PluginVersion>) -> Migrated {
+    /// Moves the room to `to` (live migration) and waits for the outcome. The new instance is
+    /// started first, while the room plays on; the room is frozen only for the swap.
+    pub async fn migrate(&self, to: Arc<PluginVersion>, limits: GuestLimits) -> Migrated {
+        if self.plugin().hash == to.hash {
+            return Migrated::Already;
+        }
+        let fresh = match to.instantiate_for_migration(self.room_id.clone(), limits).await {
+            Ok(started) => Box::new(started),
+            Err(e) => return Migrated::Kept(format!("the new version did not start: {e}")),
+        };
         let (reply, rx) = oneshot::channel();
-        if !self.send(RoomMsg::Migrate { to, reply }) {
+        if !self.send(RoomMsg::Migrate { to, fresh, reply }) {
             return Migrated::Kept("the room is gone".into());
         }
         rx.await.unwrap_or_else(|_| Migrated::Kept("the room ended during its migration".into()))

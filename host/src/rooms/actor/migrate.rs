@@ -15,14 +15,21 @@ use odeon_protocol::abi::{Event, MigrateIn, MigrateInResult, MigrateOut};
 use tokio::time::Instant;
 
 use super::Room;
-use crate::plugins::PluginVersion;
+use crate::plugins::{Guest, PluginVersion};
 use crate::rooms::Migrated;
+
+/// A migration asked for: the version, its fresh instance in a migration slot, the reply.
+pub(super) type Asked = (
+    Arc<PluginVersion>,
+    Box<(Guest, tokio::sync::OwnedSemaphorePermit)>,
+    tokio::sync::oneshot::Sender<Migrated>,
+);
 
 impl Room {
     /// Runs the migration asked for in the inbox, if any. Returns false when the room failed
     /// on the way (its old code trapped) and is gone.
     pub(super) async fn migrate_if_asked(&mut self, events: &mut Vec<Event>) -> bool {
-        let Some((to, reply)) = self.migration.take() else { return true };
+        let Some((to, fresh, reply)) = self.migration.take() else { return true };
         // What the last call left for the guest belongs to the old code's time.
         while !events.is_empty() {
             if !self.call(events).await {
@@ -30,7 +37,7 @@ impl Room {
                 return false;
             }
         }
-        let (outcome, alive) = self.migrate(to).await;
+        let (outcome, alive) = self.migrate(to, *fresh).await;
         match &outcome {
             Migrated::Moved { pause } => tracing::info!(
                 room = self.tag(), room_type = %self.listing.name, version = self.plugin.load().version,
@@ -45,7 +52,11 @@ impl Room {
         alive
     }
 
-    async fn migrate(&mut self, to: Arc<PluginVersion>) -> (Migrated, bool) {
+    async fn migrate(
+        &mut self,
+        to: Arc<PluginVersion>,
+        (mut guest, _slot): (Guest, tokio::sync::OwnedSemaphorePermit),
+    ) -> (Migrated, bool) {
         if self.plugin.load().hash == to.hash {
             return (Migrated::Already, true);
         }
@@ -73,12 +84,6 @@ impl Room {
                 self.crash(e);
                 return (Migrated::Kept(reason), false);
             }
-        };
-        // A slot of the migration pool, held until the old instance is gone.
-        let tag = self.listing.room_id.clone().into();
-        let (mut guest, _slot) = match to.instantiate_for_migration(tag, self.deps.limits).await {
-            Ok(started) => started,
-            Err(e) => return (Migrated::Kept(format!("the new version did not start: {e}")), true),
         };
         let input = MigrateIn {
             now_ms: crate::clock::now_ms(),

@@ -68,7 +68,7 @@ pub(super) struct Room {
     /// The simulation interval the guest asked for, in milliseconds (0: none).
     simulation_ms: u32,
     /// A live migration asked for in the inbox, run once the batch before it is served.
-    migration: Option<(Arc<PluginVersion>, tokio::sync::oneshot::Sender<Migrated>)>,
+    migration: Option<migrate::Asked>,
     /// A move to another host asked for in the inbox (see `moving`).
     move_out: Option<MoveOut>,
     disposing: bool,
@@ -467,8 +467,8 @@ impl Room {
                     let _ = earlier.send(Err("a later move replaced this one".into()));
                 }
             }
-            RoomMsg::Migrate { to, reply } => {
-                if let Some((_, earlier)) = self.migration.replace((to, reply)) {
+            RoomMsg::Migrate { to, fresh, reply } => {
+                if let Some((_, _, earlier)) = self.migration.replace((to, fresh, reply)) {
                     let _ = earlier.send(Migrated::Kept("a later migration replaced this one".into()));
                 }
             }

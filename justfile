@@ -79,7 +79,8 @@ schema:
 # the arena workload against the real Colyseus 0.18 (server pinned to CPU 0, load generator to
 # CPU 1; Markdown to target/bench/BENCHMARKS-run.md, plot to target/bench/plot.svg), then the
 # guest-boundary and state-encoding micro-benchmarks. `just bench --quick` is a smoke run. The
-# Markdown also has odeon-proxy against nginx in front of one host (`--workloads proxy` alone).
+# Markdown also has odeon-proxy against nginx in front of one host (`--workloads proxy` alone)
+# and deploys on three hosts with live migration's pauses (`--workloads deploy` alone).
 bench *ARGS: plugins
     bench/setup.sh
     cargo build --release -p odeon-host -p odeon-loadgen -p odeon-proxy

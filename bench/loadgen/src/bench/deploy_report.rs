@@ -310,8 +310,9 @@ fn latency(out: &mut String, dp: &DeployPlan, record: &DeployRecord) {
         "After the loadgen has gone, and host 1's rooms with it, the bench uploads `echo-v2.wasm` and \
          `echo.wasm` in turn (no migration), each timed from the request's start to the whole answer. A deploy \
          counts when the answer lists all three hosts as `active`. The percentiles are nearest-rank over every \
-         upload that was answered. Host 1 validates and compiles the module before it announces it; hosts 2 and \
-         3 fetch and compile it after, at the same time. So with two cores the uploads run twice: first with \
+         upload that was answered. Host 1 sends the module to hosts 2 and 3 before it validates it, so all three \
+         compile it at the same time, and it announces the deploy once its own compile passed. So with two \
+         cores the uploads run twice: first with \
          hosts 2 and 3 sharing a core (the pinning of the migrations), then with host 3 moved next to host 1 \
          (idle by then), which gives each compiling host a core of its own, as three machines would.\n\n",
     );

@@ -158,7 +158,12 @@ pub async fn run(
                 mm_for_shutdown.drain().await;
                 mm_for_shutdown.move_rooms().await;
             }
-            () = mm_for_shutdown.drained(drain_timeout) => {}
+            () = mm_for_shutdown.drained(drain_timeout) => {
+                // Rooms that had nowhere to go at the drain may have somewhere now.
+                if mm_for_shutdown.room_count() > 0 {
+                    mm_for_shutdown.move_rooms().await;
+                }
+            }
         }
         tracing::info!("shutting down: closing rooms");
         mm_for_shutdown.shutdown(Duration::from_secs(3)).await;

@@ -90,8 +90,15 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
             if (processOf(o) !== victim.processId) other = o;
         }
         assert.ok(other, "a board room on another host");
-        for (const peer of [a, b, p, q, c]) sdk.setMinUptime(peer.room, 0);
-        const ids = new Map([a, b, p, q, c].map((x) => [x, [x.roomId, x.sessionId]]));
+        // A room with timers running across the move: an interval and a timeout.
+        const t = await roomOn(s, victim, "lifecycle");
+        const intervals = [];
+        t.room.onMessage("interval", (m) => intervals.push(m.n));
+        t.send("interval", { ms: 200, times: 12 });
+        t.send("timeout", { ms: 1200 });
+        await until("the interval runs", () => intervals.length >= 2);
+        for (const peer of [a, b, p, q, c, t]) sdk.setMinUptime(peer.room, 0);
+        const ids = new Map([a, b, p, q, c, t].map((x) => [x, [x.roomId, x.sessionId]]));
 
         const answer = await drain(victim);
         assert.equal(answer.status, 200, JSON.stringify(answer.body));
@@ -100,7 +107,14 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         assert.ok(movedIds.includes(a.roomId) && movedIds.includes(p.roomId), JSON.stringify(answer.body));
         for (const m of answer.body.moved) assert.notEqual(m.to, victim.processId);
 
-        await Promise.all([a, b, p, q, c].map((x) => followedTheMove(x, ...ids.get(x))));
+        await Promise.all([a, b, p, q, c, t].map((x) => followedTheMove(x, ...ids.get(x))));
+        // The timers fired on: each once, the interval to its end, then nothing more.
+        const fired = await t.nextMsg("timeout", 5000);
+        assert.ok(fired.elapsed >= 1100, `the timeout kept its delay: ${JSON.stringify(fired)}`);
+        await until("the interval's last firing", () => intervals.includes(12), 8000);
+        assert.deepEqual([...intervals].sort((x, y) => x - y), intervals, "in order");
+        assert.equal(new Set(intervals).size, intervals.length, `no firing twice: ${intervals}`);
+        await t.noMsg("timeout", 500);
         // The moved board room is still subscribed: a post from another host's board room
         // reaches it, and its own posts reach the others.
         other.send("post", { text: "to the moved room" });
@@ -119,7 +133,7 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         q.send("move", { x: -1, y: -1 });
         expected[q.sessionId] = { x: -1, y: -1 };
         for (const peer of [p, q]) await until(`${peer.label} converges after the move`, () => JSON.stringify(positions(peer.room)) === JSON.stringify(expected));
-        for (const peer of [a, b, p, q, c]) {
+        for (const peer of [a, b, p, q, c, t]) {
             assert.deepEqual(peer.inbox.items.filter((it) => ["leave", "error"].includes(it.kind)), [], `${peer.label} saw no leave or error`);
         }
         // New rooms never land on the drained host, which exits by itself once empty.

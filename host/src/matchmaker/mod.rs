@@ -104,8 +104,8 @@ pub struct Matchmaker {
     /// Sockets this host relays to another process (clients of rooms that moved away, or that
     /// matchmade here for a room elsewhere): a drained host waits for them before it exits.
     relays: Arc<std::sync::atomic::AtomicUsize>,
-    /// Rooms that moved here, with the process they came from.
-    arrived_from: Mutex<HashMap<String, String>>,
+    /// Rooms that moved here, with the processes they ran on before.
+    arrived_from: Mutex<HashMap<String, Vec<String>>>,
     /// The other processes of the deployment (only this one with the embedded presence).
     cluster: Arc<Cluster>,
 }

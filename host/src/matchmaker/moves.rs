@@ -97,7 +97,11 @@ impl Matchmaker {
     /// Whether the room `room_id` runs here after moving from `process_id`: its clients come
     /// back by paths that name that process.
     pub fn arrived_from(&self, room_id: &str, process_id: &str) -> bool {
-        self.arrived_from.lock().expect("arrivals lock").get(room_id).is_some_and(|p| p == process_id)
+        self.arrived_from
+            .lock()
+            .expect("arrivals lock")
+            .get(room_id)
+            .is_some_and(|p| p.iter().any(|p| p == process_id))
             && self.room(room_id).is_some()
     }
 
@@ -137,7 +141,7 @@ impl Matchmaker {
         listing.public_address = self.config.public_address.clone();
         listing.plugin_version = plugin.version;
         let room_id = transfer.room_id.clone();
-        let from = transfer.from_process.clone();
+        let from = transfer.previous_processes.clone();
         let deps = self.room_deps(slot);
         let handle = transfer::arrive(plugin, transfer, listing, deps, &self.room_runtime).await?;
         self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle);

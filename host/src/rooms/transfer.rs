@@ -27,8 +27,9 @@ pub struct RoomTransfer {
     pub room_id: String,
     /// The plugin version's hash: the receiving host must run the same one.
     pub hash: String,
-    /// The process it leaves: its clients come back by paths that name it.
-    pub from_process: String,
+    /// The processes it ran on before, the one it leaves last: its clients come back by paths
+    /// that name any of them.
+    pub previous_processes: Vec<String>,
     /// The guest's memory between two calls.
     pub image: GuestImage,
     /// Seats, connected clients included.

@@ -71,6 +71,8 @@ pub(super) struct Room {
     migration: Option<migrate::Asked>,
     /// A move to another host asked for in the inbox (see `moving`).
     move_out: Option<MoveOut>,
+    /// The processes the room ran on before it moved here, oldest first.
+    previous_processes: Vec<String>,
     disposing: bool,
     /// A host limit the guest's last effects broke; the room fails once they are applied.
     fault: Option<GuestError>,
@@ -124,6 +126,7 @@ impl Room {
             simulation_ms: 0,
             migration: None,
             move_out: None,
+            previous_processes: Vec::new(),
             disposing: false,
             fault: None,
             inputs: None,

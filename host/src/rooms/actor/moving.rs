@@ -73,7 +73,11 @@ impl Room {
             name: l.name.clone(),
             room_id: l.room_id.clone(),
             hash: self.plugin.load().hash.clone(),
-            from_process: l.process_id.clone(),
+            previous_processes: {
+                let mut previous = self.previous_processes.clone();
+                previous.push(l.process_id.clone());
+                previous
+            },
             image: self.guest.image(),
             seats: self.seats.export(connected, MOVED_CLIENT_WINDOW, now),
             schedule: self.schedule.export(now),
@@ -139,6 +143,7 @@ impl Room {
         room.auto_dispose = transfer.auto_dispose;
         room.ticks_unhandled = transfer.ticks_unhandled;
         room.simulation_ms = transfer.simulation_ms;
+        room.previous_processes = transfer.previous_processes.clone();
         room.services.resubscribe(transfer.subscriptions.clone());
         Ok(room)
     }

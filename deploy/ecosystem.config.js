@@ -47,8 +47,11 @@ module.exports = {
             autorestart: true,
             // ...but not in a tight loop.
             exp_backoff_restart_delay: 200,
-            // The host closes its rooms (clients get 4001) on SIGINT; give it time before SIGKILL.
-            kill_timeout: 5000,
+            // On SIGINT a host moves its rooms to the other instances (waiting up to 5 s for one
+            // to be up, as in a rolling reload) and closes only what cannot move; give it time.
+            // Reload one instance at a time so the others can take its rooms:
+            //   PM2_CONCURRENT_ACTIONS=1 pm2 reload deploy/ecosystem.config.js
+            kill_timeout: 15000,
             // Not a Node app: no pmx/@pm2/io instrumentation to inject.
             pmx: false,
             // Never read .git metadata of the binary's directory.

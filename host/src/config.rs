@@ -98,6 +98,11 @@ pub struct Config {
     /// closes what is left and exits, in seconds.
     #[arg(long, env = "ODEON_DRAIN_TIMEOUT_SECS", default_value_t = 300)]
     pub drain_timeout_secs: u64,
+    /// How long a host stopping on SIGTERM or SIGINT with rooms, and no other live host to move
+    /// them to, waits for one to appear (a rolling restart starts the next instance), in
+    /// milliseconds; it does not wait when every other host is stopping too.
+    #[arg(long, env = "ODEON_DRAIN_PEER_WAIT_MS", default_value_t = 5000)]
+    pub drain_peer_wait_ms: u64,
     /// Do not watch the plugins directory for new versions.
     #[arg(long, env = "ODEON_NO_WATCH")]
     pub no_watch: bool,

@@ -149,6 +149,11 @@ pub async fn run(
     tracing::info!(%addr, process_id, protocol = %config.protocol, "odeon host listening");
     let mm_for_shutdown = mm.clone();
     let drain_timeout = Duration::from_secs(config.drain_timeout_secs);
+    // Alone on the embedded presence there is never a peer to wait for.
+    let peer_wait = match config.redis_url {
+        Some(_) => Duration::from_millis(config.drain_peer_wait_ms),
+        None => Duration::ZERO,
+    };
     net::serve(listener, app, async move {
         // A signal, or a drain (`POST /odeon/admin/drain`) that has run its course.
         tokio::select! {
@@ -156,7 +161,7 @@ pub async fn run(
                 // A signal (SIGTERM, SIGINT: `pm2 reload` and `pm2 stop` send it): the rooms
                 // that can move to another host do; the rest are closed below.
                 mm_for_shutdown.drain().await;
-                mm_for_shutdown.move_rooms().await;
+                mm_for_shutdown.move_rooms_on_stop(peer_wait).await;
             }
             () = mm_for_shutdown.drained(drain_timeout) => {
                 // Rooms that had nowhere to go at the drain may have somewhere now.

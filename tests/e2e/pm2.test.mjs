@@ -62,7 +62,7 @@ async function freePortPair() {
 
 // ---------------------------------------------------------------------------
 
-describe("PM2 ecosystem (deploy/ecosystem.config.js)", { timeout: 60000 }, () => {
+describe("PM2 ecosystem (deploy/ecosystem.config.js)", { timeout: 120000 }, () => {
     const dir = mkdtempSync(join(tmpdir(), "odeon-pm2-"));
     const pm2Home = join(dir, "pm2");
     let redis;
@@ -142,7 +142,7 @@ describe("PM2 ecosystem (deploy/ecosystem.config.js)", { timeout: 60000 }, () =>
         rmSync(dir, { recursive: true, force: true });
     }, { timeout: 30000 });
 
-    it("runs one host per instance on PORT and PORT+1, serving the 0.18 SDK, and pm2 kill stops them", { timeout: 50000 }, async () => {
+    it("runs one host per instance on PORT and PORT+1, serving the 0.18 SDK; pm2 reload keeps a room playing; pm2 kill stops them", { timeout: 110000 }, async () => {
         basePort = await freePortPair();
         const ports = Array.from({ length: INSTANCES }, (_, i) => basePort + i);
         const env = {
@@ -220,6 +220,32 @@ describe("PM2 ecosystem (deploy/ecosystem.config.js)", { timeout: 60000 }, () =>
             if (room.reconnection) room.reconnection.enabled = false;
             await waitFor(room.leave(), 5000, "leave").catch(() => {});
         }
+
+        // pm2 reload restarts the instances (SIGINT each): a host that stops moves its rooms to
+        // the other, and the SDK's client follows its room by itself, into the same session.
+        const player = new SDK18.Client(`ws://127.0.0.1:${ports[0]}`);
+        const game = await waitFor(player.create("echo", { mode: "reload" }), 8000, "create(echo) on instance 0");
+        game.reconnection.minUptime = 0;
+        const seen = { drops: 0, reconnects: 0, left: null };
+        game.onDrop(() => { seen.drops += 1; });
+        game.onReconnect(() => { seen.reconnects += 1; });
+        game.onLeave((code) => { seen.left = code; });
+        game.onMessage("*", () => {});
+        const [roomId, sessionId] = [game.roomId, game.sessionId];
+        // One instance at a time, as the ecosystem file says, so the other can take its rooms.
+        const reloaded = await pm2(["reload", "odeon"], { PM2_CONCURRENT_ACTIONS: "1" }, 60000);
+        assert.equal(reloaded.code, 0, `pm2 reload: ${reloaded.stdout}\n${reloaded.stderr}`);
+        const back = Date.now() + 20000;
+        while (Date.now() < back && !(seen.drops >= 1 && seen.reconnects >= seen.drops)) await sleep(100);
+        assert.ok(seen.drops >= 1 && seen.reconnects >= seen.drops, `the client followed its room: ${JSON.stringify(seen)}\n${pm2Logs()}`);
+        assert.equal(seen.left, null, `the client never left: ${JSON.stringify(seen)}`);
+        assert.deepEqual([game.roomId, game.sessionId], [roomId, sessionId]);
+        const answer = new Promise((r) => game.onMessage("echo", r));
+        game.send("echo", { after: "reload" });
+        assert.deepEqual(await waitFor(answer, 5000, "echo after the reload"), { after: "reload" });
+        game.reconnection.enabled = false;
+        await waitFor(game.leave(), 5000, "leave").catch(() => {});
+        hostPids = JSON.parse((await pm2(["jlist"])).stdout.replace(/^[^[]*/, "")).map((a) => a.pid);
 
         // pm2 kill stops the daemon and both hosts.
         const killed = await pm2(["kill"], {}, 15000);

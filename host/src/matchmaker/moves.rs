@@ -50,6 +50,29 @@ impl Matchmaker {
         moved
     }
 
+    /// A stopping host's moves (SIGTERM, SIGINT). With no other live host, it waits up to `wait`
+    /// for one (a rolling restart starts the next instance as this one stops), unless every
+    /// other host is stopping too (the whole deployment is going down).
+    pub async fn move_rooms_on_stop(&self, wait: Duration) -> Vec<Moved> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.room_count() > 0 {
+            let others: Vec<_> = self
+                .processes()
+                .await
+                .into_iter()
+                .filter(|p| p.process_id != self.config.process_id)
+                .collect();
+            if others.iter().any(|p| !p.draining) {
+                return self.move_rooms().await;
+            }
+            if !others.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Vec::new()
+    }
+
     async fn move_room(&self, room: &RoomHandle) -> Moved {
         let started = Instant::now();
         let outcome = self.try_move(room).await;

@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::debug!(files, "open file limit");
     }
     let addr = SocketAddr::new(config.bind, config.effective_port());
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = odeon_host::net::listen(addr).with_context(|| format!("binding {addr}"))?;
     odeon_host::run(config, listener, shutdown_signal()).await
 }
 

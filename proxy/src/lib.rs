@@ -118,6 +118,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
+/// Connections the kernel queues for `accept` (tokio's default is 128): when a host's rooms
+/// move, all their clients reconnect at once, and a full queue drops SYNs that then wait a
+/// second to be retried.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ProxyError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind { addr, source })
+    let listen = || {
+        let socket =
+            if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| ProxyError::Bind { addr, source })
 }

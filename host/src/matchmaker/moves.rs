@@ -16,8 +16,12 @@ use crate::cluster::{Reply, Request};
 use crate::rooms::transfer::{self, RoomTransfer};
 use crate::rooms::{self, RoomHandle, RoomMsg};
 
-/// Rooms moved at once.
-const AT_ONCE: usize = 8;
+/// Rooms moved at once: one per core the host may use. A room is frozen from its export to the
+/// other host's answer; more at once would only make each wait for the others on the same
+/// cores (the bench saw a wave of 8 on one core freeze each room for the whole wave).
+fn at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 /// How one room's move went.
 #[derive(Debug, Clone)]
@@ -35,7 +39,7 @@ impl Matchmaker {
     pub async fn move_rooms(&self) -> Vec<Moved> {
         let rooms: Vec<RoomHandle> = self.rooms.lock().expect("rooms lock").values().cloned().collect();
         let mut moved = Vec::with_capacity(rooms.len());
-        for wave in rooms.chunks(AT_ONCE) {
+        for wave in rooms.chunks(at_once()) {
             let moves = wave.iter().map(|room| self.move_room(room));
             moved.extend(futures_util::future::join_all(moves).await);
         }

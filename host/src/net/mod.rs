@@ -13,7 +13,7 @@ pub mod wire;
 mod ws;
 
 pub use admin::weak_token;
-pub use serve::serve;
+pub use serve::{listen, serve};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -70,3 +70,17 @@ pub async fn serve(
     drop(stop_tx);
     Ok(())
 }
+
+/// Connections the kernel queues for `accept` (tokio's default is 128): when rooms move to this
+/// host, their clients reconnect at once, and a full queue drops SYNs that wait a second to be
+/// retried.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The host's listening socket on `addr`, with a backlog for reconnection bursts.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}

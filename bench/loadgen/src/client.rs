@@ -21,8 +21,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::matchmake::{Endpoint, Matchmaker};
 use crate::metrics::{Counters, Histogram};
+use crate::reconnect::{self, Reconnects, Rejoin};
 use crate::schema::{Applied, ArenaTracker};
-use crate::wire::{self, code};
+use crate::wire::{self, close, code};
 
 /// Everything the clients share.
 pub struct Shared {
@@ -50,6 +51,8 @@ pub struct Shared {
     pub ping_rtt: Histogram,
     /// Set during the measure window.
     pub measuring: AtomicBool,
+    /// Reconnections after a 4010 close (`--reconnect-on-4010`).
+    pub reconnects: Reconnects,
 }
 
 /// What the coordinator tells the clients.
@@ -84,7 +87,8 @@ pub struct JoinReport {
     pub result: Result<Duration, String>,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+/// A client's room socket.
+pub type Ws = WebSocketStream<TcpStream>;
 
 /// Runs one client to the end. The permit (join concurrency) is released once joined.
 pub async fn run(
@@ -101,7 +105,7 @@ pub async fn run(
         Err(_) => Err(anyhow!("join timed out after {:?}", shared.join_timeout)),
     };
     drop(permit);
-    let (ws, tracker) = match joined {
+    let (ws, tracker, mut rejoin) = match joined {
         Ok(j) => {
             let _ = reports.send(JoinReport { role, result: Ok(started.elapsed()) });
             j
@@ -112,10 +116,11 @@ pub async fn run(
         }
     };
     drop(reports);
-    steady(&shared, role, ws, tracker, phase).await;
+    steady(&shared, index, role, ws, tracker, &mut rejoin, phase).await;
 }
 
-async fn connect(shared: &Shared, index: u32) -> anyhow::Result<TcpStream> {
+/// A TCP connection to the endpoint, from the client's source address.
+pub(crate) async fn connect(shared: &Shared, index: u32) -> anyhow::Result<TcpStream> {
     let socket = TcpSocket::new_v4().context("socket")?;
     // Closing sends RST: no TIME_WAIT on either side, so repeated runs never run out of ports.
     socket.set_zero_linger().context("SO_LINGER")?;
@@ -131,7 +136,7 @@ async fn connect(shared: &Shared, index: u32) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-async fn join(shared: &Shared, index: u32) -> anyhow::Result<(Ws, ArenaTracker)> {
+async fn join(shared: &Shared, index: u32) -> anyhow::Result<(Ws, ArenaTracker, Rejoin)> {
     let seat = shared.matchmaker.join_or_create().await?;
     let stream = connect(shared, index).await?;
     let url = seat.ws_url(&shared.endpoint);
@@ -140,6 +145,7 @@ async fn join(shared: &Shared, index: u32) -> anyhow::Result<(Ws, ArenaTracker)>
             .await
             .with_context(|| format!("WebSocket handshake {url}"))?;
     let frame = next_binary(&mut ws, "JOIN_ROOM").await?;
+    let token = wire::join_room_token(&frame).unwrap_or_default().to_owned();
     match frame.first() {
         Some(&code::JOIN_ROOM) => match wire::join_room_serializer(&frame) {
             Some("schema") => {}
@@ -156,14 +162,15 @@ async fn join(shared: &Shared, index: u32) -> anyhow::Result<(Ws, ArenaTracker)>
             if tracker.apply(&frame[1..], &mut applied).is_err() || tracker.own_ref().is_none() {
                 Counters::bump(&shared.counters.decode_errors);
             }
-            return Ok((ws, tracker));
+            let rejoin = Rejoin { url, token, session_id: seat.session_id };
+            return Ok((ws, tracker, rejoin));
         }
         // Anything before the full state (there should be nothing) is ignored.
     }
 }
 
 /// The next binary frame during the handshake; an ERROR frame or a close is an error.
-async fn next_binary(ws: &mut Ws, waiting_for: &str) -> anyhow::Result<Bytes> {
+pub(crate) async fn next_binary(ws: &mut Ws, waiting_for: &str) -> anyhow::Result<Bytes> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(b))) if b.first() == Some(&code::ERROR) => bail!(wire::error_text(&b)),
@@ -206,13 +213,18 @@ impl EchoRing {
         self.sent[seq as usize % RING] = Some(Sent { seq, at, in_window });
     }
 
-    /// The own `x` was set to `x` by a patch received at `now`.
-    fn observed(&mut self, x: f64, now: Instant, echo: &Histogram) {
+    /// The seq residue of `x`, if `x` is one of this client's values.
+    fn residue_of(&self, x: f64) -> Option<u64> {
         let base = (self.slot * STRIDE) as f64;
         if x.fract() != 0.0 || x <= base || x > base + (STRIDE - 1) as f64 {
-            return;
+            return None;
         }
-        let residue = (x - base) as u64 - 1;
+        Some((x - base) as u64 - 1)
+    }
+
+    /// The own `x` was set to `x` by a patch received at `now`.
+    fn observed(&mut self, x: f64, now: Instant, echo: &Histogram) {
+        let Some(residue) = self.residue_of(x) else { return };
         // Sends are stored at `seq % RING`; seq < STRIDE - 1 in any bounded run, so the residue
         // is the seq itself and names its slot.
         let entry = &mut self.sent[residue as usize % RING];
@@ -224,6 +236,21 @@ impl EchoRing {
             }
             *entry = None;
         }
+    }
+
+    /// Forgets the sends after the one whose value `x` is (every unshown one, if `x` is none of
+    /// this client's) and returns how many there were. Called with the state a reconnection
+    /// found: a room applies a client's moves in order, so these never reached it.
+    fn forget_after(&mut self, x: f64) -> u64 {
+        let shown = self.residue_of(x);
+        let mut lost = 0;
+        for entry in &mut self.sent {
+            if entry.is_some_and(|s| shown.is_none_or(|j| s.seq % (STRIDE - 1) > j)) {
+                *entry = None;
+                lost += 1;
+            }
+        }
+        lost
     }
 }
 
@@ -252,9 +279,11 @@ impl Schedule {
 
 async fn steady(
     shared: &Shared,
+    index: u32,
     role: Role,
     mut ws: Ws,
     mut tracker: ArenaTracker,
+    rejoin: &mut Rejoin,
     mut phase: watch::Receiver<Phase>,
 ) {
     let counters = &shared.counters;
@@ -326,6 +355,7 @@ async fn steady(
                 let sent_at = Instant::now();
                 ring.sent(k, sent_at, in_window);
                 if ws.send(Message::Binary(Bytes::copy_from_slice(&frame))).await.is_err() {
+                    Counters::bump(&counters.socket_closes);
                     Counters::bump(&counters.disconnects);
                     return;
                 }
@@ -347,6 +377,7 @@ async fn steady(
                 } else {
                     ping_out = Some((Instant::now(), shared.measuring.load(Relaxed)));
                     if ws.send(Message::Binary(Bytes::from_static(&wire::PING))).await.is_err() {
+                        Counters::bump(&counters.socket_closes);
                         Counters::bump(&counters.disconnects);
                         return;
                     }
@@ -384,7 +415,31 @@ async fn steady(
                         ring.observed(tracker.x, Instant::now(), &shared.echo);
                     }
                 }
+                Some(Ok(Message::Close(frame))) if frame.as_ref().is_some_and(|f| u16::from(f.code) == close::MAY_TRY_RECONNECT) => {
+                    let closed_at = Instant::now();
+                    Counters::bump(&counters.socket_closes);
+                    Counters::bump(&counters.closed_4010);
+                    shared.reconnects.closed();
+                    let back = match shared.reconnects.enabled {
+                        true => reconnect::reconnect(shared, index, rejoin, closed_at).await,
+                        false => None,
+                    };
+                    let Some((new_ws, new_tracker)) = back else {
+                        Counters::bump(&counters.disconnects);
+                        return;
+                    };
+                    (ws, tracker) = (new_ws, new_tracker);
+                    // The room's state as it came over: a move sent before the close may be in it,
+                    // and the moves after the one it shows are lost.
+                    if let Some(ring) = ring.as_mut() {
+                        ring.observed(tracker.x, Instant::now(), &shared.echo);
+                        counters.moves_lost.fetch_add(ring.forget_after(tracker.x), Relaxed);
+                    }
+                    // A PING sent on the old socket is never answered.
+                    ping_out = None;
+                }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    Counters::bump(&counters.socket_closes);
                     Counters::bump(&counters.disconnects);
                     return;
                 }
@@ -418,6 +473,14 @@ mod tests {
         assert_eq!(h.count(), 1, "the first patch showing a value counts, once");
         let q = h.quantiles_ms().unwrap();
         assert!((q.p50 - 40.0).abs() < 1.0);
+        // A reconnection found the state at seq 1: sends 2 and 4 (3 was shown) never arrived.
+        let mut lost = EchoRing { slot: 7, sent: [None; RING] };
+        for k in 0..5 {
+            lost.sent(k, t0, true);
+        }
+        lost.observed(lost.x_of(3), t0, &Histogram::default());
+        assert_eq!(lost.forget_after(lost.x_of(1)), 2, "2 and 4; 0 and 1 reached the room, 3 was shown");
+        assert_eq!(lost.forget_after(0.0), 2, "a state without the client's value: all unshown sends");
         // Another slot's value and the join position are not ours.
         ring.observed(EchoRing { slot: 3, sent: [None; RING] }.x_of(1), t0, &h);
         ring.observed(0.0, t0, &h);

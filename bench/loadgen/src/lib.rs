@@ -12,6 +12,7 @@ pub mod client;
 pub mod matchmake;
 pub mod metrics;
 pub mod proc;
+pub mod reconnect;
 pub mod run;
 pub mod schema;
 pub mod summary;

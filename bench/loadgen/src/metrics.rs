@@ -35,6 +35,20 @@ pub struct Counters {
     pub pings_skipped: AtomicU64,
     /// WebSocket ping control frames received; tungstenite answers each with a pong.
     pub ws_pings: AtomicU64,
+    /// Joined clients' sockets that closed or failed, whether the client got back or not: each
+    /// one a disconnect its player would have seen.
+    pub socket_closes: AtomicU64,
+    /// Of those, closes by the server with 4010 (its room moved to another host).
+    pub closed_4010: AtomicU64,
+    /// Clients back in their room after a 4010 close (`--reconnect-on-4010`).
+    pub reconnections: AtomicU64,
+    /// Reconnections that failed: the client ended.
+    pub reconnect_failures: AtomicU64,
+    /// Reconnection attempts after a client's first (the first failed: a 404, a refusal…).
+    pub reconnect_retries: AtomicU64,
+    /// Moves sent on a socket then closed with 4010 that the room's state after the
+    /// reconnection does not show: lost in the move.
+    pub moves_lost: AtomicU64,
 }
 
 /// A copy of [`Counters`] at one instant.

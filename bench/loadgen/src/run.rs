@@ -78,6 +78,11 @@ pub struct Options {
     /// measures is over, such as `odeon-bench`'s deploy workload); --measure-secs is then a cap.
     #[arg(long)]
     pub end_on_stdin_close: bool,
+    /// Reconnect, as the SDKs do, when the server closes a socket with 4010 (its room moved to
+    /// another host): the same URL with `reconnectionToken` and `skipHandshake`; the summary
+    /// counts the reconnections and times each from the close to the new ROOM_STATE.
+    #[arg(long)]
+    pub reconnect_on_4010: bool,
 }
 
 /// The binary's entry point.
@@ -281,6 +286,7 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         ping_hz: opts.ping_hz,
         ping_rtt: metrics::Histogram::default(),
         measuring: Default::default(),
+        reconnects: crate::reconnect::Reconnects::new(opts.reconnect_on_4010),
     });
     let stdin_closed = opts.end_on_stdin_close.then(stdin_closed);
     let (phase_tx, _) = watch::channel(Phase::Joining);
@@ -475,6 +481,18 @@ async fn run(opts: &Options, workers: u32) -> anyhow::Result<Summary> {
         loadgen_limited,
         decode_errors: totals.decode_errors,
         disconnects: totals.disconnects,
+        socket_closes: shared.counters.socket_closes.load(Relaxed),
+        closed_4010: shared.counters.closed_4010.load(Relaxed),
+        reconnect_on_4010: opts.reconnect_on_4010,
+        reconnections: shared.counters.reconnections.load(Relaxed),
+        reconnect_failures: shared.counters.reconnect_failures.load(Relaxed),
+        reconnect_retries: shared.counters.reconnect_retries.load(Relaxed),
+        first_retry_reason: shared.reconnects.first_retry_reason(),
+        first_reconnect_error: shared.reconnects.first_error(),
+        reconnect_ms: shared.reconnects.took.quantiles_ms(),
+        moves_lost_on_4010: shared.counters.moves_lost.load(Relaxed),
+        first_4010_unix_ms: shared.reconnects.first_close_unix_ms(),
+        last_reconnect_unix_ms: shared.reconnects.last_back_unix_ms(),
         skipped_sends: d.skipped_sends,
         slow_sends: shared.counters.slow_sends.load(Relaxed),
     };

@@ -117,8 +117,48 @@ pub struct Summary {
     pub loadgen_limited: bool,
     /// Frames the schema decoder could not follow (over the whole run).
     pub decode_errors: u64,
-    /// Joined clients whose socket closed before the end (over the whole run).
+    /// Joined clients whose socket closed before the end and who did not get back (over the
+    /// whole run).
     pub disconnects: u64,
+    /// Every close or failure of a joined client's socket, reconnected or not (whole run): each
+    /// one a disconnect its player would have seen.
+    #[serde(default)]
+    pub socket_closes: u64,
+    /// Of those, closes by the server with 4010: the client's room moved to another host.
+    #[serde(default)]
+    pub closed_4010: u64,
+    /// Whether clients reconnected after a 4010 close (`--reconnect-on-4010`).
+    #[serde(default)]
+    pub reconnect_on_4010: bool,
+    /// Clients back in their room after a 4010 close.
+    #[serde(default)]
+    pub reconnections: u64,
+    /// Reconnections that failed (the client ended; also in `disconnects`).
+    #[serde(default)]
+    pub reconnect_failures: u64,
+    /// Reconnection attempts after a client's first (100 ms, 200 ms, 300 ms apart; 4 in all).
+    #[serde(default)]
+    pub reconnect_retries: u64,
+    /// Why the first attempt that was tried again failed.
+    #[serde(default)]
+    pub first_retry_reason: Option<String>,
+    /// The first failed reconnection's error.
+    #[serde(default)]
+    pub first_reconnect_error: Option<String>,
+    /// A 4010 close to the first ROOM_STATE on the new connection, ms.
+    #[serde(default)]
+    pub reconnect_ms: Option<Quantiles>,
+    /// Moves a reconnected client had sent on the closed socket after the one its room's state
+    /// shows on the new connection: lost in the move (a room applies a client's moves in order).
+    /// Reconnected clients only.
+    #[serde(default)]
+    pub moves_lost_on_4010: u64,
+    /// When the first 4010 close arrived, Unix ms.
+    #[serde(default)]
+    pub first_4010_unix_ms: Option<u64>,
+    /// When the last reconnected client got its ROOM_STATE, Unix ms.
+    #[serde(default)]
+    pub last_reconnect_unix_ms: Option<u64>,
     /// Send slots skipped because a client fell a period behind (over the window).
     pub skipped_sends: u64,
     /// Sends that waited more than 5 ms for the socket (over the whole run): the server was

@@ -1,7 +1,7 @@
 //! The few Colyseus frames a benchmark client reads and writes (0.18 wire).
 
 use odeon_protocol::codec::Cursor;
-pub use odeon_protocol::frame::code;
+pub use odeon_protocol::frame::{close, code};
 
 /// The JOIN_ROOM acknowledgement a client sends back.
 pub const JOIN_ACK: [u8; 1] = [code::JOIN_ROOM];
@@ -39,6 +39,16 @@ pub fn join_room_serializer(frame: &[u8]) -> Option<&str> {
     std::str::from_utf8(rest.get(1..1 + ser_len)?).ok()
 }
 
+/// The reconnection token of a 0.18 JOIN_ROOM frame (the string right after the code).
+pub fn join_room_token(frame: &[u8]) -> Option<&str> {
+    let (&first, rest) = frame.split_first()?;
+    if first != code::JOIN_ROOM {
+        return None;
+    }
+    let len = *rest.first()? as usize;
+    std::str::from_utf8(rest.get(1..1 + len)?).ok()
+}
+
 /// `[ERROR][num code][str message]` as text, for a join failure.
 pub fn error_text(frame: &[u8]) -> String {
     let mut cur = Cursor::new(frame.get(1..).unwrap_or_default());
@@ -69,6 +79,8 @@ mod tests {
         f.extend_from_slice(b"schema");
         f.extend_from_slice(&[0x01, 0x80]);
         assert_eq!(join_room_serializer(&f), Some("schema"));
+        assert_eq!(join_room_token(&f), Some("MhW2NG5DX"));
+        assert_eq!(join_room_token(&f[..5]), None);
         assert_eq!(join_room_serializer(&f[..5]), None);
         assert_eq!(join_room_serializer(&[0x0e]), None);
     }

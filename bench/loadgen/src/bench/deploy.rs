@@ -169,18 +169,24 @@ fn run_once(plan: &Plan, dp: &DeployPlan) -> DeployRecord {
 }
 
 /// Each host's plugins directory, removed on drop.
-struct PluginDirs(Vec<PathBuf>);
+pub(super) struct PluginDirs(pub(super) Vec<PathBuf>);
 
 impl PluginDirs {
-    fn new(dp: &DeployPlan) -> anyhow::Result<PluginDirs> {
+    /// `hosts` directories named after `workload`, each with a copy of `files` from `plugins`.
+    pub(super) fn new(
+        plugins: &Path,
+        hosts: usize,
+        files: &[&str],
+        workload: &str,
+    ) -> anyhow::Result<PluginDirs> {
         let mut dirs = PluginDirs(Vec::new());
-        for i in 1..=HOSTS {
-            let dir = std::env::temp_dir().join(format!("odeon-bench-deploy-{}-{i}", std::process::id()));
+        for i in 1..=hosts {
+            let dir = std::env::temp_dir().join(format!("odeon-bench-{workload}-{}-{i}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             dirs.0.push(dir.clone());
-            for file in ["arena.wasm", "echo.wasm"] {
-                std::fs::copy(dp.plugins.join(file), dir.join(file))
+            for file in files {
+                std::fs::copy(plugins.join(file), dir.join(file))
                     .with_context(|| format!("copying {file} to {}", dir.display()))?;
             }
         }
@@ -196,15 +202,15 @@ impl Drop for PluginDirs {
     }
 }
 
-/// Host 1's health: the live processes it sees and its rooms.
-fn health(port: u16) -> Option<(usize, u64)> {
+/// A host's health: the live processes it sees and its rooms.
+pub(super) fn health(port: u16) -> Option<(usize, u64)> {
     let (status, body) = server::http_get(port, "/odeon/health")?;
     let v: serde_json::Value = serde_json::from_str(&body).ok().filter(|_| status == 200)?;
     Some((v.get("processes")?.as_array()?.len(), v.get("rooms")?.as_u64()?))
 }
 
 /// Polls `f` every 100 ms until it holds or `within` passes; whether it held.
-fn poll(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(super) fn poll(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     loop {
         if f() {
@@ -217,12 +223,12 @@ fn poll(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn sleep_until(t: Instant) {
+pub(super) fn sleep_until(t: Instant) {
     std::thread::sleep(t.saturating_duration_since(Instant::now()));
 }
 
 /// CPU the machine spends on anything but `ours`, from when it was started.
-struct Other<'a> {
+pub(super) struct Other<'a> {
     ours: &'a [Pid],
     at: Instant,
     busy: Option<Duration>,
@@ -234,12 +240,12 @@ impl<'a> Other<'a> {
         proc::machine_busy()?.checked_sub(ours)
     }
 
-    fn start(ours: &'a [Pid]) -> Self {
+    pub(super) fn start(ours: &'a [Pid]) -> Self {
         Other { ours, at: Instant::now(), busy: Other::busy(ours) }
     }
 
     /// Since the start, % of one core (one decimal).
-    fn pct(&self) -> Option<f64> {
+    pub(super) fn pct(&self) -> Option<f64> {
         let spent = Other::busy(self.ours)?.saturating_sub(self.busy?);
         Some((spent.as_secs_f64() / self.at.elapsed().as_secs_f64() * 1000.0).round() / 10.0)
     }
@@ -296,7 +302,7 @@ fn run_inner(plan: &Plan, dp: &DeployPlan, record: &mut DeployRecord) -> anyhow:
     };
     let dir = &plan.results_dir;
     let cwd = &dp.host.cwd;
-    let plugin_dirs = PluginDirs::new(dp)?;
+    let plugin_dirs = PluginDirs::new(&dp.plugins, HOSTS, &["arena.wasm", "echo.wasm"], "deploy")?;
     let (mut redis, redis_url) = start_redis(&dp.redis, cwd, rest_cpu, &dir.join("deploy.redis.log"))?;
     record.commands.push(redis.command_line.clone());
 

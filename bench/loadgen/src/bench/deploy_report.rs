@@ -13,12 +13,12 @@ pub const TARGET_DEPLOY_P99_MS: f64 = 2000.0;
 /// Pause allowed at p99 for a 50-player arena room, µs.
 pub const TARGET_PAUSE_P99_US: f64 = 5000.0;
 
-fn cell(v: Option<f64>, decimals: usize) -> String {
+pub(super) fn cell(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "—".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
 /// `value` against `target` (lower is better): the value and ✓ or ✗.
-fn check(value: Option<f64>, target: f64, decimals: usize, unit: &str) -> String {
+pub(super) fn check(value: Option<f64>, target: f64, decimals: usize, unit: &str) -> String {
     match value {
         Some(v) if v <= target => format!("{v:.decimals$} {unit} ✓"),
         Some(v) => format!("{v:.decimals$} {unit} ✗"),
@@ -428,6 +428,7 @@ mod tests {
             quick: false,
             proxy: None,
             deploy: None,
+            drain: None,
         };
         let meta = Meta {
             date: "2026-12-07".to_owned(),

@@ -11,11 +11,15 @@
 //!
 //! Then the deploy workload ([`deploy`]): uploads and live migrations on three hosts sharing
 //! Redis, with arena clients playing on the first, reported in a section of its own
-//! ([`deploy_report`]).
+//! ([`deploy_report`]); and the drain workload ([`drain`], [`drain_report`]): a host's rooms
+//! moved to another while their clients play through `odeon-proxy`.
 
+pub mod compare;
 pub mod deploy;
 pub mod deploy_answer;
 pub mod deploy_report;
+pub mod drain;
+pub mod drain_report;
 pub mod loadgen_run;
 pub mod nginx;
 pub mod proxy;
@@ -27,12 +31,11 @@ pub mod svg;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::proc::{self, Pid};
 use crate::summary::Summary;
 use crate::sys;
 pub use loadgen_run::{loadgen_command_line, read_summary, run_loadgen};
@@ -46,9 +49,10 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Workload groups to run, in this order: `active`, `idle`, `mixed` (Odeon against
-    /// Colyseus), `proxy` (odeon-proxy against nginx in front of one host) and `deploy`
-    /// (deploys and live migrations across three hosts).
-    #[arg(long, value_delimiter = ',', default_value = "active,idle,mixed,proxy,deploy")]
+    /// Colyseus), `proxy` (odeon-proxy against nginx in front of one host), `deploy`
+    /// (deploys and live migrations across three hosts) and `drain` (a host's rooms moved to
+    /// another, clients through odeon-proxy).
+    #[arg(long, value_delimiter = ',', default_value = "active,idle,mixed,proxy,deploy,drain")]
     pub workloads: Vec<String>,
     /// Also write the Markdown section to this file.
     #[arg(long)]
@@ -109,14 +113,15 @@ pub struct Args {
     /// patch interval.
     #[arg(long, default_value_t = 1.0)]
     pub proxy_ping_hz: f64,
-    /// The odeon-proxy binary [default: $CARGO_TARGET_DIR/release/odeon-proxy; with --quick the
-    /// debug build if there is no release build].
+    /// The odeon-proxy binary of the proxy and drain workloads [default:
+    /// $CARGO_TARGET_DIR/release/odeon-proxy; with --quick the debug build if there is no release
+    /// build].
     #[arg(long)]
     pub proxy_bin: Option<PathBuf>,
     /// nginx [default: `nginx` on PATH, or /usr/sbin/nginx; without it that variant is skipped].
     #[arg(long)]
     pub nginx_bin: Option<PathBuf>,
-    /// redis-server for the proxy and deploy workloads [default: $ODEON_REDIS_SERVER, or
+    /// redis-server for the proxy, deploy and drain workloads [default: $ODEON_REDIS_SERVER, or
     /// `redis-server` on PATH].
     #[arg(long)]
     pub redis_server: Option<PathBuf>,
@@ -129,6 +134,9 @@ pub struct Args {
     /// Active arena clients on the first host during the migrations [default: 500; quick: 100].
     #[arg(long)]
     pub deploy_clients: Option<u32>,
+    /// Active arena clients (through odeon-proxy) on the drained host [default: 2000; quick: 200].
+    #[arg(long)]
+    pub drain_clients: Option<u32>,
 }
 
 /// What one run measures.
@@ -215,6 +223,8 @@ pub struct Plan {
     pub proxy: Option<Result<proxy::ProxyPlan, String>>,
     /// The deploy workload, if selected (`Err`: why it cannot run).
     pub deploy: Option<Result<deploy::DeployPlan, String>>,
+    /// The drain workload, if selected (`Err`: why it cannot run).
+    pub drain: Option<Result<drain::DrainPlan, String>>,
 }
 
 /// The binary's entry point.
@@ -259,12 +269,12 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     let mut groups = Vec::new();
     for g in &args.workloads {
         match g.as_str() {
-            "active" | "idle" | "mixed" | "proxy" | "deploy" => {
+            "active" | "idle" | "mixed" | "proxy" | "deploy" | "drain" => {
                 if !groups.contains(&g.as_str()) {
                     groups.push(g.as_str());
                 }
             }
-            other => bail!("unknown workload group {other:?} (active, idle, mixed, proxy, deploy)"),
+            other => bail!("unknown workload group {other:?} (active, idle, mixed, proxy, deploy, drain)"),
         }
     }
     let sizes = args.sizes.clone().unwrap_or(if q { vec![100] } else { vec![500, 1000, 2000] });
@@ -344,10 +354,21 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
     } else {
         None
     };
+    let drain = match groups.contains(&"drain") {
+        true => {
+            let d = drain::plan(args, &target, odeon_spec(args, &target, &repo)?)?;
+            if let Err(why) = &d {
+                eprintln!("odeon-bench: skipping the drain workload: {why}");
+            }
+            Some(d)
+        }
+        false => None,
+    };
     let runs = |ok: Option<bool>| ok == Some(true);
     if workloads.is_empty()
         && !runs(proxy.as_ref().map(|p| p.is_ok()))
         && !runs(deploy.as_ref().map(|d| d.is_ok()))
+        && !runs(drain.as_ref().map(|d| d.is_ok()))
     {
         bail!("nothing to run");
     }
@@ -385,6 +406,7 @@ fn plan(args: &Args) -> anyhow::Result<Plan> {
         quick: q,
         proxy,
         deploy,
+        drain,
     })
 }
 
@@ -446,7 +468,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     for &workload in &plan.workloads {
         for spec in &plan.servers {
             eprintln!("odeon-bench: {} / {} …", workload.label(), spec.kind.name());
-            let mut record = run_one(&plan, spec, workload);
+            let mut record = compare::run_one(&plan, spec, workload);
             if let Some(e) = record.error.take() {
                 // One retry: on a shared machine a server can be killed from outside.
                 eprintln!(
@@ -454,7 +476,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                     workload.label(),
                     spec.kind.name()
                 );
-                record = run_one(&plan, spec, workload);
+                record = compare::run_one(&plan, spec, workload);
                 record.retried_after = Some(e);
             }
             if let Some(e) = &record.error {
@@ -469,6 +491,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     };
     let deploy_record = match &plan.deploy {
         Some(Ok(dp)) => Some(deploy::run(&plan, dp)),
+        _ => None,
+    };
+    let drain_record = match &plan.drain {
+        Some(Ok(dp)) => Some(drain::run(&plan, dp)),
         _ => None,
     };
     let meta =
@@ -489,13 +515,19 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         }
         markdown.push_str(&deploy_report::markdown(&plan, &meta, dp.as_ref(), deploy_record.as_ref()));
     }
+    if let Some(dp) = &plan.drain {
+        if !markdown.is_empty() {
+            markdown.push('\n');
+        }
+        markdown.push_str(&drain_report::markdown(&plan, &meta, dp.as_ref(), drain_record.as_ref()));
+    }
     print!("{markdown}");
     if let Some(out) = &args.out {
         std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("odeon-bench: wrote {}", out.display());
     }
     match &args.svg {
-        // A proxy- or deploy-only run has nothing to plot; an earlier plot is left as it is.
+        // A proxy-, deploy- or drain-only run has nothing to plot; an earlier plot is left as it is.
         Some(path) if records.is_empty() => {
             eprintln!("odeon-bench: no server workload ran; {} not written", path.display())
         }
@@ -509,80 +541,6 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     eprintln!("odeon-bench: raw results and logs in {}", plan.results_dir.display());
     Ok(records.iter().all(|r| r.error.is_none())
         && proxy_records.iter().all(|r| r.error.is_none())
-        && deploy_record.is_none_or(|r| r.error.is_none()))
-}
-
-fn run_one(plan: &Plan, spec: &server::Spec, workload: Workload) -> RunRecord {
-    let name = format!("{}-{}", spec.kind.name().to_lowercase(), workload.label());
-    let mut record = RunRecord {
-        workload,
-        server: spec.kind,
-        summary: None,
-        empty_rss_kib: None,
-        error: None,
-        retried_after: None,
-        server_cmd: String::new(),
-        loadgen_cmd: String::new(),
-    };
-    if let Err(e) = run_one_inner(plan, spec, workload, &name, &mut record) {
-        record.error = Some(format!("{e:#}"));
-    }
-    record
-}
-
-fn run_one_inner(
-    plan: &Plan,
-    spec: &server::Spec,
-    workload: Workload,
-    name: &str,
-    record: &mut RunRecord,
-) -> anyhow::Result<()> {
-    let port = server::free_port()?;
-    let log = plan.results_dir.join(format!("{name}.server.log"));
-    let (server_cpu, loadgen_cpu) = match &plan.pin {
-        Some((s, l)) => (Some(s.as_str()), Some(l.as_str())),
-        None => (None, None),
-    };
-    record.server_cmd = spec.command_line(port, server_cpu);
-    let mut running = server::start(spec, port, server_cpu, &log)?;
-    // Let start-up allocation settle before taking the empty footprint.
-    std::thread::sleep(Duration::from_secs(1));
-    record.empty_rss_kib = proc::rss_kib(Pid::Id(running.pid));
-
-    let (active, idle) = workload.clients();
-    let json = plan.results_dir.join(format!("{name}.json"));
-    let loadgen_args: Vec<String> = vec![
-        "--endpoint".into(),
-        format!("http://127.0.0.1:{port}"),
-        "--room".into(),
-        "arena".into(),
-        "--clients".into(),
-        active.to_string(),
-        "--idle".into(),
-        idle.to_string(),
-        "--rate-hz".into(),
-        plan.rate_hz.to_string(),
-        "--warmup-secs".into(),
-        plan.warmup_secs.to_string(),
-        "--measure-secs".into(),
-        plan.measure_secs.to_string(),
-        "--server-pid".into(),
-        running.pid.to_string(),
-        "--join-concurrency".into(),
-        "50".into(),
-        "--json".into(),
-        json.display().to_string(),
-    ];
-    record.loadgen_cmd = loadgen_command_line(plan, loadgen_cpu, &loadgen_args);
-    let status = run_loadgen(plan, loadgen_cpu, &loadgen_args, &json)?;
-    let server_died = running.exited();
-    running.stop();
-    record.summary = read_summary(&json)?;
-    if server_died {
-        bail!("the server exited during the run; log {}:\n{}", log.display(), server::log_tail(&log));
-    }
-    if !status.success() {
-        bail!("loadgen exited with {status}");
-    }
-    Ok(())
+        && deploy_record.is_none_or(|r| r.error.is_none())
+        && drain_record.is_none_or(|r| r.error.is_none()))
 }

@@ -80,7 +80,7 @@ pub struct ProxyPlan {
 
 /// The odeon-proxy binary the bench uses by default: the release build, or with `--quick` the
 /// debug build when there is no release build.
-fn default_proxy_bin(target: &Path, quick: bool) -> PathBuf {
+pub(super) fn default_proxy_bin(target: &Path, quick: bool) -> PathBuf {
     let release = target.join("release/odeon-proxy");
     let debug = target.join("debug/odeon-proxy");
     if !release.exists() && quick && debug.exists() {
@@ -435,7 +435,7 @@ fn run_one_inner(plan: &Plan, pp: &ProxyPlan, record: &mut ProxyRecord) -> anyho
 }
 
 /// Whether odeon-proxy's health body names at least one process (`"processes":["…"]`).
-fn lists_processes(body: &str) -> bool {
+pub(super) fn lists_processes(body: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("processes")?.as_array().map(|p| !p.is_empty()))

@@ -356,6 +356,7 @@ mod tests {
             quick: true,
             proxy: None,
             deploy: None,
+            drain: None,
         };
         let meta = Meta {
             date: "2025-01-01".to_owned(),

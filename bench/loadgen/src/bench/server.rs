@@ -384,6 +384,11 @@ impl Running {
         gone(self.pid)
     }
 
+    /// Its exit status, once it has exited by itself (this reaps it).
+    pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Stops the process group: SIGTERM, up to 5 s, then SIGKILL. The leader is reaped only
     /// after the group has been signalled, so the group id cannot have been reused.
     pub fn stop(&mut self) {

@@ -30,14 +30,13 @@ impl Room {
     /// on the way (its old code trapped) and is gone.
     pub(super) async fn migrate_if_asked(&mut self, events: &mut Vec<Event>) -> bool {
         let Some((to, fresh, reply)) = self.migration.take() else { return true };
+        let frozen = Instant::now();
         // What the last call left for the guest belongs to the old code's time.
-        while !events.is_empty() {
-            if !self.call(events).await {
-                let _ = reply.send(Migrated::Kept("the room failed before its migration".into()));
-                return false;
-            }
+        if !self.settle(events).await {
+            let _ = reply.send(Migrated::Kept("the room failed before its migration".into()));
+            return false;
         }
-        let (outcome, alive) = self.migrate(to, *fresh).await;
+        let (outcome, alive) = self.migrate(to, *fresh, frozen).await;
         match &outcome {
             Migrated::Moved { pause } => tracing::info!(
                 room = self.tag(), room_type = %self.listing.name, version = self.plugin.load().version,
@@ -56,23 +55,13 @@ impl Room {
         &mut self,
         to: Arc<PluginVersion>,
         (mut guest, _slot): (Guest, tokio::sync::OwnedSemaphorePermit),
+        frozen: Instant,
     ) -> (Migrated, bool) {
         if self.plugin.load().hash == to.hash {
             return (Migrated::Already, true);
         }
         if self.disposing {
             return (Migrated::Kept("the room is closing".into()), true);
-        }
-        let frozen = Instant::now();
-        // The clients must hold exactly the state the snapshot carries: the due patch goes first.
-        if self.serializer.is_some() && std::mem::take(&mut self.state_dirty) {
-            self.patch_pending = true;
-            let mut events = vec![Event::Patch];
-            while !events.is_empty() {
-                if !self.call(&mut events).await {
-                    return (Migrated::Kept("the room failed while patching".into()), false);
-                }
-            }
         }
         let deadline = self.deps.limits.create_deadline;
         let snapshot = match self.guest.migrate_out(deadline).await {

@@ -31,26 +31,13 @@ impl Room {
     /// (or failed on the way).
     pub(super) async fn move_if_asked(&mut self, events: &mut Vec<Event>) -> bool {
         let Some((reply, commit)) = self.move_out.take() else { return true };
-        while !events.is_empty() {
-            if !self.call(events).await {
-                let _ = reply.send(Err("the room failed before its move".into()));
-                return false;
-            }
+        if !self.settle(events).await {
+            let _ = reply.send(Err("the room failed before its move".into()));
+            return false;
         }
         if self.disposing {
             let _ = reply.send(Err("the room is closing".into()));
             return true;
-        }
-        // The clients hold exactly the state that moves: the due patch goes first.
-        if self.serializer.is_some() && std::mem::take(&mut self.state_dirty) {
-            self.patch_pending = true;
-            let mut patch = vec![Event::Patch];
-            while !patch.is_empty() {
-                if !self.call(&mut patch).await {
-                    let _ = reply.send(Err("the room failed while patching".into()));
-                    return false;
-                }
-            }
         }
         if reply.send(Ok(Box::new(self.export()))).is_err() {
             return true;
@@ -62,6 +49,22 @@ impl Room {
             }
             _ => true,
         }
+    }
+
+    /// Brings the room to a point where it can be handed over (to a new version or another
+    /// host): what the last call left for the guest is served, and the due patch sent, so every
+    /// client holds exactly the state that is handed over. False when the room failed on the way.
+    pub(super) async fn settle(&mut self, events: &mut Vec<Event>) -> bool {
+        if self.serializer.is_some() && std::mem::take(&mut self.state_dirty) {
+            self.patch_pending = true;
+            events.push(Event::Patch);
+        }
+        while !events.is_empty() {
+            if !self.call(events).await {
+                return false;
+            }
+        }
+        true
     }
 
     fn export(&self) -> RoomTransfer {

@@ -13,6 +13,7 @@
 pub mod abi;
 pub mod codec;
 pub mod frame;
+pub mod handover;
 pub mod input;
 pub mod matchmake;
 pub mod msgpackr;

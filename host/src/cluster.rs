@@ -94,6 +94,13 @@ pub enum Request {
         /// The transfer.
         transfer: String,
     },
+    /// An `ImportRoom` the caller got no answer to: the room stays on the caller, so a copy
+    /// started here (or starting) ends quietly, its listing and clients left alone.
+    #[serde(rename_all = "camelCase")]
+    AbandonImport {
+        /// The room.
+        room_id: String,
+    },
 }
 
 /// The answer to a [`Request`].

@@ -119,6 +119,11 @@ impl RoomServices {
         });
     }
 
+    /// Operations started whose answers are not in the room's inbox yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// The topics the room is subscribed to (a moving room takes them along).
     pub fn topics(&self) -> Vec<Key> {
         self.subscriptions.keys().map(|(name, global)| Key { name: name.clone(), global: *global }).collect()

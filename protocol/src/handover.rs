@@ -129,7 +129,8 @@ mod tests {
         for bad in ["", "hold", "moved p s", "moved p s t extra", "resume now", "hello"] {
             assert_eq!(Control::parse(bad.as_bytes()), None, "{bad:?}");
         }
-        let long = Control::Moved { process_id: "p".repeat(100), session_id: "s".into(), token: "t".repeat(30) };
+        let long =
+            Control::Moved { process_id: "p".repeat(100), session_id: "s".into(), token: "t".repeat(30) };
         assert_eq!(long.frame(), None);
         assert!(is_held(&held_payload("abc"), "abc"));
         assert!(!is_held(&held_payload("abc"), "abd"));

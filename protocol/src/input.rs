@@ -112,7 +112,7 @@ impl FieldKind {
 }
 
 /// A field's current value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum InputValue {
     /// Any numeric field.
     Number(f64),

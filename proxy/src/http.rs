@@ -20,10 +20,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use odeon_protocol::handover::{HANDOVER_HEADER, RESUME_HEADER};
 use odeon_protocol::registry::PROXY_HEADER;
 
+use crate::handover::Follow;
 use crate::identity::Identity;
-use crate::relay::{self, Io};
+use crate::relay::Io;
 use crate::routes::{Route, Routes};
 use crate::server::Connections;
 
@@ -217,8 +219,21 @@ impl Proxy {
             }
         };
         let client_upgrade = hyper::upgrade::on(&mut req);
+        let room_id = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
         let (mut parts, _) = req.into_parts();
         set_forwarded(&mut parts.headers, client, scheme, &self.identity);
+        ask_for_handover(&mut parts.headers);
+        let follow = Follow {
+            routes: self.routes.clone(),
+            identity: self.identity.clone(),
+            client_ip: client,
+            scheme,
+            // Copied: a parsed header value is a slice of hyper's read buffer, which a clone
+            // would keep for the relay's life.
+            host: parts.headers.get(header::HOST).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
+            room_id,
+            idle: self.settings.idle_timeout,
+        };
         let mut res = match upstream(sender, Request::from_parts(parts, Full::default())).await {
             Ok(res) => res,
             Err(res) => return res,
@@ -228,7 +243,6 @@ impl Proxy {
             return res.map(Either::Left);
         }
         let host_upgrade = hyper::upgrade::on(&mut res);
-        let idle = self.settings.idle_timeout;
         let guard = self.connections.enter_relay();
         let process = route.process_id.clone();
         tokio::spawn(async move {
@@ -238,11 +252,8 @@ impl Proxy {
             };
             let (client, client_leftover) = Io::from_upgraded(client);
             let (host, host_leftover) = Io::from_upgraded(host);
-            match relay::relay(client, client_leftover, host, host_leftover, idle).await {
-                Ok(relay::End::Idle) => tracing::debug!(%process, "idle websocket closed"),
-                Ok(relay::End::Closed) => {}
-                Err(e) => tracing::debug!(%process, "websocket relay ended: {e}"),
-            }
+            // The guard counts the client's connection across every host it follows its room to.
+            follow.relay(client, client_leftover, host, host_leftover, process).await;
             drop(guard);
         });
         let (parts, _) = res.into_parts();
@@ -251,7 +262,7 @@ impl Proxy {
 }
 
 /// Opens a connection to a host, ready for one request (or an upgrade).
-async fn connect<B>(route: &Route) -> std::io::Result<SendRequest<B>>
+pub(crate) async fn connect<B>(route: &Route) -> std::io::Result<SendRequest<B>>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -353,11 +364,18 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 
 /// Replaces the forwarding headers with what the proxy saw, and its proof of identity with its
 /// own (whatever a client sent in it is dropped).
-fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: Scheme, identity: &Identity) {
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: Scheme, identity: &Identity) {
     let ip = HeaderValue::from_str(&client.to_string()).expect("an address is a valid header value");
     headers.insert("x-forwarded-for", ip);
     headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme.as_str()));
     headers.insert(PROXY_HEADER, identity.header().clone());
+}
+
+/// Says the proxy can follow the room to another host (`odeon_protocol::handover`), in place of
+/// whatever the client said about handovers: a resume is the proxy's own to ask for.
+fn ask_for_handover(headers: &mut HeaderMap) {
+    headers.remove(RESUME_HEADER);
+    headers.insert(HANDOVER_HEADER, HeaderValue::from_static("1"));
 }
 
 /// Removes the headers that describe one hop (RFC 9110 §7.6.1), and those `Connection` names.
@@ -439,6 +457,19 @@ mod tests {
         assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["203.0.113.4"]);
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h.get_all(PROXY_HEADER).iter().collect::<Vec<_>>(), [identity.header()]);
+    }
+
+    #[test]
+    fn room_upgrades_ask_for_handover_and_a_clients_own_handover_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.append(HANDOVER_HEADER, HeaderValue::from_static("0"));
+        h.append(HANDOVER_HEADER, HeaderValue::from_static("yes"));
+        h.insert(RESUME_HEADER, HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        ask_for_handover(&mut h);
+        assert_eq!(h.get_all(HANDOVER_HEADER).iter().collect::<Vec<_>>(), ["1"]);
+        assert!(!h.contains_key(RESUME_HEADER));
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

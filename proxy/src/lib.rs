@@ -12,11 +12,15 @@
 //! - [`http`]: what each request gets: health, matchmaking, room WebSockets, errors.
 //! - [`identity`]: the secret that proves to hosts a request came through this proxy.
 //! - [`relay`]: the byte relay of an upgraded WebSocket.
+//! - [`frames`]: WebSocket frame boundaries and the hosts' control frames in a relayed stream.
+//! - [`handover`]: following a room that moved to another host, with the client's socket.
 //! - [`os`]: the open-file limit, raised at start, and the connection cap it allows.
 //! - [`tls`]: the certificate and its reloading.
 
 pub mod config;
 pub mod discovery;
+pub mod frames;
+pub mod handover;
 pub mod head;
 pub mod http;
 pub mod identity;

@@ -7,13 +7,20 @@
 //! and the direction reads nothing more until the buffer is written out and freed. So an idle
 //! or a fast client costs its sockets and this task, and a client that never reads holds at
 //! most one chunk before its host's socket fills and the host's own slow-client policy applies.
+//!
+//! Both directions follow the WebSocket frame headers as they pass ([`crate::frames`]; the
+//! payloads are neither copied nor unmasked) for the handover of a room to another host
+//! (`odeon_protocol::handover`): the host's control frames are taken out of its stream, and a
+//! hold stops the client's frames at a frame boundary ([`hold`]). A room that moved ends the
+//! relay with [`End::Moved`], the client's socket and its held bytes, for the caller to splice
+//! onto the room's new host.
 
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
@@ -22,6 +29,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::head::Prefixed;
+use hold::{Down, Up};
+
+#[cfg(test)]
+mod handover_tests;
+mod hold;
+#[cfg(test)]
+mod tests;
 
 /// Largest read: a step's worth of frames to one client fits with room to spare.
 const CHUNK: usize = 16 * 1024;
@@ -106,18 +120,51 @@ impl AsyncWrite for Io {
     }
 }
 
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Io::Tcp(_) => "Io::Tcp",
+            Io::Tls(_) => "Io::Tls",
+            Io::Other(_) => "Io::Other",
+        })
+    }
+}
+
 /// How a relay ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum End {
     /// Both sides closed.
     Closed,
     /// No byte either way for the idle timeout.
     Idle,
+    /// The host handed the room to another process: resume the client there.
+    Moved(Box<Moved>),
+}
+
+/// A room that moved to another process (`Control::Moved`), and the client that follows it.
+/// Everything the old host sent before it has been written to the client; the old host's
+/// connection is closed.
+#[derive(Debug)]
+pub struct Moved {
+    /// The process that runs the room now.
+    pub process_id: String,
+    /// The client's session.
+    pub session_id: String,
+    /// The session's reconnection token.
+    pub token: String,
+    /// The client's socket.
+    pub client: Io,
+    /// What the client sent that the old host did not get, from a frame boundary on.
+    pub held: Vec<u8>,
+    /// When the proxy read the marker.
+    pub at: Instant,
 }
 
 /// One direction: what was read and not yet written, and whether its source has ended.
 #[derive(Default)]
 struct Half {
+    /// Read before the relay began; taken as the first read.
+    leftover: Bytes,
     pending: Vec<u8>,
     written: usize,
     unflushed: bool,
@@ -125,23 +172,84 @@ struct Half {
     done: bool,
 }
 
+/// What a direction does with the bytes it reads.
+trait Filter {
+    /// Takes `data`, read from the source: writes to `dst`, or pends in `half`, what goes on.
+    fn take<W: AsyncWrite + Unpin>(
+        &mut self,
+        half: &mut Half,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        dst: &mut W,
+    ) -> io::Result<()>;
+    /// Whether the source may be read now.
+    fn may_read(&self) -> bool;
+    /// Whether the source's end may be passed on (the destination shut down).
+    fn may_close(&self) -> bool;
+    /// Whether the last read changed what the relay must look at before this direction goes on.
+    fn interrupted(&self) -> bool;
+}
+
 impl Half {
     fn with(leftover: Bytes) -> Self {
-        Half { pending: leftover.to_vec(), ..Half::default() }
+        // Copied, or dropped when empty: an upgrade's leftover is a slice of hyper's read
+        // buffer (8 KiB or more), which even an empty slice would keep for the relay's life.
+        let leftover = if leftover.is_empty() { Bytes::new() } else { Bytes::copy_from_slice(&leftover) };
+        Half { leftover, ..Half::default() }
     }
 
-    /// Moves bytes from `src` to `dst` until `src` has nothing more or `dst` takes nothing more.
-    /// Ready when the direction is finished (its source ended and `dst` was shut down).
-    fn poll<R, W>(
+    /// Whether everything taken so far is written and flushed.
+    fn caught_up(&self) -> bool {
+        self.pending.is_empty() && self.leftover.is_empty() && !self.unflushed
+    }
+
+    /// Writes `data` to `dst` now, and keeps in `pending` what `dst` does not take at once
+    /// (or all of it behind bytes pending already).
+    #[inline]
+    fn forward<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        dst: &mut W,
+    ) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.pending.extend_from_slice(data);
+            return Ok(());
+        }
+        let mut off = 0;
+        while off < data.len() {
+            match Pin::new(&mut *dst).poll_write(cx, &data[off..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    off += n;
+                    self.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {
+                    // The other side is slow: keep the rest and stop reading this way.
+                    self.pending.extend_from_slice(&data[off..]);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves bytes from `src` through `filter` to `dst` until `src` has nothing more, `dst`
+    /// takes nothing more, or the filter stops it. Ready when the direction is finished (its
+    /// source ended and `dst` was shut down).
+    fn poll<R, W, F>(
         &mut self,
         cx: &mut Context<'_>,
         src: &mut R,
         dst: &mut W,
         active: &mut bool,
+        filter: &mut F,
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
+        F: Filter,
     {
         if self.done {
             return Poll::Ready(Ok(()));
@@ -159,6 +267,21 @@ impl Half {
                 // Caught up: give the memory back rather than keep it for the next burst.
                 self.pending = Vec::new();
                 self.written = 0;
+            }
+            if !self.leftover.is_empty() {
+                let leftover = std::mem::take(&mut self.leftover);
+                filter.take(self, cx, &leftover, dst)?;
+                if filter.interrupted() {
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            if !filter.may_read() || (self.eof && !filter.may_close()) {
+                if self.unflushed {
+                    ready!(Pin::new(&mut *dst).poll_flush(cx))?;
+                    self.unflushed = false;
+                }
+                return Poll::Pending;
             }
             if self.eof {
                 ready!(Pin::new(&mut *dst).poll_shutdown(cx))?;
@@ -185,27 +308,18 @@ impl Half {
                 continue;
             }
             *active = true;
-            let mut off = 0;
-            while off < data.len() {
-                match Pin::new(&mut *dst).poll_write(cx, &data[off..]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => off += n,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        // The other side is slow: keep the rest and stop reading this way.
-                        self.pending.extend_from_slice(&data[off..]);
-                        return Poll::Pending;
-                    }
-                }
+            filter.take(self, cx, data, dst)?;
+            if filter.interrupted() {
+                return Poll::Pending;
             }
-            self.unflushed = true;
         }
     }
 }
 
-/// Relays between `client` and `upstream` until both directions end, either side fails, or
-/// nothing moves for `idle`. `client_leftover` and `upstream_leftover` are bytes already read
-/// from each side (past the handshake) and are delivered first.
+/// Relays between `client` and `upstream` until both directions end, either side fails,
+/// nothing moves for `idle`, or the host moves the room. `client_leftover` and
+/// `upstream_leftover` are bytes already read from each side (past the handshake; each starts
+/// at a frame boundary) and are delivered first.
 pub async fn relay(
     mut client: Io,
     client_leftover: Bytes,
@@ -213,140 +327,124 @@ pub async fn relay(
     upstream_leftover: Bytes,
     idle: Duration,
 ) -> io::Result<End> {
-    let mut up = Half::with(client_leftover);
-    let mut down = Half::with(upstream_leftover);
-    let check = idle / IDLE_CHECKS;
-    let mut timer = Box::pin(tokio::time::sleep(check));
-    // Traffic since the timer's last check, and how many checks in a row saw none.
-    let (mut seen, mut quiet) = (false, 0);
-    std::future::poll_fn(move |cx| {
-        let a = up.poll(cx, &mut client, &mut upstream, &mut seen)?;
-        let b = down.poll(cx, &mut upstream, &mut client, &mut seen)?;
-        if a.is_ready() && b.is_ready() {
-            return Poll::Ready(Ok(End::Closed));
-        }
-        while timer.as_mut().poll(cx).is_ready() {
-            if seen {
-                quiet = 0;
-            } else {
-                quiet += 1;
-                if quiet >= IDLE_CHECKS {
-                    return Poll::Ready(Ok(End::Idle));
-                }
-            }
-            seen = false;
-            timer.as_mut().reset(tokio::time::Instant::now() + check);
-        }
-        Poll::Pending
+    let mut state = Relay {
+        up_half: Half::with(client_leftover),
+        up: Up::default(),
+        down_half: Half::with(upstream_leftover),
+        down: Down::default(),
+        hold_timer: None,
+        check: idle / IDLE_CHECKS,
+        timer: Box::pin(tokio::time::sleep(idle / IDLE_CHECKS)),
+        seen: false,
+        quiet: 0,
+    };
+    let end = std::future::poll_fn(|cx| state.poll(cx, &mut client, &mut upstream)).await?;
+    let Some(to) = end else { return Ok(End::Closed) };
+    drop(upstream);
+    Ok(match to {
+        Ended::Idle => End::Idle,
+        Ended::Moved { process_id, session_id, token, at } => End::Moved(Box::new(Moved {
+            process_id,
+            session_id,
+            token,
+            client,
+            held: std::mem::take(&mut state.up.held),
+            at,
+        })),
     })
-    .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+/// Why the relay ended, other than both sides closing.
+enum Ended {
+    Idle,
+    Moved { process_id: String, session_id: String, token: String, at: Instant },
+}
 
-    /// A connected pair of loopback TCP streams.
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
-    }
+/// A relay's state between polls.
+struct Relay {
+    up_half: Half,
+    up: Up,
+    down_half: Half,
+    down: Down,
+    /// When a hold that did not end becomes a resume (or a move, the wait for the client's
+    /// frame in flight, an error).
+    hold_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    check: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Traffic since the timer's last check, and how many checks in a row saw none.
+    seen: bool,
+    quiet: u32,
+}
 
-    type Relayed = (TcpStream, TcpStream, tokio::task::JoinHandle<io::Result<End>>);
-
-    /// A client and a host with a relay between them, started with these leftovers.
-    async fn relayed(
-        client_leftover: &'static [u8],
-        host_leftover: &'static [u8],
-        idle: Duration,
-    ) -> Relayed {
-        let (client, client_proxy_side) = pair().await;
-        let (upstream_proxy_side, host) = pair().await;
-        let task = tokio::spawn(relay(
-            Io::Tcp(client_proxy_side),
-            Bytes::from_static(client_leftover),
-            Io::Tcp(upstream_proxy_side),
-            Bytes::from_static(host_leftover),
-            idle,
-        ));
-        (client, host, task)
-    }
-
-    #[tokio::test]
-    async fn bytes_pass_unchanged_both_ways_leftovers_first_and_close_ends_the_relay() {
-        let (mut client, mut host, task) = relayed(b"early-", b"hello-", Duration::from_secs(10)).await;
-        client.write_all(b"up").await.unwrap();
-        let mut got = [0u8; 8];
-        host.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"early-up");
-        host.write_all(b"down").await.unwrap();
-        let mut got = [0u8; 10];
-        client.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"hello-down");
-        // A megabyte each way, concurrently, arrives whole and in order.
-        let blob: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
-        let (mut cr, mut cw) = client.into_split();
-        let (mut hr, mut hw) = host.into_split();
-        let (b1, b2) = (blob.clone(), blob.clone());
-        let w1 = tokio::spawn(async move {
-            cw.write_all(&b1).await.unwrap();
-            cw
-        });
-        let w2 = tokio::spawn(async move {
-            hw.write_all(&b2).await.unwrap();
-            hw
-        });
-        let mut at_host = vec![0u8; blob.len()];
-        let mut at_client = vec![0u8; blob.len()];
-        hr.read_exact(&mut at_host).await.unwrap();
-        cr.read_exact(&mut at_client).await.unwrap();
-        assert!(at_host == blob && at_client == blob);
-        drop((w1.await.unwrap(), w2.await.unwrap(), cr, hr));
-        assert_eq!(task.await.unwrap().unwrap(), End::Closed);
-    }
-
-    #[tokio::test]
-    async fn a_client_that_never_reads_holds_at_most_one_chunk() {
-        let (client, mut host, task) = relayed(b"", b"", Duration::from_secs(30)).await;
-        // The host writes until its socket is full: with the client not reading, that happens
-        // after the kernel buffers, not after an unbounded amount queued in the proxy.
-        let chunk = vec![1u8; 64 * 1024];
-        let mut sent = 0usize;
+impl Relay {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut Io,
+        upstream: &mut Io,
+    ) -> Poll<io::Result<Option<Ended>>> {
         loop {
-            match tokio::time::timeout(Duration::from_millis(500), host.write_all(&chunk)).await {
-                Ok(Ok(())) => sent += chunk.len(),
-                Ok(Err(e)) => panic!("{e}"),
-                Err(_) => break,
+            let a = self.up_half.poll(cx, client, upstream, &mut self.seen, &mut self.up)?;
+            let b = self.down_half.poll(cx, upstream, client, &mut self.seen, &mut self.down)?;
+            if self.handover(cx)? {
+                // The host's controls or the hold timer changed a direction: go round again.
+                continue;
             }
-            assert!(sent < 64 << 20, "the relay kept reading from the host: {sent} bytes");
+            if self.down.moved.is_some() && self.down_half.caught_up() && self.up.is_held() {
+                let (process_id, session_id, token, at) = self.down.moved.take().expect("checked");
+                return Poll::Ready(Ok(Some(Ended::Moved { process_id, session_id, token, at })));
+            }
+            if a.is_ready() && b.is_ready() {
+                return Poll::Ready(Ok(None));
+            }
+            while self.timer.as_mut().poll(cx).is_ready() {
+                if self.seen {
+                    self.quiet = 0;
+                } else {
+                    self.quiet += 1;
+                    if self.quiet >= IDLE_CHECKS {
+                        return Poll::Ready(Ok(Some(Ended::Idle)));
+                    }
+                }
+                self.seen = false;
+                self.timer.as_mut().reset(tokio::time::Instant::now() + self.check);
+            }
+            return Poll::Pending;
         }
-        drop(client);
-        drop(host);
-        let _ = task.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn an_idle_relay_times_out_and_traffic_keeps_it_open() {
-        let (mut client, mut host, task) = relayed(b"", b"", Duration::from_millis(400)).await;
-        // Traffic every 150 ms for 1.5 s keeps it open.
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            client.write_all(b"x").await.unwrap();
-            let mut b = [0u8; 1];
-            host.read_exact(&mut b).await.unwrap();
+    /// Applies what the host's stream said and what the hold timer says; whether anything
+    /// changed.
+    fn handover(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let mut changed = false;
+        for control in std::mem::take(&mut self.down.controls) {
+            changed = true;
+            if self.up.control(&mut self.up_half, control) {
+                self.hold_timer = Some(Box::pin(tokio::time::sleep(hold::HOLD_TIMEOUT)));
+            } else if !self.up.is_holding() {
+                self.hold_timer = None;
+            }
         }
-        assert!(!task.is_finished());
-        let quiet_from = tokio::time::Instant::now();
-        assert_eq!(task.await.unwrap().unwrap(), End::Idle);
-        let waited = quiet_from.elapsed();
-        // Between one timeout and one timeout plus a check (and scheduling slack).
-        assert!(waited >= Duration::from_millis(300) && waited <= Duration::from_secs(3), "{waited:?}");
-        // Both sockets were closed by the relay.
-        let mut b = [0u8; 1];
-        assert_eq!(host.read(&mut b).await.unwrap(), 0);
+        if self.down.moved.is_some() && !self.up.is_moved() {
+            changed = true;
+            self.up.moved(&mut self.up_half);
+            // Past the marker only a client frame in flight is waited for, and not forever.
+            self.hold_timer = (!self.up.is_held()).then(|| Box::pin(tokio::time::sleep(hold::HOLD_TIMEOUT)));
+        }
+        if let Some(timer) = &mut self.hold_timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            self.hold_timer = None;
+            if self.down.moved.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the room moved and the client's frame in flight did not end",
+                ));
+            }
+            tracing::warn!("a hold was neither resumed nor moved within {:?}: resuming", hold::HOLD_TIMEOUT);
+            self.up.resume(&mut self.up_half);
+            changed = true;
+        }
+        Ok(changed)
     }
 }

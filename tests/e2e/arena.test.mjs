@@ -5,7 +5,7 @@
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Host, hostTest, sleep, hex } from "./harness.mjs";
+import { Host, hostTest, positions, sleep, hex } from "./harness.mjs";
 import { SDK_BY_PROFILE } from "./sdks.mjs";
 import * as sdk16 from "colyseus.js";
 import * as sdk17 from "sdk17";
@@ -30,12 +30,6 @@ function watchPlayers(room, profile) {
     });
     $(room.state).players.onRemove((_player, key) => seen.removed.push(key));
     return seen;
-}
-
-function positions(room) {
-    const out = {};
-    room.state.players.forEach((p, key) => { out[key] = { x: p.x, y: p.y }; });
-    return out;
 }
 
 async function until(what, predicate, ms = 3000) {

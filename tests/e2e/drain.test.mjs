@@ -1,35 +1,24 @@
 // Draining a host (issue 17): `POST /odeon/admin/drain` or SIGTERM marks the host draining in the
 // registry, so no host and no odeon-proxy places a new room or seat on it, and moves each of its
 // rooms to another live host under the same room id (the guest's memory, seats, timers and
-// listing). Clients are closed with 4010 and the SDK reconnects by itself, through the proxy, to
-// where the room runs now, with its state intact. The host exits once it holds no room; a room
+// listing). Behind the proxy, clients follow without a sign (handover.test.mjs checks it for
+// each SDK generation); a client connected directly is closed with 4010 and the SDK reconnects
+// by itself, through the restarted host, to where the room runs now, with its state intact. The host exits once it holds no room; a room
 // with nowhere to go stays until `--drain-timeout-secs`.
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { hostTest, sleep, uniq } from "./harness.mjs";
+import { hostTest, positions, sleep, uniq } from "./harness.mjs";
+import * as drains from "./drains.mjs";
 import { SDK18 as sdk } from "./sdks.mjs";
 import { startDeployment } from "./proxy.mjs";
 
 const TOKEN = "dr4in-7e5t-t0ken-5b3c81e0";
 
-const drain = async (host) => {
-    const res = await fetch(`${host.http}/odeon/admin/drain`, { method: "POST", headers: { Authorization: `Bearer ${TOKEN}` } });
-    return { status: res.status, body: await res.json() };
-};
+const drain = (host) => drains.drain(host, TOKEN);
 const health = async (host) => (await fetch(`${host.http}/odeon/health`)).json();
 const processOf = (peer) => peer.room.processId ?? sdk.ws(peer.room).url.split("/")[3];
-/** Where a room runs, by its listing (a moved room's clients still use the path they knew). */
-async function whereRuns(host, roomId) {
-    const res = await fetch(`${host.http}/odeon/admin/rooms`, { headers: { Authorization: `Bearer ${TOKEN}` } });
-    return (await res.json()).rooms.find((r) => r.roomId === roomId)?.processId;
-}
-
-function positions(room) {
-    const out = {};
-    room.state.players.forEach((p, key) => { out[key] = { x: p.x, y: p.y }; });
-    return out;
-}
+const whereRuns = (host, roomId) => drains.whereRuns(host, TOKEN, roomId);
 
 async function until(what, predicate, ms = 8000) {
     const deadline = Date.now() + ms;
@@ -59,15 +48,15 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         assert.fail(`no ${name} room landed on ${host.label}`);
     }
 
-    /** Every peer sees its room move: a drop, then a reconnection into the same room and session. */
+    /** Behind the proxy a peer does not see its room move: no drop, no reconnection, same room. */
     async function followedTheMove(peer, roomId, sessionId) {
-        await peer.next("drop", 8000);
-        await peer.next("reconnect", 15000);
+        await peer.noKind("drop", 300);
+        await peer.noKind("reconnect", 0);
         assert.equal(peer.room.roomId, roomId);
         assert.equal(peer.room.sessionId, sessionId);
     }
 
-    test("POST /odeon/admin/drain moves every room to the other hosts; clients follow by themselves; the host exits", async (s) => {
+    test("POST /odeon/admin/drain moves every room to the other hosts; clients follow unaware; the host exits", async (s) => {
         const victim = hosts[2];
         const a = await roomOn(s, victim, "echo", { mode: uniq("drain") });
         await a.nextMsg("welcome");
@@ -147,7 +136,7 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         assert.match(victim.logTail(60), /room moved/);
     });
 
-    test("SIGTERM moves the host's rooms too: its clients follow them by themselves", async (s) => {
+    test("SIGTERM moves the host's rooms too: its clients follow them unaware", async (s) => {
         const victim = hosts[1];
         assert.ok(victim.alive);
         const a = await roomOn(s, victim, "echo", { mode: uniq("term") });

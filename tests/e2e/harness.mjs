@@ -117,6 +117,13 @@ export async function until(what, predicate, ms = 5000) {
     assert.fail(`timed out: ${what}`);
 }
 
+/** Every player's position in an arena-like `room.state.players`, by session. */
+export function positions(room) {
+    const out = {};
+    room.state.players.forEach((p, key) => { out[key] = { x: p.x, y: p.y }; });
+    return out;
+}
+
 export function uniq(prefix = "m") {
     uniqCounter += 1;
     return `${prefix}-${process.pid}-${uniqCounter}-${Math.random().toString(36).slice(2, 8)}`;

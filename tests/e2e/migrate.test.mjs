@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { PLUGINS_DIR, PLUGIN_VARIANTS_DIR, hostTest, sleep, uniq } from "./harness.mjs";
+import { PLUGINS_DIR, PLUGIN_VARIANTS_DIR, hostTest, positions, sleep, uniq } from "./harness.mjs";
 import { SDK_BY_PROFILE } from "./sdks.mjs";
 import { startDeployment } from "./proxy.mjs";
 import * as sdk16 from "colyseus.js";
@@ -49,12 +49,6 @@ async function until(what, predicate, ms = 5000) {
         await sleep(10);
     }
     assert.fail(`timed out waiting for ${what}`);
-}
-
-function positions(room) {
-    const out = {};
-    room.state.players.forEach((p, key) => { out[key] = { x: p.x, y: p.y }; });
-    return out;
 }
 
 const processOf = (sdk, peer) => peer.room.processId ?? sdk.ws(peer.room).url.split("/")[3];

@@ -223,8 +223,17 @@ describe("PM2 ecosystem (deploy/ecosystem.config.js)", { timeout: 120000 }, () =
 
         // pm2 reload restarts the instances (SIGINT each): a host that stops moves its rooms to
         // the other, and the SDK's client follows its room by itself, into the same session.
+        // The game runs on instance 0, which PM2 reloads first: its room moves to instance 1 and
+        // back. (A room created through instance 0 may land on instance 1, whose socket instance 0
+        // then relays: retry until it is instance 0's own.)
         const player = new SDK18.Client(`ws://127.0.0.1:${ports[0]}`);
-        const game = await waitFor(player.create("echo", { mode: "reload" }), 8000, "create(echo) on instance 0");
+        let game;
+        for (let i = 0; i < 10 && !game; i++) {
+            const r = await waitFor(player.create("echo", { mode: `reload-${i}` }), 8000, "create(echo) through instance 0");
+            if (r.connection.transport.ws.url.includes(`/${health[0].processId}/`)) game = r;
+            else await waitFor(r.leave(), 5000, "leave");
+        }
+        assert.ok(game, "an echo room on instance 0");
         game.reconnection.minUptime = 0;
         const seen = { drops: 0, reconnects: 0, left: null };
         game.onDrop(() => { seen.drops += 1; });

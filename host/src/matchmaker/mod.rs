@@ -106,6 +106,8 @@ pub struct Matchmaker {
     relays: Arc<std::sync::atomic::AtomicUsize>,
     /// Rooms that moved here, with the processes they ran on before.
     arrived_from: Mutex<HashMap<String, Vec<String>>>,
+    /// Imports their sender gave up on (it got no answer and kept the room), for a minute.
+    abandoned: Mutex<HashMap<String, std::time::Instant>>,
     /// The other processes of the deployment (only this one with the embedded presence).
     cluster: Arc<Cluster>,
 }
@@ -152,6 +154,7 @@ impl Matchmaker {
             shutting_down: AtomicBool::new(false),
             relays: Arc::default(),
             arrived_from: Mutex::default(),
+            abandoned: Mutex::default(),
         })
     }
 

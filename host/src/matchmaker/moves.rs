@@ -100,24 +100,62 @@ impl Matchmaker {
         let answer = self.cluster.call(&target.process_id, Request::ImportRoom { transfer: encoded }).await;
         match answer {
             Ok(Reply::Imported) => {
-                let _ = commit.send(true);
+                let _ = commit.send(Some(target.process_id.clone()));
                 Ok(target.process_id)
             }
             Ok(Reply::Failed { message, .. }) => {
-                let _ = commit.send(false);
+                let _ = commit.send(None);
                 Err(format!("{} refused it: {message}", target.process_id))
             }
             Ok(other) => {
-                let _ = commit.send(false);
+                let _ = commit.send(None);
                 Err(format!("{} answered {other:?}", target.process_id))
             }
             Err(e) => {
-                // Unanswered: the other host may run it now, or not. Keeping it here risks two
-                // copies; sending it away on a guess risks none: it stays, and so may a copy
-                // there, whose clients never come (its seats expire and it disposes).
-                let _ = commit.send(false);
+                // Unanswered: the other host may run it now, or soon. It stays here, and the
+                // other host is told to end its copy quietly (without touching the listing,
+                // which this room writes again).
+                let _ = commit.send(None);
+                let (cluster, to) = (self.cluster.clone(), target.process_id.clone());
+                let room_id = room.room_id.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        cluster.call(&to, Request::AbandonImport { room_id: room_id.clone() }).await
+                    {
+                        tracing::warn!(room = %room_id, to = %to, "could not tell the other host to drop its copy: {e}");
+                    }
+                });
                 Err(format!("{} did not answer: {e}", target.process_id))
             }
+        }
+    }
+
+    /// Ends the copy of a room whose mover got no answer to its import (it kept the room): the
+    /// copy leaves without its dispose hook, its listing untouched, and the room's forwarding
+    /// address is removed if it names this process. An import still under way ends the same way
+    /// once it is in.
+    pub(super) async fn abandon_import(&self, room_id: &str) {
+        let now = std::time::Instant::now();
+        {
+            let mut abandoned = self.abandoned.lock().expect("abandoned lock");
+            abandoned.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+            abandoned.insert(room_id.to_string(), now);
+        }
+        self.end_copy(room_id).await;
+    }
+
+    async fn end_copy(&self, room_id: &str) {
+        let arrived = self.arrived_from.lock().expect("arrivals lock").remove(room_id).is_some();
+        if !arrived {
+            return;
+        }
+        if let Some(room) = self.room(room_id) {
+            tracing::warn!(room = %room_id, "dropping the copy of a room whose move was not confirmed");
+            room.send(RoomMsg::Abandon);
+        }
+        let key = odeon_protocol::registry::moved_key(room_id);
+        if self.presence.get(&key).await.ok().flatten().as_deref() == Some(self.config.process_id.as_str()) {
+            let _ = self.presence.del(&key).await;
         }
     }
 
@@ -186,6 +224,10 @@ impl Matchmaker {
             tracing::warn!(room = %room_id, "moved room's forwarding address not written: {e}");
         }
         self.cluster.heartbeat(self.room_count(), self.client_count()).await;
+        if self.abandoned.lock().expect("abandoned lock").contains_key(&room_id) {
+            self.end_copy(&room_id).await;
+            return Err("the mover gave up on this import".into());
+        }
         Ok(())
     }
 }

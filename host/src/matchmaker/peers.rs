@@ -88,6 +88,10 @@ impl Matchmaker {
                 Ok(()) => Reply::Imported,
                 Err(message) => Reply::Failed { custom_code: None, message },
             },
+            Request::AbandonImport { room_id } => {
+                self.abandon_import(&room_id).await;
+                Reply::Gone
+            }
         }
     }
 }

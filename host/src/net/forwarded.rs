@@ -53,6 +53,16 @@ impl Forwarded {
         peer
     }
 
+    /// Whether the request came through a running `odeon-proxy` (its secret checked against the
+    /// registry, with `--behind-proxy`).
+    pub(super) async fn is_proxy(&self, headers: &HeaderMap) -> bool {
+        let Some(registry) = &self.registry else { return false };
+        let Some(claim) = headers.get(registry::PROXY_HEADER).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        self.proven(registry.as_ref(), claim).await
+    }
+
     /// Whether `claim` (`<proxy id>:<secret>`) names a running proxy's secret.
     async fn proven(&self, registry: &dyn Presence, claim: &str) -> bool {
         let Some((id, secret)) = claim.split_once(':') else { return false };

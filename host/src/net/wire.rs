@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use odeon_protocol::handover::{self, Control};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -121,6 +122,8 @@ struct State {
     /// When the queue last went from empty to non-empty.
     stalled_since: Option<Instant>,
     phase: Phase,
+    /// The nonce of a hold sent to the proxy in front of this client, until its answer.
+    hold: Option<Arc<str>>,
 }
 
 /// The outbound side of one client's socket.
@@ -194,6 +197,7 @@ impl Wire {
                 pong_at: None,
                 stalled_since: None,
                 phase: Phase::Open,
+                hold: None,
             }),
             wake: Notify::new(),
             limits,
@@ -362,6 +366,39 @@ impl Wire {
         if frame.format(&mut bytes).is_ok() {
             let _ = self.send_parts(&[], &Bytes::from(bytes));
         }
+        let mut st = self.lock();
+        if st.phase == Phase::Open {
+            st.phase = Phase::Closing;
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Sends the proxy in front of this client a handover control frame
+    /// (`odeon_protocol::handover`), in order with the frames before it. A hold is remembered
+    /// until [`Wire::take_held`] sees its answer.
+    pub fn send_control(&self, control: &Control) {
+        let Some(frame) = control.frame() else { return };
+        if let Control::Hold { nonce } = control {
+            self.lock().hold = Some(nonce.as_str().into());
+        }
+        let _ = self.send_parts(&[], &Bytes::from(frame));
+    }
+
+    /// Whether a Ping's payload answers the hold sent on this wire (and forgets the hold).
+    pub(crate) fn take_held(&self, payload: &[u8]) -> bool {
+        let mut st = self.lock();
+        if st.hold.as_deref().is_some_and(|nonce| handover::is_held(payload, nonce)) {
+            st.hold = None;
+            return true;
+        }
+        false
+    }
+
+    /// Ends the connection after what is queued and `last` (a `moved` control frame), without a
+    /// close frame: the proxy in front carries the client on to the room's new host.
+    pub fn hand_over(&self, last: &Control) {
+        self.send_control(last);
         let mut st = self.lock();
         if st.phase == Phase::Open {
             st.phase = Phase::Closing;

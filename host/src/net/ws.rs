@@ -17,6 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use odeon_protocol::frame::{self, ClientFrame, close};
+use odeon_protocol::handover;
 use odeon_protocol::msgpackr;
 use odeon_protocol::profile::Profile;
 use tokio::net::TcpStream;
@@ -95,7 +96,19 @@ pub(super) async fn websocket(
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return json_error(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
     };
+    // Behind odeon-proxy, the socket can follow its room to another host (a drain), and the
+    // proxy's socket to a room's new host resumes the seat it took over.
+    let handover = match req.headers().contains_key(handover::HANDOVER_HEADER) {
+        true => {
+            let headers = req.headers().clone();
+            state.forwarded.is_proxy(&headers).await
+        }
+        false => false,
+    };
+    let resume = handover && req.headers().contains_key(handover::RESUME_HEADER);
     let params = Params {
+        handover,
+        resume,
         session_id: query.get("sessionId").cloned().unwrap_or_default(),
         token: query.get("reconnectionToken").cloned().filter(|t| !t.is_empty()),
         skip_handshake: query.contains_key("skipHandshake"),
@@ -129,6 +142,10 @@ pub(super) async fn websocket(
 }
 
 struct Params {
+    /// The proxy in front follows handover control frames.
+    handover: bool,
+    /// The proxy resumes a session whose room moved here.
+    resume: bool,
     session_id: String,
     token: Option<String>,
     skip_handshake: bool,
@@ -257,6 +274,8 @@ impl Connection {
                     conn_id,
                     wire: conn.wire.clone(),
                     skip_handshake: params.skip_handshake,
+                    handover: params.handover,
+                    resume: params.resume,
                     reply,
                 });
                 matches!(rx.await, Ok(Ok(())))
@@ -265,6 +284,12 @@ impl Connection {
         };
         let Some(room) = params.room.filter(|_| seated) else {
             tracing::debug!(session = %conn.session_id, "websocket without a seat");
+            if params.resume {
+                // The proxy's resume found no seat: the client reconnects by itself after 4010.
+                conn.wire.close(Some(close::MAY_TRY_RECONNECT), "");
+                conn.linger().await;
+                return;
+            }
             let code = if params.token.is_some() { close::FAILED_TO_RECONNECT } else { close::WITH_ERROR };
             let _ = conn
                 .wire
@@ -352,6 +377,13 @@ impl Connection {
                 }
             };
             self.wire.heard();
+            if let Message::Ping(payload) = &msg
+                && self.wire.take_held(payload)
+            {
+                // The proxy holds this client's frames from here on: the room has all before.
+                room.send(RoomMsg::Held { session_id: self.session_id.to_string(), conn_id: self.conn_id });
+                continue;
+            }
             let bytes = match msg {
                 Message::Binary(b) => Some(b),
                 Message::Text(t) => Some(t.into()),

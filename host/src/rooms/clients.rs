@@ -21,14 +21,22 @@ pub(super) enum ClientState {
     AwaitingState,
     /// Frames flow.
     Joined,
+    /// A client of a room that moved here behind a proxy (a drain): it holds its place without
+    /// a socket until the proxy resumes it, and its frames wait here, in order.
+    Resuming,
 }
 
 pub(super) struct Client {
     pub conn_id: u64,
-    pub wire: Arc<Wire>,
+    /// The socket's outbound side; `None` while [`ClientState::Resuming`].
+    pub wire: Option<Arc<Wire>>,
     pub token: String,
     pub skip_handshake: bool,
     pub state: ClientState,
+    /// The proxy in front follows handover control frames (`odeon_protocol::handover`).
+    pub handover: bool,
+    /// A resuming client's deadline: past it, it counts as dropped.
+    pub resume_by: Option<tokio::time::Instant>,
     held: Vec<OutFrame>,
     held_bytes: usize,
     /// Frames for the socket, written at the next flush.
@@ -36,16 +44,47 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(conn_id: u64, wire: Arc<Wire>, token: String, skip_handshake: bool) -> Self {
+    pub(super) fn new(
+        conn_id: u64,
+        wire: Arc<Wire>,
+        token: String,
+        skip_handshake: bool,
+        handover: bool,
+    ) -> Self {
         Self {
             conn_id,
-            wire,
+            wire: Some(wire),
             token,
             skip_handshake,
             state: ClientState::Joining,
+            handover,
+            resume_by: None,
             held: Vec::new(),
             held_bytes: 0,
             outbox: Vec::new(),
+        }
+    }
+
+    /// A client of a room that moved here, until the proxy resumes it by `by`.
+    pub(super) fn resuming(token: String, by: tokio::time::Instant) -> Self {
+        Self {
+            conn_id: 0,
+            wire: None,
+            token,
+            skip_handshake: true,
+            state: ClientState::Resuming,
+            handover: true,
+            resume_by: Some(by),
+            held: Vec::new(),
+            held_bytes: 0,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Closes the socket, if it has one.
+    pub(super) fn close(&self, code: Option<u16>, reason: &str) {
+        if let Some(w) = &self.wire {
+            w.close(code, reason);
         }
     }
 }
@@ -84,7 +123,7 @@ impl Clients {
 
     pub(super) fn insert(&mut self, session_id: String, client: Client) {
         if let Some(old) = self.map.insert(session_id, client) {
-            old.wire.close(Some(odeon_protocol::frame::close::WITH_ERROR), "");
+            old.close(Some(odeon_protocol::frame::close::WITH_ERROR), "");
         }
     }
 
@@ -100,7 +139,7 @@ impl Clients {
     pub(super) fn close(&mut self, session_id: &str, code: Option<u16>) {
         if let Some(c) = self.map.get_mut(session_id) {
             Self::flush_one(&mut self.slow, session_id, c);
-            c.wire.close(code, "");
+            c.close(code, "");
         }
     }
 
@@ -108,7 +147,7 @@ impl Clients {
     pub(super) fn close_all(&mut self, code: u16) {
         for (sid, mut c) in std::mem::take(&mut self.map) {
             Self::flush_one(&mut self.slow, &sid, &mut c);
-            c.wire.close(Some(code), "");
+            c.close(Some(code), "");
         }
     }
 
@@ -119,8 +158,10 @@ impl Clients {
     }
 
     fn flush_one(slow: &mut Vec<String>, session_id: &str, c: &mut Client) {
-        if !c.outbox.is_empty() {
-            if c.wire.send_all(&c.outbox).is_err() {
+        if let Some(wire) = &c.wire
+            && !c.outbox.is_empty()
+        {
+            if wire.send_all(&c.outbox).is_err() {
                 slow.push(session_id.to_string());
             }
             c.outbox.clear();
@@ -154,7 +195,20 @@ impl Clients {
     /// Sends a frame to the client whether or not it has finished joining (JOIN_ROOM).
     pub(super) fn send_now(&mut self, session_id: &str, frame: &Bytes) {
         if let Some(c) = self.map.get_mut(session_id) {
-            Self::write(&mut self.pending, c, frame.clone().into());
+            match c.state {
+                ClientState::Resuming => {
+                    let hold_limit = self.hold_limit;
+                    Self::push(
+                        &mut self.slow,
+                        &mut self.pending,
+                        hold_limit,
+                        session_id,
+                        c,
+                        frame.clone().into(),
+                    )
+                }
+                _ => Self::write(&mut self.pending, c, frame.clone().into()),
+            }
         }
     }
 
@@ -168,10 +222,12 @@ impl Clients {
     ) {
         match c.state {
             ClientState::Joined => Self::write(pending, c, frame),
-            ClientState::Joining | ClientState::AwaitingState => {
+            ClientState::Joining | ClientState::AwaitingState | ClientState::Resuming => {
                 c.held_bytes += frame.len();
                 if c.held_bytes > hold_limit {
-                    c.wire.abort();
+                    if let Some(w) = &c.wire {
+                        w.abort();
+                    }
                     slow.push(session_id.to_string());
                 } else {
                     c.held.push(frame);
@@ -193,9 +249,41 @@ impl Clients {
     /// shared body, with a TIMED head of that client's own in a room with inputs (a heartbeat
     /// when the body is empty).
     pub(super) fn patch(&mut self, frame: impl Fn(&str) -> OutFrame) {
-        for (sid, c) in self.map.iter_mut().filter(|(_, c)| c.state == ClientState::Joined) {
-            Self::write(&mut self.pending, c, frame(sid));
+        for (sid, c) in self.map.iter_mut() {
+            match c.state {
+                ClientState::Joined => Self::write(&mut self.pending, c, frame(sid)),
+                ClientState::Resuming => {
+                    Self::push(&mut self.slow, &mut self.pending, self.hold_limit, sid, c, frame(sid))
+                }
+                ClientState::Joining | ClientState::AwaitingState => {}
+            }
         }
+    }
+
+    /// The proxy resumed a client of a room that moved here: `wire` is its socket now, and
+    /// what was held for it goes out first. False when `session_id` is not resuming with
+    /// `token`.
+    pub(super) fn resume(&mut self, session_id: &str, token: &str, conn_id: u64, wire: Arc<Wire>) -> bool {
+        let Some(c) = self.map.get_mut(session_id) else { return false };
+        if c.state != ClientState::Resuming || c.token != token {
+            return false;
+        }
+        c.conn_id = conn_id;
+        c.wire = Some(wire);
+        c.resume_by = None;
+        Self::release_one(&mut self.pending, c);
+        true
+    }
+
+    /// Resuming clients whose proxy did not come back by `now`.
+    pub(super) fn overdue(&self, now: tokio::time::Instant) -> Vec<String> {
+        let late = |c: &Client| c.resume_by.is_some_and(|by| by <= now);
+        self.map.iter().filter(|(_, c)| late(c)).map(|(sid, _)| sid.clone()).collect()
+    }
+
+    /// The earliest deadline of a resuming client.
+    pub(super) fn next_resume_deadline(&self) -> Option<tokio::time::Instant> {
+        self.map.values().filter_map(|c| c.resume_by).min()
     }
 
     /// The full state, to every client waiting for it; they then get what was held for them.

@@ -22,6 +22,19 @@ struct ClientInputs {
     last_seq: u64,
 }
 
+/// A room's inputs as they move with it to another host (a drain): the room clock and each
+/// client's values, waiting copies and ack, so a client the proxy carries over sees its acks
+/// and the clock go on where they were.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct InputsImage {
+    /// The room clock when the room left, ms.
+    pub clock_ms: u64,
+    /// Per client, in step order: session, values, waiting copies (values, unreliable seq),
+    /// ack, last unreliable seq.
+    #[allow(clippy::type_complexity)]
+    pub clients: Vec<(String, Vec<InputValue>, Vec<(serde_bytes::ByteBuf, Option<u64>)>, u32, u64)>,
+}
+
 pub(super) struct RoomInputs {
     decl: InputDecl,
     kinds: Vec<FieldKind>,
@@ -42,6 +55,33 @@ impl RoomInputs {
             return Err(format!("input tick rate {} Hz is out of range", decl.tick_rate_hz));
         }
         Ok(Self { decl, kinds, created, clients: Vec::new() })
+    }
+
+    /// The inputs as they move with the room.
+    pub(super) fn export(&self, now: Instant) -> InputsImage {
+        let clients = self
+            .clients
+            .iter()
+            .map(|(sid, c)| {
+                let queue = c.queue.iter().map(|(v, seq)| (v.clone().into(), *seq)).collect();
+                (sid.clone(), c.values.clone(), queue, c.ack, c.last_seq)
+            })
+            .collect();
+        InputsImage { clock_ms: u64::from(self.server_now(now)), clients }
+    }
+
+    /// Inputs declared as `decl`, as `image` left them.
+    pub(super) fn import(decl: InputDecl, image: InputsImage, now: Instant) -> Result<Self, String> {
+        let created = now.checked_sub(std::time::Duration::from_millis(image.clock_ms)).unwrap_or(now);
+        let mut inputs = Self::new(decl, created)?;
+        for (sid, values, queue, ack, last_seq) in image.clients {
+            if values.len() != inputs.kinds.len() {
+                return Err(format!("moved inputs of {sid} have {} fields", values.len()));
+            }
+            let queue = queue.into_iter().map(|(v, seq)| (v.into_vec(), seq)).collect();
+            inputs.clients.push((sid, ClientInputs { values, queue, ack, last_seq }));
+        }
+        Ok(inputs)
     }
 
     /// The declaration the room made.

@@ -124,6 +124,10 @@ pub enum RoomMsg {
         wire: Arc<Wire>,
         /// The client already has the state's reflection (`skipHandshake` on reconnection).
         skip_handshake: bool,
+        /// The proxy in front follows handover control frames (`odeon_protocol::handover`).
+        handover: bool,
+        /// The proxy resumes a session whose room moved here: attach it as it was.
+        resume: bool,
         /// Ok once the client has a slot; JOIN_ROOM follows on `tx`.
         reply: oneshot::Sender<Result<(), ConnectError>>,
     },
@@ -147,8 +151,19 @@ pub enum RoomMsg {
         /// The close code as the server saw it.
         code: u16,
     },
+    /// The proxy in front of a client answered the room's hold: every frame the client sent
+    /// before it has reached the room, none after it will until the hold ends.
+    Held {
+        /// The session.
+        session_id: String,
+        /// The connection.
+        conn_id: u64,
+    },
     /// The host is shutting down: close everyone with 4001 and dispose.
     Shutdown,
+    /// This is a copy of a room whose move was not confirmed (the mover kept it): end at once,
+    /// without the dispose hook and without touching the listing.
+    Abandon,
     /// The host is draining: the room takes no new seat (it is listed as locked); its clients
     /// and reconnections carry on.
     Drain,
@@ -159,13 +174,14 @@ pub enum RoomMsg {
     /// form the guest receives it.
     Service(Event),
     /// The room is leaving for another host (a drain): between two guest calls, answer its
-    /// transfer on `reply`, then wait for `commit`: `true` once the other host has it (the room
-    /// ends here), anything else to carry on here.
+    /// transfer on `reply`, then wait for `commit`: the other host's process id once it has the
+    /// room (the room ends here), anything else to carry on here. Clients behind a proxy are
+    /// held (`odeon_protocol::handover`) before the room freezes.
     MoveOut {
         /// The room's transfer, or why it cannot move.
         reply: oneshot::Sender<Result<Box<transfer::RoomTransfer>, String>>,
         /// The mover's word.
-        commit: oneshot::Receiver<bool>,
+        commit: oneshot::Receiver<Option<String>>,
     },
     /// Move the room to another version of its code (live migration) between two guest calls:
     /// messages queued behind this one are applied after the swap, by the new code.

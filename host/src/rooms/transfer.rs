@@ -5,7 +5,9 @@
 //! the room author); the host's is the room's seats (reservations, reconnection windows, and the
 //! connected clients, who come back on silent windows: the guest still counts them as joined),
 //! its schedule (timers keep what was left of their delays; the patch and simulation grids
-//! restart), its serializer and inputs declarations and its listing's fields.
+//! restart), its serializer, its inputs (declaration, clock, values and acks) and its listing's
+//! fields. Clients behind `odeon-proxy` are not closed: they travel as handovers, held by the
+//! proxy and resumed on the new host as they were.
 
 use odeon_protocol::abi::InputDecl;
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,10 @@ use crate::plugins::GuestImage;
 
 /// How long a moved room's clients have to come back to it on its new host.
 pub const MOVED_CLIENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a moved room's clients behind a proxy have for the proxy to resume them on the new
+/// host; past it they count as dropped (the room's reconnection rules apply).
+pub const RESUME_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A room as it moves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +68,13 @@ pub struct RoomTransfer {
     pub simulation_ms: u32,
     /// The presence topics the room is subscribed to.
     pub subscriptions: Vec<odeon_protocol::abi::Key>,
+    /// Clients behind a proxy that follows the room (session, token): they stay connected, and
+    /// the proxy resumes each on the new host (`odeon_protocol::handover`).
+    #[serde(default)]
+    pub handovers: Vec<(String, String)>,
+    /// The inputs' clock, values, waiting copies and acks, if the room declared inputs.
+    #[serde(default)]
+    pub inputs_state: Option<super::inputs::InputsImage>,
 }
 
 impl RoomTransfer {

@@ -110,6 +110,8 @@ impl Harness {
             conn_id: 1,
             wire: wire.clone(),
             skip_handshake: false,
+            handover: false,
+            resume: false,
             reply,
         });
         ok.await.unwrap().expect("seat accepted");

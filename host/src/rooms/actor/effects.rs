@@ -59,9 +59,11 @@ impl Room {
                     }
                 }
                 Effect::RejectJoin { session_id, code, message } => {
-                    if let Some(c) = self.clients.remove(&session_id) {
-                        let _ = c.wire.send(&frame::error(code, &message).into());
-                        c.wire.close(Some(close::WITH_ERROR), &message);
+                    if let Some(c) = self.clients.remove(&session_id)
+                        && let Some(wire) = &c.wire
+                    {
+                        let _ = wire.send(&frame::error(code, &message).into());
+                        wire.close(Some(close::WITH_ERROR), &message);
                     }
                     rejected.insert(session_id);
                 }

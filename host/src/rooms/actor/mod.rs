@@ -10,16 +10,17 @@ use odeon_protocol::frame::{self, close};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+mod connect;
 mod effects;
 mod migrate;
 mod moving;
 
-use super::clients::{Client, ClientState, Clients};
+use super::clients::{ClientState, Clients};
 use super::inputs::RoomInputs;
 use super::listing::ListingPublisher;
 use super::schedule::Schedule;
 use super::seats::Seats;
-use super::{ClientInput, ConnectError, Migrated, RoomDeps, RoomMsg, RoomStats, SeatError};
+use super::{ClientInput, Migrated, RoomDeps, RoomMsg, RoomStats, SeatError};
 use crate::driver::RoomListing;
 use crate::net::wire::OutFrame;
 use crate::plugins::{Guest, GuestError, PluginVersion};
@@ -69,8 +70,9 @@ pub(super) struct Room {
     simulation_ms: u32,
     /// A live migration asked for in the inbox, run once the batch before it is served.
     migration: Option<migrate::Asked>,
-    /// A move to another host asked for in the inbox (see `moving`).
+    /// A move to another host asked for in the inbox (see `moving`), and its clients' hold.
     move_out: Option<MoveOut>,
+    hold: Option<moving::Hold>,
     /// The processes the room ran on before it moved here, oldest first.
     previous_processes: Vec<String>,
     disposing: bool,
@@ -86,7 +88,7 @@ pub(super) struct Room {
 /// A move's reply channel and the mover's word.
 type MoveOut = (
     tokio::sync::oneshot::Sender<Result<Box<crate::rooms::transfer::RoomTransfer>, String>>,
-    tokio::sync::oneshot::Receiver<bool>,
+    tokio::sync::oneshot::Receiver<Option<String>>,
 );
 
 /// The most timers one room may have pending.
@@ -126,6 +128,7 @@ impl Room {
             simulation_ms: 0,
             migration: None,
             move_out: None,
+            hold: None,
             previous_processes: Vec::new(),
             disposing: false,
             fault: None,
@@ -163,6 +166,10 @@ impl Room {
             if events.is_empty() {
                 self.wait(&mut events).await;
             }
+            if self.rx.is_closed() && self.publisher.is_none() {
+                // Abandoned: the room runs where it came from.
+                return;
+            }
             self.drop_slow_clients(&mut events);
             if !events.is_empty() && !self.call(&mut events).await {
                 return;
@@ -194,7 +201,8 @@ impl Room {
                 // Drain what else is already queued, so one guest call serves the batch.
                 for _ in 1..BATCH_MESSAGES {
                     // A migration waits for this batch; what comes after it goes to the new code.
-                    if bytes >= BATCH_BYTES || self.migration.is_some() || self.move_out.is_some() {
+                    let moving = self.move_out.is_some() && self.hold.is_none();
+                    if bytes >= BATCH_BYTES || self.migration.is_some() || moving {
                         break;
                     }
                     match self.rx.try_recv() {
@@ -208,7 +216,9 @@ impl Room {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        [self.schedule.next_deadline(), self.seats.next_deadline()].into_iter().flatten().min()
+        let hold = self.hold.as_ref().map(|h| h.deadline());
+        let resume = self.clients.next_resume_deadline();
+        [self.schedule.next_deadline(), self.seats.next_deadline(), hold, resume].into_iter().flatten().min()
     }
 
     fn fire_due(&mut self, events: &mut Vec<Event>) {
@@ -217,6 +227,10 @@ impl Room {
         events.extend(due.timers.into_iter().map(|id| Event::Timer { id }));
         for (session_id, code) in self.seats.expire(now) {
             events.push(Event::Leave { session_id, code });
+        }
+        for session_id in self.clients.overdue(now) {
+            // A moved room's client the proxy never resumed: it dropped.
+            self.drop_client(session_id, close::MAY_TRY_RECONNECT, events);
         }
         // Taking a step counts its inputs as consumed at once, but the guest applies them only
         // in the call this batch goes to: until then no state frame may be sent.
@@ -354,66 +368,34 @@ impl Room {
             RoomMsg::CheckReconnectionToken { token, reply } => {
                 let _ = reply.send(self.seats.session_of_token(&token));
             }
-            RoomMsg::Connect { session_id, reconnection_token, conn_id, wire, skip_handshake, reply } => {
-                // A reconnection keeps its token and skips the join hook; a new seat gets both.
-                let (token, event) = match reconnection_token {
-                    Some(token) => match self.seats.take_reconnection(&session_id, &token) {
-                        None => {
-                            let _ = reply.send(Err(ConnectError::Expired));
-                            return 0;
-                        }
-                        // A client of a room that moved here: the guest counts it as joined.
-                        Some(true) => (token, None),
-                        Some(false) => (token, Some(Event::Reconnect { session_id: session_id.clone() })),
-                    },
-                    None => {
-                        let Some(seat) = self.seats.take_reservation(&session_id) else {
-                            let _ = reply.send(Err(ConnectError::Expired));
-                            return 0;
-                        };
-                        // A second seat for a session still connected replaces the first
-                        // connection only when the auth hook proved the session (the guest sees
-                        // that one leave before this one joins); otherwise the live one stays.
-                        if !seat.takeover && self.clients.get(&session_id).is_some() {
-                            let _ = reply.send(Err(ConnectError::Expired));
-                            return 0;
-                        }
-                        if let Some(old) = self.clients.remove(&session_id) {
-                            old.wire.close(Some(close::WITH_ERROR), "");
-                            events.push(Event::Leave {
-                                session_id: session_id.clone(),
-                                code: close::WITH_ERROR,
-                            });
-                        }
-                        let join = Event::Join {
-                            session_id: session_id.clone(),
-                            options: seat.options,
-                            auth: seat.auth,
-                        };
-                        (crate::ids::generate(), Some(join))
-                    }
+            RoomMsg::Connect {
+                session_id,
+                reconnection_token,
+                conn_id,
+                wire,
+                skip_handshake,
+                handover,
+                resume,
+                reply,
+            } => {
+                let connect = connect::Connect {
+                    session_id,
+                    reconnection_token,
+                    conn_id,
+                    wire,
+                    skip_handshake,
+                    handover,
+                    resume,
                 };
-                if let Some(inputs) = &mut self.inputs {
-                    // A new connection starts with a fresh input buffer, and acks from 0.
-                    inputs.reset(&session_id);
-                }
-                self.clients.insert(session_id.clone(), Client::new(conn_id, wire, token, skip_handshake));
-                match event {
-                    Some(event) => events.push(event),
-                    None => {
-                        // No guest call to wait for: JOIN_ROOM goes out now.
-                        if let Some(frame) = self.join_frame(&session_id) {
-                            self.clients.send_now(&session_id, &frame);
-                        }
-                    }
-                }
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(self.connect(connect, events));
             }
             RoomMsg::Input { session_id, conn_id, input, cost } => {
                 let Some(client) = self.clients.get_mut(&session_id).filter(|c| c.conn_id == conn_id) else {
                     return 0;
                 };
-                client.wire.release_inbound(cost);
+                if let Some(wire) = &client.wire {
+                    wire.release_inbound(cost);
+                }
                 let session_id = session_id.to_string();
                 let bytes = input.payload_len();
                 match input {
@@ -432,7 +414,7 @@ impl Room {
                     }
                     ClientInput::Leave => {
                         let client = self.clients.remove(&session_id).expect("checked above");
-                        client.wire.close(Some(close::CONSENTED), "");
+                        client.close(Some(close::CONSENTED), "");
                         events.push(Event::Leave { session_id, code: close::CONSENTED });
                     }
                     ClientInput::Message(kind, payload) => {
@@ -454,7 +436,9 @@ impl Room {
                     self.drop_client(session_id, code, events);
                 }
             }
+            RoomMsg::Held { session_id, conn_id } => self.held(&session_id, conn_id),
             RoomMsg::Drain => self.draining = true,
+            RoomMsg::Abandon => self.abandon(),
             RoomMsg::Shutdown => {
                 self.clients.close_all(close::SERVER_SHUTDOWN);
                 self.disposing = true;

@@ -1,53 +1,156 @@
 //! A room leaving this host for another (a drain), and a room arriving from one.
 //!
-//! Leaving: between two guest calls the actor serves what was queued before the request, sends
-//! the patch that is due, and hands the mover a [`RoomTransfer`]; it then waits, frozen, for the
-//! mover's word. Once the new host has the room, the actor closes its clients with 4010 (the
-//! SDKs reconnect after it, and any host relays them to the room's new process), hands its
-//! listing over without removing it, and ends without the guest's dispose hook: the room lives
-//! on over there. If the new host refused it, the room carries on here as if nothing happened.
+//! Leaving: first the proxy in front of each client that has one is asked to hold it
+//! (`odeon_protocol::handover`), while the room runs on; once every proxy answered (everything
+//! the client sent before is in the inbox), between two guest calls the actor serves what was
+//! queued, sends the patch that is due, and hands the mover a [`RoomTransfer`]; it then waits,
+//! frozen, for the mover's word. Once the new host has the room, the actor sends each held
+//! client's proxy `moved` after the last frame it had for it (the proxy resumes the client on
+//! the new host, which sends what the room sent it meanwhile), closes the other clients with
+//! 4010 (the SDKs reconnect after it, and any host relays them to the room's new process),
+//! hands its listing over without removing it, and ends without the guest's dispose hook: the
+//! room lives on over there. If the new host refused it, the room tells the proxies to resume
+//! and carries on here as if nothing happened.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use odeon_protocol::abi::Event;
 use odeon_protocol::frame::close;
+use odeon_protocol::handover::Control;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Room, Serializer};
 use crate::driver::RoomListing;
 use crate::plugins::{Guest, PluginVersion};
-use crate::rooms::clients::Clients;
+use crate::rooms::clients::{Client, ClientState, Clients};
 use crate::rooms::inputs::RoomInputs;
 use crate::rooms::schedule::Schedule;
 use crate::rooms::seats::Seats;
-use crate::rooms::transfer::{MOVED_CLIENT_WINDOW, RoomTransfer};
+use crate::rooms::transfer::{MOVED_CLIENT_WINDOW, RESUME_WINDOW, RoomTransfer};
 use crate::rooms::{RoomDeps, RoomMsg, RoomStats};
 use crate::services::RoomServices;
+
+/// How long a room waits for the proxies in front of its clients to hold them (and for its
+/// presence and listing answers) before it freezes; a client whose proxy did not answer by then
+/// is closed with 4010 like a direct one.
+const HOLD_WAIT: Duration = Duration::from_secs(2);
+
+/// The clients of a room about to move whose proxies were asked to hold them.
+pub(super) struct Hold {
+    /// Sessions (and connections) asked and not answered yet.
+    waiting: HashMap<String, u64>,
+    /// Sessions whose proxy holds them: they travel as handovers.
+    held: HashSet<String>,
+    until: Instant,
+}
+
+impl Hold {
+    fn done(&self, now: Instant) -> bool {
+        self.waiting.is_empty() || now >= self.until
+    }
+
+    /// When the room stops waiting for the proxies.
+    pub(super) fn deadline(&self) -> Instant {
+        self.until
+    }
+}
 
 impl Room {
     /// Serves a move asked for in the inbox, if any. Returns false when the room left this host
     /// (or failed on the way).
+    ///
+    /// Clients behind a proxy are held first: the room runs on, and freezes once every such
+    /// client's proxy has answered (all it sent before is in) or [`HOLD_WAIT`] is up.
     pub(super) async fn move_if_asked(&mut self, events: &mut Vec<Event>) -> bool {
-        let Some((reply, commit)) = self.move_out.take() else { return true };
+        if self.move_out.is_none() {
+            return true;
+        }
+        let now = Instant::now();
+        if self.hold.is_none() {
+            self.start_hold(now);
+        }
+        // Presence and listing answers still on their way would reach this host after the room
+        // left: wait for them too (the room runs on meanwhile).
+        let quiet = self.services.in_flight() == 0;
+        if !self.hold.as_ref().is_some_and(|h| h.done(now) && quiet || now >= h.until) {
+            return true;
+        }
+        let hold = self.hold.take().expect("checked above");
+        let (reply, commit) = self.move_out.take().expect("checked above");
+        // What is already in the inbox (inputs read before the hold answers, service answers)
+        // is served here, before the room freezes.
+        while let Ok(msg) = self.rx.try_recv() {
+            self.handle(msg, events);
+        }
         if !self.settle(events).await {
             let _ = reply.send(Err("the room failed before its move".into()));
             return false;
         }
-        if self.disposing {
-            let _ = reply.send(Err("the room is closing".into()));
-            return true;
-        }
-        if reply.send(Ok(Box::new(self.export()))).is_err() {
-            return true;
-        }
-        match commit.await {
-            Ok(true) => {
-                self.leave_host();
+        let handovers: Vec<(String, String)> = self
+            .clients
+            .sessions()
+            .filter(|(sid, c)| hold.held.contains(*sid) && c.state == ClientState::Joined && c.wire.is_some())
+            .map(|(sid, c)| (sid.to_string(), c.token.clone()))
+            .collect();
+        let outcome =
+            if self.disposing { Err("the room is closing".to_string()) } else { Ok(self.export(&handovers)) };
+        let moved = match outcome {
+            Ok(transfer) => match reply.send(Ok(Box::new(transfer))) {
+                Ok(()) => commit.await.ok().flatten(),
+                Err(_) => None,
+            },
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
+            }
+        };
+        match moved {
+            Some(to) => {
+                self.leave_host(&to, &handovers);
                 false
             }
-            _ => true,
+            None => {
+                // It stays: the held clients' frames flow to this host again, and its listing
+                // is written again (a copy the other host started may have written its own).
+                if let Some(p) = &mut self.publisher {
+                    p.rewrite(&self.listing);
+                }
+                self.clients.flush();
+                for sid in &hold.held {
+                    if let Some(wire) = self.clients.get(sid).and_then(|c| c.wire.as_ref()) {
+                        wire.send_control(&Control::Resume);
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Asks the proxy in front of each joined client that has one to hold it.
+    fn start_hold(&mut self, now: Instant) {
+        let control = Control::Hold { nonce: crate::ids::generate() };
+        let mut waiting = HashMap::new();
+        for (sid, c) in self.clients.sessions() {
+            if let Some(wire) =
+                c.wire.as_ref().filter(|w| c.handover && c.state == ClientState::Joined && w.is_open())
+            {
+                waiting.insert(sid.to_string(), c.conn_id);
+                wire.send_control(&control);
+            }
+        }
+        self.hold = Some(Hold { waiting, held: HashSet::new(), until: now + HOLD_WAIT });
+    }
+
+    /// A client's proxy answered the hold.
+    pub(super) fn held(&mut self, session_id: &str, conn_id: u64) {
+        if let Some(h) = &mut self.hold
+            && h.waiting.get(session_id) == Some(&conn_id)
+        {
+            h.waiting.remove(session_id);
+            h.held.insert(session_id.to_string());
         }
     }
 
@@ -67,10 +170,14 @@ impl Room {
         true
     }
 
-    fn export(&self) -> RoomTransfer {
+    fn export(&self, handovers: &[(String, String)]) -> RoomTransfer {
         let now = Instant::now();
-        let connected: Vec<(String, String)> =
-            self.clients.sessions().map(|(sid, c)| (sid.to_string(), c.token.clone())).collect();
+        let connected: Vec<(String, String)> = self
+            .clients
+            .sessions()
+            .filter(|(sid, _)| !handovers.iter().any(|(h, _)| h == sid))
+            .map(|(sid, c)| (sid.to_string(), c.token.clone()))
+            .collect();
         let l = &self.listing;
         RoomTransfer {
             name: l.name.clone(),
@@ -100,12 +207,40 @@ impl Room {
             ticks_unhandled: self.ticks_unhandled,
             simulation_ms: self.simulation_ms,
             subscriptions: self.services.topics(),
+            handovers: handovers.to_vec(),
+            inputs_state: self.inputs.as_ref().map(|i| i.export(now)),
         }
     }
 
-    /// The room runs on another host now.
-    fn leave_host(&mut self) {
-        tracing::info!(room = self.tag(), room_type = %self.listing.name, clients = self.clients.len(), "room moved away");
+    /// The room runs on process `to` now: clients behind a proxy are handed over (after what
+    /// was sent to them here), the others closed with 4010.
+    fn leave_host(&mut self, to: &str, handovers: &[(String, String)]) {
+        tracing::info!(
+            room = self.tag(), room_type = %self.listing.name, to, clients = self.clients.len(),
+            handed_over = handovers.len(), "room moved away"
+        );
+        self.clients.flush();
+        for (sid, token) in handovers {
+            if let Some(wire) = self.clients.get(sid).and_then(|c| c.wire.as_ref()) {
+                let moved = Control::Moved {
+                    process_id: to.to_string(),
+                    session_id: sid.clone(),
+                    token: token.clone(),
+                };
+                wire.hand_over(&moved);
+            }
+        }
+        self.clients.close_all(close::MAY_TRY_RECONNECT);
+        if let Some(p) = self.publisher.take() {
+            p.hand_over();
+        }
+        (self.deps.on_exit)(&self.listing.room_id);
+        self.rx.close();
+    }
+
+    /// A copy of a room whose move was not confirmed: it ends quietly, its listing handed over
+    /// (not removed: the room it copies publishes it).
+    pub(super) fn abandon(&mut self) {
         self.clients.close_all(close::MAY_TRY_RECONNECT);
         if let Some(p) = self.publisher.take() {
             p.hand_over();
@@ -137,7 +272,11 @@ impl Room {
             .as_ref()
             .map(|(v4, v5)| Serializer { reflection_v4: v4.to_vec(), reflection_v5: v5.to_vec() });
         if let Some(decl) = &transfer.inputs {
-            room.inputs = Some(RoomInputs::new(decl.clone(), now)?);
+            let image = transfer.inputs_state.clone().unwrap_or_default();
+            let inputs = RoomInputs::import(decl.clone(), image, now)?;
+            room.created =
+                now.checked_sub(Duration::from_millis(inputs.server_now(now).into())).unwrap_or(now);
+            room.inputs = Some(inputs);
             let step = Duration::from_secs_f64(room.inputs.as_ref().map_or(50.0, |i| i.step_ms()) / 1000.0);
             room.schedule.set_simulation_interval(Some(step), now);
             room.schedule.want_patch(now);
@@ -148,6 +287,9 @@ impl Room {
         room.simulation_ms = transfer.simulation_ms;
         room.previous_processes = transfer.previous_processes.clone();
         room.services.resubscribe(transfer.subscriptions.clone());
+        for (sid, token) in &transfer.handovers {
+            room.clients.insert(sid.clone(), Client::resuming(token.clone(), now + RESUME_WINDOW));
+        }
         Ok(room)
     }
 }

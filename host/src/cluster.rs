@@ -171,6 +171,8 @@ pub struct Cluster {
     endpoint: Option<String>,
     /// This process is draining: its entry says so, and matchmaking leaves it out.
     draining: std::sync::atomic::AtomicBool,
+    /// The most rooms this process runs, once set: at it, others place rooms elsewhere.
+    room_limit: std::sync::OnceLock<usize>,
 }
 
 impl Cluster {
@@ -183,7 +185,13 @@ impl Cluster {
         address: Option<String>,
         endpoint: Option<String>,
     ) -> Arc<Self> {
-        Arc::new(Self { presence, driver, process_id, address, endpoint, draining: Default::default() })
+        let (draining, room_limit) = Default::default();
+        Arc::new(Self { presence, driver, process_id, address, endpoint, draining, room_limit })
+    }
+
+    /// Says in this process's entry that it runs at most `max` rooms.
+    pub fn set_room_limit(&self, max: usize) {
+        let _ = self.room_limit.set(max);
     }
 
     /// Announces a registry change to whoever follows the deployment; a failure is only logged
@@ -211,6 +219,7 @@ impl Cluster {
             rooms,
             clients,
             draining: self.is_draining(),
+            max_rooms: self.room_limit.get().copied(),
         };
         let json = serde_json::to_string(&info).expect("process info serializes");
         let key = process_key(&self.process_id);
@@ -325,9 +334,11 @@ impl Cluster {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The live process that runs the fewest rooms (this one on ties), draining ones left out.
+    /// The live process that runs the fewest rooms (this one on ties), draining ones and those at
+    /// their room limit left out.
     pub async fn least_loaded(&self) -> Option<ProcessInfo> {
-        let mut all: Vec<ProcessInfo> = self.processes().await.into_iter().filter(|p| !p.draining).collect();
+        let mut all: Vec<ProcessInfo> =
+            self.processes().await.into_iter().filter(ProcessInfo::takes_rooms).collect();
         all.sort_by_key(|p| (p.rooms, p.process_id != self.process_id, p.process_id.clone()));
         all.into_iter().next()
     }

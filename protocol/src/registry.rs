@@ -62,6 +62,16 @@ pub struct ProcessInfo {
     /// It is draining (stopping): matchmaking places no new room or seat on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
+    /// The most rooms it runs at once (`--max-rooms`): at it, matchmaking places rooms elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rooms: Option<usize>,
+}
+
+impl ProcessInfo {
+    /// Whether it takes a new room (not draining, below its room limit).
+    pub fn takes_rooms(&self) -> bool {
+        !self.draining && self.max_rooms.is_none_or(|max| self.rooms < max)
+    }
 }
 
 /// An announcement on [`REGISTRY_EVENTS`]: a process joined the registry (again) or left it.
@@ -95,6 +105,7 @@ mod tests {
             rooms: 2,
             clients: 7,
             draining: false,
+            max_rooms: None,
         };
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(
@@ -103,6 +114,12 @@ mod tests {
         );
         let draining = ProcessInfo { draining: true, ..info.clone() };
         assert_eq!(serde_json::to_value(&draining).unwrap()["draining"], true);
+        assert!(info.takes_rooms() && !draining.takes_rooms());
+        // A process at its room limit takes no new room; below it, it does.
+        let full = ProcessInfo { max_rooms: Some(2), ..info.clone() };
+        assert_eq!(serde_json::to_value(&full).unwrap()["maxRooms"], 2);
+        assert!(!full.takes_rooms());
+        assert!(ProcessInfo { rooms: 1, ..full }.takes_rooms());
         // Entries written before `endpoint` existed still parse.
         let old: ProcessInfo =
             serde_json::from_str(r#"{"processId":"p0","address":"h:1","rooms":0,"clients":0}"#).unwrap();

@@ -208,3 +208,62 @@ describe("draining a host with nowhere else to go (1 host, --drain-timeout-secs 
         assert.ok(closed, `the client was closed: ${p.inbox.describe()}`);
     }, { timeout: 30000 });
 });
+
+describe("draining a host whose peer refuses its rooms (2 hosts, the other at --max-rooms 1, --drain-timeout-secs 3)", () => {
+    let d, proxy, victim, full;
+    before(async () => {
+        d = await startDeployment({ hosts: 1, label: "drain refused", hostArgs: ["--admin-token", TOKEN, "--drain-timeout-secs", "3"] });
+        victim = d.hosts[0];
+        full = await d.addHost("host 2 (drain refused, full)", ["--admin-token", TOKEN, "--max-rooms", "1"]);
+        proxy = d.proxies[0];
+        await proxy.waitForProcesses(d.hosts.map((h) => h.processId));
+    });
+    after(async () => { await d?.stop(); });
+
+    hostTest(() => proxy, "[drain] refused rooms play on; at the timeout the one with a place now moves unnoticed, the other is closed with 4001", async (s) => {
+        const processOf = (peer) => sdk.ws(peer.room).url.split("/")[3];
+        // The full host's one room.
+        let filler;
+        for (let i = 0; i < 12 && !filler; i++) {
+            const p = await s.join(sdk, "create", "echo", { mode: uniq("filler") }, { label: `filler ${i}` });
+            if (processOf(p) === full.processId) {
+                filler = p;
+            } else {
+                await p.room.leave(true);
+                s.peers.splice(s.peers.indexOf(p), 1);
+            }
+        }
+        // The rooms left on the victim dispose before the drain counts its rooms.
+        const deadline = Date.now() + 5000;
+        while ((await health(victim)).rooms > 0 && Date.now() < deadline) await sleep(50);
+        assert.equal((await health(victim)).rooms, 0);
+        assert.ok(filler, "a room on the full host");
+        const a = await s.join(sdk, "create", "echo", { mode: uniq("a") }, { label: "A" });
+        const b = await s.join(sdk, "create", "echo", { mode: uniq("b") }, { label: "B" });
+        for (const p of [a, b]) {
+            assert.equal(processOf(p), victim.processId, "the other host is full");
+            await p.nextMsg("welcome");
+        }
+        const answer = await drain(victim);
+        assert.equal(answer.status, 200, JSON.stringify(answer.body));
+        assert.deepEqual(answer.body.moved, []);
+        assert.deepEqual(answer.body.stayed.map((x) => x.roomId).sort(), [a.roomId, b.roomId].sort());
+        for (const x of answer.body.stayed) assert.match(x.reason, /no other live host can take it/, JSON.stringify(x));
+        // They play on where they are.
+        assert.deepEqual(await a.roundTrip("echo", "still here"), "still here");
+        assert.deepEqual(await b.roundTrip("echo", "still here"), "still here");
+        // The full host's room ends: at the drain timeout one of the two has a place to go.
+        await filler.room.leave(true);
+        s.peers.splice(s.peers.indexOf(filler), 1);
+        const exited = await Promise.race([victim.exitPromise, sleep(15000).then(() => null)]);
+        assert.equal(exited?.code, 0, victim.logTail(30));
+        const left = [a, b].filter((p) => p.inbox.items.some((it) => it.kind === "leave"));
+        const stayed = [a, b].filter((p) => !left.includes(p));
+        assert.equal(left.length, 1, `one room could not move: A ${a.inbox.describe()} / B ${b.inbox.describe()}`);
+        assert.equal(left[0].inbox.items.find((it) => it.kind === "leave").code, 4001);
+        const [moved] = stayed;
+        assert.deepEqual(await moved.roundTrip("echo", "moved at the timeout"), "moved at the timeout");
+        assert.deepEqual(moved.inbox.items.filter((it) => ["leave", "drop", "error", "reconnect"].includes(it.kind)), []);
+        assert.equal(await whereRuns(full, moved.roomId), full.processId);
+    }, { timeout: 40000 });
+});

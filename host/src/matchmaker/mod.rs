@@ -133,6 +133,7 @@ impl Matchmaker {
             config.public_address.clone(),
             config.endpoint.clone(),
         );
+        cluster.set_room_limit(plugins.limits().max_instances as usize);
         let creates = crate::limits::DeploymentLimit::new(
             "creates",
             config.room_creates_per_min,

@@ -89,7 +89,7 @@ impl Matchmaker {
             .least_loaded()
             .await
             .filter(|p| p.process_id != self.config.process_id)
-            .ok_or("no other live host to take it")?;
+            .ok_or("no other live host can take it (none, or all draining or at their room limit)")?;
         let (reply, transfer) = oneshot::channel();
         let (commit, word) = oneshot::channel();
         if !room.send(RoomMsg::MoveOut { reply, commit: word }) {

@@ -5,6 +5,7 @@
 //! cluster's call channel. The room leaves this host only once the other one runs it; if the
 //! other host refuses (another version, no slot, a failed restore), it carries on here.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -15,13 +16,22 @@ use super::placement::RoomSlot;
 use crate::cluster::{Reply, Request};
 use crate::rooms::transfer::{self, RoomTransfer};
 use crate::rooms::{self, RoomHandle, RoomMsg};
+use odeon_protocol::registry::ProcessInfo;
 
-/// Rooms moved at once: one per core the host may use. A room is frozen from its export to the
+/// Rooms frozen at once: one per core the host may use. A room is frozen from its export to the
 /// other host's answer; more at once would only make each wait for the others on the same
 /// cores (the bench saw a wave of 8 on one core freeze each room for the whole wave).
 fn at_once() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Rooms being prepared (their clients held behind proxies, the room running on) per room
+/// frozen: a hold waits on the proxies, not on this host's cores, so the next rooms' holds run
+/// while the current ones move.
+const PREPARED_PER_FROZEN: usize = 4;
+
+/// The longest a mover waits for a room's hold to be ready (the room's own limit is 2 s).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How one room's move went.
 #[derive(Debug, Clone)]
@@ -30,23 +40,32 @@ pub struct Moved {
     pub room_id: String,
     /// Where it went, or why it stayed.
     pub outcome: Result<String, String>,
-    /// How long it was frozen.
+    /// How long it was frozen: from its transfer to the other host's answer.
     pub took: Duration,
+    /// How long the room ran on, its clients behind proxies held, before it froze.
+    pub held: Duration,
 }
 
 impl Matchmaker {
     /// Sends every room of this host to another live host; returns how each move went.
     pub async fn move_rooms(&self) -> Vec<Moved> {
+        use futures_util::StreamExt as _;
         let rooms: Vec<RoomHandle> = self.rooms.lock().expect("rooms lock").values().cloned().collect();
-        let mut moved = Vec::with_capacity(rooms.len());
-        for wave in rooms.chunks(at_once()) {
-            let moves = wave.iter().map(|room| self.move_room(room));
-            moved.extend(futures_util::future::join_all(moves).await);
-        }
+        let frozen = tokio::sync::Semaphore::new(at_once());
+        let sent = std::sync::Mutex::default();
+        let (frozen, sent) = (&frozen, &sent);
+        let moved: Vec<Moved> = futures_util::stream::iter(rooms)
+            .map(|room| async move { self.move_room(&room, frozen, sent).await })
+            .buffer_unordered(at_once() * PREPARED_PER_FROZEN)
+            .collect()
+            .await;
         for m in &moved {
             match &m.outcome {
                 Ok(to) => {
-                    tracing::info!(room = %m.room_id, to = %to, took_ms = m.took.as_millis() as u64, "room moved")
+                    tracing::info!(
+                        room = %m.room_id, to = %to, took_ms = m.took.as_secs_f64() * 1000.0,
+                        held_ms = m.held.as_secs_f64() * 1000.0, "room moved"
+                    )
                 }
                 Err(why) => tracing::warn!(room = %m.room_id, "room stays: {why}"),
             }
@@ -77,25 +96,69 @@ impl Matchmaker {
         Vec::new()
     }
 
-    async fn move_room(&self, room: &RoomHandle) -> Moved {
-        let started = Instant::now();
-        let outcome = self.try_move(room).await;
-        Moved { room_id: room.room_id.to_string(), outcome, took: started.elapsed() }
+    /// Moves one room: its clients are held first (the room runs on), then, with one of the
+    /// `frozen` permits, it freezes and moves.
+    async fn move_room(
+        &self,
+        room: &RoomHandle,
+        frozen_permits: &tokio::sync::Semaphore,
+        sent: &std::sync::Mutex<HashMap<String, usize>>,
+    ) -> Moved {
+        let asked = Instant::now();
+        let moved = |outcome, took, held| Moved { room_id: room.room_id.to_string(), outcome, took, held };
+        // No place to go: the room is not held at all.
+        let target = match self.target(sent).await {
+            Ok(target) => target,
+            Err(why) => return moved(Err(why), Duration::ZERO, Duration::ZERO),
+        };
+        let (ready, is_ready) = oneshot::channel();
+        if room.send(RoomMsg::PrepareMove { ready }) {
+            // A room that cannot say (it is closing, say) is asked to move all the same.
+            let _ = tokio::time::timeout(PREPARE_TIMEOUT, is_ready).await;
+        }
+        let _permit = frozen_permits.acquire().await.expect("the semaphore is never closed");
+        let mut frozen = None;
+        let outcome = self.try_move(room, target, &mut frozen).await;
+        let frozen = frozen.unwrap_or(asked);
+        moved(outcome, frozen.elapsed(), frozen - asked)
     }
 
-    async fn try_move(&self, room: &RoomHandle) -> Result<String, String> {
-        let target = self
+    /// The live host a room goes to: the other one that takes rooms with the fewest, counting
+    /// those this drain has `sent` it already (the registry learns of them at the next beat).
+    async fn target(&self, sent: &std::sync::Mutex<HashMap<String, usize>>) -> Result<ProcessInfo, String> {
+        let candidates: Vec<ProcessInfo> = self
             .cluster
-            .least_loaded()
+            .processes()
             .await
-            .filter(|p| p.process_id != self.config.process_id)
+            .into_iter()
+            .filter(|p| p.process_id != self.config.process_id && p.takes_rooms())
+            .collect();
+        let mut sent = sent.lock().expect("sent lock");
+        let load = |p: &ProcessInfo| p.rooms + sent.get(&p.process_id).copied().unwrap_or(0);
+        let target = candidates
+            .into_iter()
+            .filter(|p| p.max_rooms.is_none_or(|max| load(p) < max))
+            .min_by_key(|p| (load(p), p.process_id.clone()))
             .ok_or("no other live host can take it (none, or all draining or at their room limit)")?;
+        *sent.entry(target.process_id.clone()).or_default() += 1;
+        Ok(target)
+    }
+
+    /// Moves `room` to `target`; `frozen` is set when its transfer arrives (the room froze just
+    /// before).
+    async fn try_move(
+        &self,
+        room: &RoomHandle,
+        target: ProcessInfo,
+        frozen: &mut Option<Instant>,
+    ) -> Result<String, String> {
         let (reply, transfer) = oneshot::channel();
         let (commit, word) = oneshot::channel();
         if !room.send(RoomMsg::MoveOut { reply, commit: word }) {
             return Err("the room is gone".into());
         }
         let transfer = transfer.await.map_err(|_| "the room ended".to_string())??;
+        *frozen = Some(Instant::now());
         let encoded = base64::engine::general_purpose::STANDARD.encode(transfer.encode());
         let answer = self.cluster.call(&target.process_id, Request::ImportRoom { transfer: encoded }).await;
         match answer {
@@ -217,13 +280,21 @@ impl Matchmaker {
             arrived.retain(|id, _| live.contains(id));
             arrived.insert(room_id.clone(), from);
         }
-        // Proxies send the room's clients here when they come back by its old path.
+        // Proxies send the room's clients here when they come back by its old path (written
+        // after the answer: the room is not frozen for it; until then the old host, which
+        // runs until its rooms are gone, relays them here by the listing).
         let key = odeon_protocol::registry::moved_key(&room_id);
         let ttl = Duration::from_secs(odeon_protocol::registry::MOVED_TTL_SECS);
-        if let Err(e) = self.presence.setex(&key, &self.config.process_id, ttl).await {
-            tracing::warn!(room = %room_id, "moved room's forwarding address not written: {e}");
-        }
-        self.cluster.heartbeat(self.room_count(), self.client_count()).await;
+        let (presence, process_id, forwarded) =
+            (self.presence.clone(), self.config.process_id.clone(), room_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = presence.setex(&key, &process_id, ttl).await {
+                tracing::warn!(room = %forwarded, "moved room's forwarding address not written: {e}");
+            }
+        });
+        // The room count others place by, at once rather than at the next beat.
+        let (cluster, rooms, clients) = (self.cluster.clone(), self.room_count(), self.client_count());
+        tokio::spawn(async move { cluster.heartbeat(rooms, clients).await });
         if self.abandoned.lock().expect("abandoned lock").contains_key(&room_id) {
             self.end_copy(&room_id).await;
             return Err("the mover gave up on this import".into());

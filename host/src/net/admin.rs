@@ -172,7 +172,12 @@ pub(super) async fn drain(State(state): State<AppState>, _: Authorized) -> Respo
         .iter()
         .filter_map(|m| {
             let to = m.outcome.as_ref().ok()?;
-            Some(json!({ "roomId": m.room_id, "to": to, "tookMs": m.took.as_secs_f64() * 1000.0 }))
+            Some(json!({
+                "roomId": m.room_id,
+                "to": to,
+                "tookMs": m.took.as_secs_f64() * 1000.0,
+                "heldMs": m.held.as_secs_f64() * 1000.0,
+            }))
         })
         .collect();
     let stayed: Vec<Value> = moves

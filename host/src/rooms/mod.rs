@@ -173,6 +173,13 @@ pub enum RoomMsg {
     /// An answer from a shared service (presence, listings) for the guest, already in the
     /// form the guest receives it.
     Service(Event),
+    /// The room is about to leave for another host (a drain): hold its clients behind proxies
+    /// while it runs on, and say on `ready` when it may freeze (a `MoveOut` then freezes it at
+    /// once). A `MoveOut` alone does both.
+    PrepareMove {
+        /// Told once the hold is ready.
+        ready: oneshot::Sender<()>,
+    },
     /// The room is leaving for another host (a drain): between two guest calls, answer its
     /// transfer on `reply`, then wait for `commit`: the other host's process id once it has the
     /// room (the room ends here), anything else to carry on here. Clients behind a proxy are

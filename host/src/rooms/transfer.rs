@@ -143,7 +143,9 @@ pub async fn arrive(
             let _ = ready_tx.send(Err("room listing store unavailable".to_string()));
             return;
         }
-        super::listing::announce(&room.deps().presence, &listing.room_id, false).await;
+        // Announced after the answer: the room is not frozen for it.
+        let (presence, room_id) = (room.deps().presence.clone(), listing.room_id.clone());
+        tokio::spawn(async move { super::listing::announce(&presence, &room_id, false).await });
         room.start_publishing(listing);
         let _ = ready_tx.send(Ok(()));
         room.run().await;

@@ -12,9 +12,9 @@
 //!    and relays no socket), lets the clients play on host 2 for `after_secs`, and ends the
 //!    loadgen's window (`--end-on-stdin-close`).
 //!
-//! The clients run with `--reconnect-on-4010`: a moved room's sockets are closed with 4010 and
-//! the clients come back by the path they knew, which the proxy maps to host 2
-//! (`odeon:moved:<roomId>` in Redis).
+//! The clients stay connected: the proxy holds each client across its room's move and resumes
+//! it on host 2 (`odeon_protocol::handover`). They run with `--reconnect-on-4010` all the same,
+//! so a client the proxy could not carry over (closed with 4010) comes back as the SDKs would.
 //!
 //! With two cores and pinning, the hosts run on the first CPU and the proxy, redis-server and
 //! the loadgen on the second. Until the drain host 2 is idle, so host 1 has the first CPU to
@@ -106,6 +106,9 @@ pub struct Moved {
     pub to: String,
     /// Its freeze: from freezing it here to the other host running it, ms.
     pub took_ms: f64,
+    /// How long it ran on, its clients held by the proxy, before it froze, ms.
+    #[serde(default)]
+    pub held_ms: f64,
 }
 
 /// A room the drain could not move, and why.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 mod connect;
 mod effects;
+mod hold;
 mod migrate;
 mod moving;
 
@@ -72,7 +73,7 @@ pub(super) struct Room {
     migration: Option<migrate::Asked>,
     /// A move to another host asked for in the inbox (see `moving`), and its clients' hold.
     move_out: Option<MoveOut>,
-    hold: Option<moving::Hold>,
+    hold: Option<hold::Hold>,
     /// The processes the room ran on before it moved here, oldest first.
     previous_processes: Vec<String>,
     disposing: bool,
@@ -437,6 +438,7 @@ impl Room {
                 }
             }
             RoomMsg::Held { session_id, conn_id } => self.held(&session_id, conn_id),
+            RoomMsg::PrepareMove { ready } => self.prepare_move(ready),
             RoomMsg::Drain => self.draining = true,
             RoomMsg::Abandon => self.abandon(),
             RoomMsg::Shutdown => {

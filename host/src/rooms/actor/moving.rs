@@ -12,7 +12,6 @@
 //! room lives on over there. If the new host refused it, the room tells the proxies to resume
 //! and carries on here as if nothing happened.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,52 +32,17 @@ use crate::rooms::transfer::{MOVED_CLIENT_WINDOW, RESUME_WINDOW, RoomTransfer};
 use crate::rooms::{RoomDeps, RoomMsg, RoomStats};
 use crate::services::RoomServices;
 
-/// How long a room waits for the proxies in front of its clients to hold them (and for its
-/// presence and listing answers) before it freezes; a client whose proxy did not answer by then
-/// is closed with 4010 like a direct one.
-const HOLD_WAIT: Duration = Duration::from_secs(2);
-
-/// The clients of a room about to move whose proxies were asked to hold them.
-pub(super) struct Hold {
-    /// Sessions (and connections) asked and not answered yet.
-    waiting: HashMap<String, u64>,
-    /// Sessions whose proxy holds them: they travel as handovers.
-    held: HashSet<String>,
-    until: Instant,
-}
-
-impl Hold {
-    fn done(&self, now: Instant) -> bool {
-        self.waiting.is_empty() || now >= self.until
-    }
-
-    /// When the room stops waiting for the proxies.
-    pub(super) fn deadline(&self) -> Instant {
-        self.until
-    }
-}
-
 impl Room {
     /// Serves a move asked for in the inbox, if any. Returns false when the room left this host
     /// (or failed on the way).
     ///
-    /// Clients behind a proxy are held first: the room runs on, and freezes once every such
-    /// client's proxy has answered (all it sent before is in) or [`HOLD_WAIT`] is up.
+    /// Clients behind a proxy are held first (`hold`): the room runs on, and freezes once the
+    /// hold is ready.
     pub(super) async fn move_if_asked(&mut self, events: &mut Vec<Event>) -> bool {
-        if self.move_out.is_none() {
+        if !self.hold_ready(Instant::now()) || self.move_out.is_none() {
             return true;
         }
-        let now = Instant::now();
-        if self.hold.is_none() {
-            self.start_hold(now);
-        }
-        // Presence and listing answers still on their way would reach this host after the room
-        // left: wait for them too (the room runs on meanwhile).
-        let quiet = self.services.in_flight() == 0;
-        if !self.hold.as_ref().is_some_and(|h| h.done(now) && quiet || now >= h.until) {
-            return true;
-        }
-        let hold = self.hold.take().expect("checked above");
+        let hold = self.hold.take().expect("a ready hold");
         let (reply, commit) = self.move_out.take().expect("checked above");
         // What is already in the inbox (inputs read before the hold answers, service answers)
         // is served here, before the room freezes.
@@ -92,7 +56,7 @@ impl Room {
         let handovers: Vec<(String, String)> = self
             .clients
             .sessions()
-            .filter(|(sid, c)| hold.held.contains(*sid) && c.state == ClientState::Joined && c.wire.is_some())
+            .filter(|(sid, c)| hold.holds(sid) && c.state == ClientState::Joined && c.wire.is_some())
             .map(|(sid, c)| (sid.to_string(), c.token.clone()))
             .collect();
         let outcome =
@@ -118,39 +82,9 @@ impl Room {
                 if let Some(p) = &mut self.publisher {
                     p.rewrite(&self.listing);
                 }
-                self.clients.flush();
-                for sid in &hold.held {
-                    if let Some(wire) = self.clients.get(sid).and_then(|c| c.wire.as_ref()) {
-                        wire.send_control(&Control::Resume);
-                    }
-                }
+                self.release_hold(hold);
                 true
             }
-        }
-    }
-
-    /// Asks the proxy in front of each joined client that has one to hold it.
-    fn start_hold(&mut self, now: Instant) {
-        let control = Control::Hold { nonce: crate::ids::generate() };
-        let mut waiting = HashMap::new();
-        for (sid, c) in self.clients.sessions() {
-            if let Some(wire) =
-                c.wire.as_ref().filter(|w| c.handover && c.state == ClientState::Joined && w.is_open())
-            {
-                waiting.insert(sid.to_string(), c.conn_id);
-                wire.send_control(&control);
-            }
-        }
-        self.hold = Some(Hold { waiting, held: HashSet::new(), until: now + HOLD_WAIT });
-    }
-
-    /// A client's proxy answered the hold.
-    pub(super) fn held(&mut self, session_id: &str, conn_id: u64) {
-        if let Some(h) = &mut self.hold
-            && h.waiting.get(session_id) == Some(&conn_id)
-        {
-            h.waiting.remove(session_id);
-            h.held.insert(session_id.to_string());
         }
     }
 

@@ -416,6 +416,10 @@ impl Relay {
     /// Applies what the host's stream said and what the hold timer says; whether anything
     /// changed.
     fn handover(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        // The common case, every poll of every relay: no handover under way.
+        if self.down.controls.is_empty() && self.down.moved.is_none() && self.hold_timer.is_none() {
+            return Ok(false);
+        }
         let mut changed = false;
         for control in std::mem::take(&mut self.down.controls) {
             changed = true;

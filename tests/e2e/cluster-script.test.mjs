@@ -125,6 +125,30 @@ describe("just cluster (scripts/cluster.sh)", () => {
         room2.onMessage("*", () => {});
         await waitFor(room2.leave(), 5000, "leave");
 
+        // kill -TERM of host 3 (a restart): its room moves to another host and plays on, its
+        // client behind the proxy unaware; the script starts host 3 again on its port.
+        const stopped = hosts[2];
+        let game;
+        for (let i = 0; i < 12 && !game; i++) {
+            const r = await waitFor(new SDK18.Client(`ws://127.0.0.1:${proxyPort}`).create("echo", { mode: `term-${i}` }), 5000, "create");
+            r.onMessage("*", () => {});
+            if (processOf(r) === stopped.processId) game = r;
+            else await waitFor(r.leave(), 5000, "leave");
+        }
+        assert.ok(game, "a room on host 3");
+        const noticed = [];
+        game.onDrop(() => noticed.push("drop"));
+        game.onReconnect(() => noticed.push("reconnect"));
+        game.onLeave((code) => noticed.push(`leave ${code}`));
+        process.kill(stopped.pid, "SIGTERM");
+        await until("host 3 to stop and be restarted", () => /host 3 restarted: ws:\/\/127\.0\.0\.1:\d+\s+pid \d+/.test(out), 30000);
+        const echoed = new Promise((r) => game.onMessage("echo", r));
+        game.send("echo", { after: "sigterm" });
+        assert.deepEqual(await waitFor(echoed, 5000, "echo after the restart"), { after: "sigterm" });
+        assert.deepEqual(noticed, [], "the client noticed nothing");
+        assert.match(out, /exited with status 0/, "host 3 stopped by itself, after its rooms moved");
+        await waitFor(game.leave(), 5000, "leave");
+
         // The proxy killed with -9 is restarted too, and routes again.
         process.kill(proxyPid, "SIGKILL");
         await until("the proxy to be restarted", () => /proxy restarted: http:\/\/127\.0\.0\.1:\d+\s+pid \d+/.test(out), 10000);

@@ -239,10 +239,12 @@ impl Matchmaker {
         if self.is_draining() || self.is_shutting_down() {
             return Err("this host is stopping".into());
         }
+        let started = Instant::now();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(transfer)
             .map_err(|e| format!("bad transfer: {e}"))?;
         let transfer = RoomTransfer::decode(&bytes)?;
+        let decoded = started.elapsed();
         let plugin = self
             .plugins
             .get(&transfer.name)
@@ -272,6 +274,10 @@ impl Matchmaker {
         let from = transfer.previous_processes.clone();
         let deps = self.room_deps(slot);
         let handle = transfer::arrive(plugin, transfer, listing, deps, &self.room_runtime).await?;
+        tracing::info!(
+            room = %room_id, bytes = bytes.len(), decode_ms = decoded.as_secs_f64() * 1000.0,
+            took_ms = started.elapsed().as_secs_f64() * 1000.0, "room arrived"
+        );
         self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle);
         {
             let live: std::collections::HashSet<String> =

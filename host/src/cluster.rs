@@ -162,6 +162,12 @@ pub struct Envelope {
     pub request: Request,
 }
 
+/// A call whose reply channel is subscribed already ([`Cluster::prepare_call`]).
+pub struct PreparedCall {
+    id: String,
+    replies: Subscription,
+}
+
 /// This process's view of the deployment.
 pub struct Cluster {
     presence: Arc<dyn Presence>,
@@ -361,9 +367,31 @@ impl Cluster {
 
     /// Calls another process and waits for its reply.
     pub async fn call(&self, process_id: &str, request: Request) -> Result<Reply, CallError> {
+        let prepared = self.prepare_call().await?;
+        self.send_call(prepared, process_id, request).await
+    }
+
+    /// The first half of a call: its reply channel, subscribed, so that sending it later costs
+    /// one publish (a drain prepares its import call before the room freezes).
+    pub async fn prepare_call(&self) -> Result<PreparedCall, CallError> {
         let id = format!("{}{}", crate::ids::generate(), crate::ids::generate());
+        let replies = self
+            .presence
+            .subscribe(&reply_channel(&id))
+            .await
+            .map_err(|e| CallError::Presence(e.to_string()))?;
+        Ok(PreparedCall { id, replies })
+    }
+
+    /// Sends a prepared call to `process_id` and waits for its reply.
+    pub async fn send_call(
+        &self,
+        prepared: PreparedCall,
+        process_id: &str,
+        request: Request,
+    ) -> Result<Reply, CallError> {
+        let PreparedCall { id, mut replies } = prepared;
         let presence_err = |e: crate::presence::PresenceError| CallError::Presence(e.to_string());
-        let mut replies = self.presence.subscribe(&reply_channel(&id)).await.map_err(presence_err)?;
         let envelope = serde_json::to_string(&Envelope { id, request }).expect("requests serialize");
         let receivers =
             self.presence.publish(&request_channel(process_id), &envelope).await.map_err(presence_err)?;

@@ -116,9 +116,11 @@ impl Matchmaker {
             // A room that cannot say (it is closing, say) is asked to move all the same.
             let _ = tokio::time::timeout(PREPARE_TIMEOUT, is_ready).await;
         }
+        // The import call's reply channel is subscribed now, not while the room is frozen.
+        let prepared = self.cluster.prepare_call().await.ok();
         let _permit = frozen_permits.acquire().await.expect("the semaphore is never closed");
         let mut frozen = None;
-        let outcome = self.try_move(room, target, &mut frozen).await;
+        let outcome = self.try_move(room, target, prepared, &mut frozen).await;
         let frozen = frozen.unwrap_or(asked);
         moved(outcome, frozen.elapsed(), frozen - asked)
     }
@@ -144,12 +146,13 @@ impl Matchmaker {
         Ok(target)
     }
 
-    /// Moves `room` to `target`; `frozen` is set when its transfer arrives (the room froze just
-    /// before).
+    /// Moves `room` to `target` (the import call `prepared` beforehand, if it could be);
+    /// `frozen` is set when its transfer arrives (the room froze just before).
     async fn try_move(
         &self,
         room: &RoomHandle,
         target: ProcessInfo,
+        prepared: Option<crate::cluster::PreparedCall>,
         frozen: &mut Option<Instant>,
     ) -> Result<String, String> {
         let (reply, transfer) = oneshot::channel();
@@ -160,7 +163,11 @@ impl Matchmaker {
         let transfer = transfer.await.map_err(|_| "the room ended".to_string())??;
         *frozen = Some(Instant::now());
         let encoded = base64::engine::general_purpose::STANDARD.encode(transfer.encode());
-        let answer = self.cluster.call(&target.process_id, Request::ImportRoom { transfer: encoded }).await;
+        let request = Request::ImportRoom { transfer: encoded };
+        let answer = match prepared {
+            Some(prepared) => self.cluster.send_call(prepared, &target.process_id, request).await,
+            None => self.cluster.call(&target.process_id, request).await,
+        };
         match answer {
             Ok(Reply::Imported) => {
                 let _ = commit.send(Some(target.process_id.clone()));

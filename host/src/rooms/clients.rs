@@ -317,3 +317,59 @@ impl Clients {
         slow
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::wire::WireLimits;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_resuming_client_gets_what_the_room_sent_it_meanwhile_in_order_once_resumed() {
+        let mut clients = Clients::new(1 << 20);
+        let t0 = Instant::now();
+        clients.insert("a".into(), Client::resuming("tok".into(), t0 + Duration::from_secs(10)));
+        assert_eq!(clients.next_resume_deadline(), Some(t0 + Duration::from_secs(10)));
+        // Broadcasts, patches and direct sends while it has no socket are held, in order.
+        clients.broadcast(&Bytes::from_static(b"one"), &[]);
+        clients.patch(|_| OutFrame::with_head(&[9], Bytes::from_static(b"two")));
+        clients.send_to("a", &Bytes::from_static(b"three"));
+        clients.send_now("a", &Bytes::from_static(b"four"));
+        clients.flush();
+        assert!(clients.take_slow().is_empty());
+        assert!(clients.overdue(t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(clients.overdue(t0 + Duration::from_secs(10)), vec!["a".to_string()]);
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let wire = Arc::new(Wire::new(Arc::new(server), WireLimits::default()));
+        // Only the session's own token resumes it.
+        assert!(!clients.resume("a", "other", 7, wire.clone()));
+        assert!(!clients.resume("b", "tok", 7, wire.clone()));
+        assert!(clients.resume("a", "tok", 7, wire.clone()));
+        assert!(!clients.resume("a", "tok", 8, wire.clone()), "resumed once");
+        assert_eq!(clients.get("a").map(|c| (c.state, c.conn_id)), Some((ClientState::Joined, 7)));
+        assert_eq!(clients.next_resume_deadline(), None);
+        // Then a frame sent now goes after the held ones.
+        clients.broadcast(&Bytes::from_static(b"five"), &[]);
+        clients.flush();
+        let want: &[&[u8]] = &[b"one", b"\x09two", b"three", b"four", b"five"];
+        let expected: Vec<u8> = want.iter().flat_map(|m| [&[0x82, m.len() as u8][..], m].concat()).collect();
+        let mut got = vec![0u8; expected.len()];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn a_resuming_client_over_its_hold_bound_is_reported_slow() {
+        let mut clients = Clients::new(8);
+        clients.insert("a".into(), Client::resuming("tok".into(), Instant::now() + Duration::from_secs(10)));
+        clients.broadcast(&Bytes::from_static(b"12345"), &[]);
+        assert!(clients.take_slow().is_empty());
+        clients.broadcast(&Bytes::from_static(b"67890"), &[]);
+        assert_eq!(clients.take_slow(), vec!["a".to_string()]);
+    }
+}

@@ -97,11 +97,14 @@ pub(super) struct Clients {
     hold_limit: usize,
     /// Some client's outbox is not empty.
     pending: bool,
+    /// The earliest deadline of a resuming client, kept so the room's loop does not scan its
+    /// clients on every turn (it may be early: `overdue` recomputes it).
+    resume_by: Option<tokio::time::Instant>,
 }
 
 impl Clients {
     pub(super) fn new(hold_limit: usize) -> Self {
-        Self { map: HashMap::new(), slow: Vec::new(), hold_limit, pending: false }
+        Self { map: HashMap::new(), slow: Vec::new(), hold_limit, pending: false, resume_by: None }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -122,6 +125,9 @@ impl Clients {
     }
 
     pub(super) fn insert(&mut self, session_id: String, client: Client) {
+        if let Some(by) = client.resume_by {
+            self.resume_by = Some(self.resume_by.map_or(by, |at| at.min(by)));
+        }
         if let Some(old) = self.map.insert(session_id, client) {
             old.close(Some(odeon_protocol::frame::close::WITH_ERROR), "");
         }
@@ -270,20 +276,27 @@ impl Clients {
         }
         c.conn_id = conn_id;
         c.wire = Some(wire);
-        c.resume_by = None;
+        let was = c.resume_by.take();
         Self::release_one(&mut self.pending, c);
+        if was.is_some() && was == self.resume_by {
+            self.resume_by = self.map.values().filter_map(|c| c.resume_by).min();
+        }
         true
     }
 
     /// Resuming clients whose proxy did not come back by `now`.
-    pub(super) fn overdue(&self, now: tokio::time::Instant) -> Vec<String> {
+    pub(super) fn overdue(&mut self, now: tokio::time::Instant) -> Vec<String> {
+        if self.resume_by.is_none_or(|by| by > now) {
+            return Vec::new();
+        }
+        self.resume_by = self.map.values().filter_map(|c| c.resume_by).filter(|by| *by > now).min();
         let late = |c: &Client| c.resume_by.is_some_and(|by| by <= now);
         self.map.iter().filter(|(_, c)| late(c)).map(|(sid, _)| sid.clone()).collect()
     }
 
     /// The earliest deadline of a resuming client.
     pub(super) fn next_resume_deadline(&self) -> Option<tokio::time::Instant> {
-        self.map.values().filter_map(|c| c.resume_by).min()
+        self.resume_by
     }
 
     /// The full state, to every client waiting for it; they then get what was held for them.

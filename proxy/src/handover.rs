@@ -52,49 +52,73 @@ pub struct Follow {
 impl Follow {
     /// Relays between `client` and `upstream` (a host running the room, `process`), and on to
     /// each process the room moves to, until the client's connection ends.
-    pub async fn relay(
+    ///
+    /// A plain function around an async block, so the future holds the first relay (which has
+    /// the sockets) and not a second copy of its arguments; a move's resume and the relays after
+    /// it are boxed. An idle client costs the proxy this future.
+    pub fn relay(
         self,
         client: Io,
         client_leftover: Bytes,
         upstream: Io,
         upstream_leftover: Bytes,
         process: String,
-    ) {
-        let (mut client, mut client_leftover, mut upstream, mut upstream_leftover, mut process) =
-            (client, client_leftover, upstream, upstream_leftover, process);
+    ) -> impl Future<Output = ()> + Send {
+        let mut first = relay::relay(client, client_leftover, upstream, upstream_leftover, self.idle);
+        async move {
+            // Awaited in place: `first.await` would move it into a second slot of the future.
+            let end = (&mut first).await;
+            if let Some(moved) = self.moved(end, &process) {
+                Box::pin(self.follow(moved, process)).await;
+            }
+        }
+    }
+
+    /// The room a relay's end says moved, if it does.
+    fn moved(&self, end: std::io::Result<End>, process: &str) -> Option<Box<Moved>> {
+        match end {
+            Ok(End::Moved(moved)) => Some(moved),
+            Ok(End::Idle) => {
+                tracing::debug!(%process, "idle websocket closed");
+                None
+            }
+            Ok(End::Closed) => None,
+            Err(e) => {
+                tracing::debug!(%process, "websocket relay ended: {e}");
+                None
+            }
+        }
+    }
+
+    /// Follows the room from `process` to where it `moved`, and on, until the client's
+    /// connection ends.
+    async fn follow(&self, mut moved: Box<Moved>, mut process: String) {
         loop {
-            let moved =
-                match relay::relay(client, client_leftover, upstream, upstream_leftover, self.idle).await {
-                    Ok(End::Moved(moved)) => moved,
-                    Ok(End::Idle) => return tracing::debug!(%process, "idle websocket closed"),
-                    Ok(End::Closed) => return,
-                    Err(e) => return tracing::debug!(%process, "websocket relay ended: {e}"),
-                };
-            let Moved { process_id, session_id, token, client: moved_client, held, at } = *moved;
-            // Boxed, as is the close below: an idle relay's task holds only the relay's state,
-            // not room for a resume's connection and request.
-            match Box::pin(self.resume(&process_id, &session_id, &token)).await {
-                Ok((io, leftover)) => {
-                    let cutover = at.elapsed();
-                    tracing::info!(
-                        from = %process,
-                        cutover_ms = cutover.as_secs_f64() * 1000.0,
-                        held = held.len(),
-                        "client followed room {} to {process_id} (cutover {cutover:.1?})",
-                        self.room_id,
-                    );
-                    (client, client_leftover) = (moved_client, Bytes::from(held));
-                    (upstream, upstream_leftover) = (io, leftover);
-                    process = process_id;
-                }
+            let Moved { process_id, session_id, token, client, held, at } = *moved;
+            let (upstream, leftover) = match self.resume(&process_id, &session_id, &token).await {
+                Ok(resumed) => resumed,
                 Err(why) => {
                     tracing::warn!(
                         from = %process,
                         "client of room {} not resumed on {process_id} ({why}): closed with {CLOSE_MOVED}",
                         self.room_id,
                     );
-                    return Box::pin(close_moved(moved_client)).await;
+                    return close_moved(client).await;
                 }
+            };
+            let cutover = at.elapsed();
+            tracing::info!(
+                from = %process,
+                cutover_ms = cutover.as_secs_f64() * 1000.0,
+                held = held.len(),
+                "client followed room {} to {process_id} (cutover {cutover:.1?})",
+                self.room_id,
+            );
+            process = process_id;
+            let end = relay::relay(client, Bytes::from(held), upstream, leftover, self.idle).await;
+            match self.moved(end, &process) {
+                Some(next) => moved = next,
+                None => return,
             }
         }
     }
@@ -261,13 +285,15 @@ mod tests {
         };
         let (mut client, client_side) = pair().await;
         let (old_side, mut old_host) = pair().await;
-        let task = tokio::spawn(follow.relay(
-            Io::Tcp(client_side),
-            Bytes::new(),
-            Io::Tcp(old_side),
-            Bytes::new(),
-            "p1".into(),
-        ));
+        let fut =
+            follow.relay(Io::Tcp(client_side), Bytes::new(), Io::Tcp(old_side), Bytes::new(), "p1".into());
+        // An idle client's task is this future: the relay, its Follow and no more.
+        assert!(
+            std::mem::size_of_val(&fut) <= 704,
+            "the follow future is {} bytes",
+            std::mem::size_of_val(&fut)
+        );
+        let task = tokio::spawn(fut);
         // The old host holds the client, then sends its last frame and the marker.
         old_host.write_all(&Control::Hold { nonce: "h".into() }.frame().unwrap()).await.unwrap();
         let ping = read_n(&mut old_host, 6 + held_payload("h").len()).await;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{FutureExt, future};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -245,17 +246,21 @@ impl Proxy {
         let host_upgrade = hyper::upgrade::on(&mut res);
         let guard = self.connections.enter_relay();
         let process = route.process_id.clone();
-        tokio::spawn(async move {
-            let (client, host) = match tokio::join!(client_upgrade, host_upgrade) {
-                (Ok(client), Ok(host)) => (client, host),
-                (Err(e), _) | (_, Err(e)) => return tracing::debug!(%process, "upgrade failed: {e}"),
-            };
-            let (client, client_leftover) = Io::from_upgraded(client);
-            let (host, host_leftover) = Io::from_upgraded(host);
-            // The guard counts the client's connection across every host it follows its room to.
-            follow.relay(client, client_leftover, host, host_leftover, process).await;
-            drop(guard);
+        // Combinators rather than an async block, which would keep its captures (the Follow
+        // among them) beside the relay's future for the connection's life.
+        let relayed = future::join(client_upgrade, host_upgrade).then(move |upgrades| match upgrades {
+            (Ok(client), Ok(host)) => {
+                let (client, client_leftover) = Io::from_upgraded(client);
+                let (host, host_leftover) = Io::from_upgraded(host);
+                future::Either::Left(follow.relay(client, client_leftover, host, host_leftover, process))
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(%process, "upgrade failed: {e}");
+                future::Either::Right(future::ready(()))
+            }
         });
+        // The guard counts the client's connection across every host it follows its room to.
+        tokio::spawn(relayed.map(move |()| drop(guard)));
         let (parts, _) = res.into_parts();
         Response::from_parts(parts, Either::Right(Full::default()))
     }

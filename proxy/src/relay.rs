@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::head::Prefixed;
-use hold::{Down, Up};
+use hold::{Down, Marker, Up};
 
 #[cfg(test)]
 mod handover_tests;
@@ -320,13 +320,13 @@ impl Half {
 /// nothing moves for `idle`, or the host moves the room. `client_leftover` and
 /// `upstream_leftover` are bytes already read from each side (past the handshake; each starts
 /// at a frame boundary) and are delivered first.
-pub async fn relay(
-    mut client: Io,
+pub fn relay(
+    client: Io,
     client_leftover: Bytes,
     mut upstream: Io,
     upstream_leftover: Bytes,
     idle: Duration,
-) -> io::Result<End> {
+) -> impl Future<Output = io::Result<End>> + Send {
     let mut state = Relay {
         up_half: Half::with(client_leftover),
         up: Up::default(),
@@ -338,26 +338,35 @@ pub async fn relay(
         seen: false,
         quiet: 0,
     };
-    let end = std::future::poll_fn(|cx| state.poll(cx, &mut client, &mut upstream)).await?;
-    let Some(to) = end else { return Ok(End::Closed) };
-    drop(upstream);
-    Ok(match to {
-        Ended::Idle => End::Idle,
-        Ended::Moved { process_id, session_id, token, at } => End::Moved(Box::new(Moved {
-            process_id,
-            session_id,
-            token,
-            client,
-            held: std::mem::take(&mut state.up.held),
-            at,
-        })),
+    // A closure that owns the state and both sockets, rather than an async fn, whose future
+    // would keep room for its arguments beside them: this is what every idle client costs.
+    let mut client = Some(client);
+    std::future::poll_fn(move |cx| {
+        let io = client.as_mut().expect("polled after it ended");
+        let end = ready!(state.poll(cx, io, &mut upstream))?;
+        Poll::Ready(Ok(match end {
+            None => End::Closed,
+            Some(Ended::Idle) => End::Idle,
+            Some(Ended::Moved(marker)) => {
+                let Marker { process_id, session_id, token, at } = *marker;
+                let client = client.take().expect("taken once");
+                End::Moved(Box::new(Moved {
+                    process_id,
+                    session_id,
+                    token,
+                    client,
+                    held: state.up.take_held(),
+                    at,
+                }))
+            }
+        }))
     })
 }
 
 /// Why the relay ended, other than both sides closing.
 enum Ended {
     Idle,
-    Moved { process_id: String, session_id: String, token: String, at: Instant },
+    Moved(Box<Marker>),
 }
 
 /// A relay's state between polls.
@@ -391,8 +400,8 @@ impl Relay {
                 continue;
             }
             if self.down.moved.is_some() && self.down_half.caught_up() && self.up.is_held() {
-                let (process_id, session_id, token, at) = self.down.moved.take().expect("checked");
-                return Poll::Ready(Ok(Some(Ended::Moved { process_id, session_id, token, at })));
+                let marker = self.down.moved.take().expect("checked");
+                return Poll::Ready(Ok(Some(Ended::Moved(marker))));
             }
             if a.is_ready() && b.is_ready() {
                 return Poll::Ready(Ok(None));

@@ -20,21 +20,24 @@ pub const HELD_CAP: usize = 1 << 20;
 /// The longest Ping payload.
 const MAX_PING: usize = 125;
 
-/// The client-to-host direction.
+/// The client-to-host direction. What a hold needs is allocated only while one is under way:
+/// an idle relay costs its frame tracker.
 #[derive(Default)]
 pub struct Up {
     frames: Frames,
+    hold: Option<Box<Hold>>,
+}
+
+/// A hold under way.
+struct Hold {
     mode: Mode,
     /// Client bytes read since the hold's cut, from a frame boundary on.
-    pub held: Vec<u8>,
+    held: Vec<u8>,
+    /// Whether the room moved (the hold then never ends).
     moved: bool,
 }
 
-#[derive(Default)]
 enum Mode {
-    /// Relaying.
-    #[default]
-    Relay,
     /// Relaying up to the next frame boundary, then holding. The Ping answering the hold goes
     /// at the cut (none once the room moved, and then what is read up to the cut is dropped:
     /// the old host no longer takes it).
@@ -46,17 +49,22 @@ enum Mode {
 impl Up {
     /// Whether a hold is asked for (cut or not).
     pub fn is_holding(&self) -> bool {
-        !matches!(self.mode, Mode::Relay)
+        self.hold.is_some()
     }
 
     /// Whether the client's bytes are held from a frame boundary on.
     pub fn is_held(&self) -> bool {
-        matches!(self.mode, Mode::Held)
+        self.hold.as_ref().is_some_and(|h| matches!(h.mode, Mode::Held))
     }
 
     /// Whether the room moved.
     pub fn is_moved(&self) -> bool {
-        self.moved
+        self.hold.as_ref().is_some_and(|h| h.moved)
+    }
+
+    /// The client bytes held, from a frame boundary on.
+    pub fn take_held(&mut self) -> Vec<u8> {
+        self.hold.as_mut().map(|h| std::mem::take(&mut h.held)).unwrap_or_default()
     }
 
     /// Applies a hold or a resume; whether a hold started (or started again).
@@ -68,15 +76,19 @@ impl Up {
                     tracing::warn!("a hold's nonce is too long to answer; ignored");
                     return false;
                 }
-                match self.mode {
+                let at_boundary = self.frames.at_boundary();
+                let hold = self.hold.get_or_insert_with(|| {
+                    Box::new(Hold { mode: Mode::Cut { ping: None }, held: Vec::new(), moved: false })
+                });
+                match hold.mode {
                     // Every client frame read so far goes on before the Ping, none after it.
                     Mode::Held => half.pending.extend_from_slice(&masked_ping(&payload)),
-                    _ if self.frames.at_boundary() => {
+                    _ if at_boundary => {
                         half.pending.extend_from_slice(&masked_ping(&payload));
-                        self.mode = Mode::Held;
+                        hold.mode = Mode::Held;
                     }
                     // A client frame is partly through: the cut comes at its end.
-                    _ => self.mode = Mode::Cut { ping: Some(payload) },
+                    _ => hold.mode = Mode::Cut { ping: Some(payload) },
                 }
                 true
             }
@@ -91,8 +103,8 @@ impl Up {
 
     /// Ends a hold: what was held goes to the host, after what is pending, and relaying goes on.
     pub fn resume(&mut self, half: &mut Half) {
-        self.mode = Mode::Relay;
-        let held = std::mem::take(&mut self.held);
+        let Some(hold) = self.hold.take() else { return };
+        let held = hold.held;
         if half.pending.is_empty() {
             half.pending = held;
             half.written = 0;
@@ -104,18 +116,22 @@ impl Up {
     /// The room moved: nothing more goes to the old host, and the client's bytes are held from
     /// the next frame boundary on (at once after a hold's cut, which is what a host does).
     pub fn moved(&mut self, half: &mut Half) {
-        self.moved = true;
         let dropped = half.pending.len() - half.written;
         half.pending = Vec::new();
         half.written = 0;
-        let cut = match self.mode {
+        let at_boundary = self.frames.at_boundary();
+        let hold = self.hold.get_or_insert_with(|| {
+            Box::new(Hold { mode: Mode::Cut { ping: None }, held: Vec::new(), moved: false })
+        });
+        hold.moved = true;
+        let cut = match hold.mode {
             Mode::Held => true,
-            _ if self.frames.at_boundary() => {
-                self.mode = Mode::Held;
+            _ if at_boundary => {
+                hold.mode = Mode::Held;
                 true
             }
             _ => {
-                self.mode = Mode::Cut { ping: None };
+                hold.mode = Mode::Cut { ping: None };
                 false
             }
         };
@@ -125,12 +141,6 @@ impl Up {
                 "a room moved before the client's frames were held: what the old host did not get of them is lost"
             );
         }
-    }
-
-    /// Holds `data` (from a frame boundary on).
-    fn hold(&mut self, data: &[u8]) {
-        self.frames.advance(data);
-        self.held.extend_from_slice(data);
     }
 }
 
@@ -143,39 +153,41 @@ impl Filter for Up {
         data: &[u8],
         dst: &mut W,
     ) -> io::Result<()> {
-        match &mut self.mode {
-            Mode::Relay => {
-                self.frames.advance(data);
-                half.forward(cx, data, dst)
-            }
+        let Some(hold) = &mut self.hold else {
+            self.frames.advance(data);
+            return half.forward(cx, data, dst);
+        };
+        match &mut hold.mode {
             Mode::Cut { ping } => {
                 let cut = self.frames.until_boundary(data);
                 let end = cut.unwrap_or(data.len());
-                if !self.moved {
+                if !hold.moved {
                     half.forward(cx, &data[..end], dst)?;
                 }
                 if let Some(at) = cut {
                     if let Some(payload) = ping.take() {
                         half.pending.extend_from_slice(&masked_ping(&payload));
                     }
-                    self.mode = Mode::Held;
-                    self.hold(&data[at..]);
+                    hold.mode = Mode::Held;
+                    self.frames.advance(&data[at..]);
+                    hold.held.extend_from_slice(&data[at..]);
                 }
                 Ok(())
             }
             Mode::Held => {
-                self.hold(data);
+                self.frames.advance(data);
+                hold.held.extend_from_slice(data);
                 Ok(())
             }
         }
     }
 
     fn may_read(&self) -> bool {
-        !matches!(self.mode, Mode::Held) || self.held.len() < HELD_CAP
+        self.hold.as_ref().is_none_or(|h| !matches!(h.mode, Mode::Held) || h.held.len() < HELD_CAP)
     }
 
     fn may_close(&self) -> bool {
-        matches!(self.mode, Mode::Relay)
+        self.hold.is_none()
     }
 
     fn interrupted(&self) -> bool {
@@ -189,9 +201,16 @@ pub struct Down {
     frames: HostFrames,
     /// Holds and resumes read, for the relay to apply.
     pub controls: Vec<Control>,
-    /// Where the room moved (process, session, token) and when the marker was read; nothing
-    /// more is read from the host.
-    pub moved: Option<(String, String, String, Instant)>,
+    /// Where the room moved; nothing more is read from the host.
+    pub moved: Option<Box<Marker>>,
+}
+
+/// A host's `moved` control: where the room went, and when the proxy read it.
+pub struct Marker {
+    pub process_id: String,
+    pub session_id: String,
+    pub token: String,
+    pub at: Instant,
 }
 
 impl Filter for Down {
@@ -215,7 +234,8 @@ impl Filter for Down {
                     match control {
                         Some(Control::Moved { process_id, session_id, token }) => {
                             // The host's last word: what follows it (nothing, normally) is not read.
-                            self.moved = Some((process_id, session_id, token, Instant::now()));
+                            self.moved =
+                                Some(Box::new(Marker { process_id, session_id, token, at: Instant::now() }));
                             return Ok(());
                         }
                         Some(control) => self.controls.push(control),

@@ -101,3 +101,17 @@ async fn an_idle_relay_times_out_and_traffic_keeps_it_open() {
     let mut b = [0u8; 1];
     assert_eq!(host.read(&mut b).await.unwrap(), 0);
 }
+
+/// What an idle client costs the proxy is mostly this future (and its sockets): it holds no
+/// buffer, and nothing a handover needs until one starts.
+#[tokio::test]
+async fn an_idle_relay_is_a_few_hundred_bytes() {
+    let (a, _b) = pair().await;
+    let (c, _d) = pair().await;
+    let relay = relay(Io::Tcp(a), Bytes::new(), Io::Tcp(c), Bytes::new(), Duration::from_secs(1));
+    assert!(
+        std::mem::size_of_val(&relay) <= 448,
+        "the relay's future is {} bytes",
+        std::mem::size_of_val(&relay)
+    );
+}

@@ -179,6 +179,9 @@ pub struct Cluster {
     draining: std::sync::atomic::AtomicBool,
     /// The most rooms this process runs, once set: at it, others place rooms elsewhere.
     room_limit: std::sync::OnceLock<usize>,
+    /// What another host shows to send this one a moving room directly (in the registry entry,
+    /// with the endpoint it is sent to).
+    peer_key: String,
 }
 
 impl Cluster {
@@ -192,7 +195,8 @@ impl Cluster {
         endpoint: Option<String>,
     ) -> Arc<Self> {
         let (draining, room_limit) = Default::default();
-        Arc::new(Self { presence, driver, process_id, address, endpoint, draining, room_limit })
+        let peer_key = (0..4).map(|_| crate::ids::generate()).collect();
+        Arc::new(Self { presence, driver, process_id, address, endpoint, draining, room_limit, peer_key })
     }
 
     /// Says in this process's entry that it runs at most `max` rooms.
@@ -214,6 +218,11 @@ impl Cluster {
         &self.process_id
     }
 
+    /// Whether `given` is this process's peer key.
+    pub fn is_peer_key(&self, given: &str) -> bool {
+        crate::net::token_eq(given.as_bytes(), self.peer_key.as_bytes())
+    }
+
     /// Renews this process's registry entry. Returns `true` when this process had to be added
     /// back to the registry's set: another process swept it as dead (its heartbeat came late),
     /// which also removed its room listings, so the caller must publish them again.
@@ -226,6 +235,7 @@ impl Cluster {
             clients,
             draining: self.is_draining(),
             max_rooms: self.room_limit.get().copied(),
+            peer_key: self.endpoint.as_ref().map(|_| self.peer_key.clone()),
         };
         let json = serde_json::to_string(&info).expect("process info serializes");
         let key = process_key(&self.process_id);

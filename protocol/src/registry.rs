@@ -9,6 +9,9 @@
 //!   renewed by it. The proxy sends `<id>:<secret>` in [`PROXY_HEADER`] with every request it
 //!   forwards; a host believes that request's `X-Forwarded-For` only when the secret matches, so
 //!   a process that reaches a host directly cannot choose its own client address.
+//! - A host's entry gives a `peerKey` (random, its own): another host that shows it may send it
+//!   a moving room directly ([`PEER_IMPORT_PATH`]), with no Redis hop in the room's pause.
+//!   Whoever reads the registry can already call a host through Redis, so it grants no more.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +38,14 @@ pub const MOVED_TTL_SECS: u64 = 3600;
 
 /// The header in which a proxy proves itself to a host: `<proxy id>:<secret>`.
 pub const PROXY_HEADER: &str = "x-odeon-proxy";
+
+/// The header in which a host proves itself to another: the callee's `peerKey`.
+pub const PEER_HEADER: &str = "x-odeon-peer";
+
+/// Where a host takes a room moving off another host (a drain): `POST`, the room's transfer
+/// (MessagePack) as the body, [`PEER_HEADER`]; the answer is the call's reply as JSON. The
+/// same call also goes through Redis, base64 in JSON, to a host that gives no `peerKey`.
+pub const PEER_IMPORT_PATH: &str = "/odeon/peer/import";
 
 /// How long a proxy's secret lives unless the proxy renews it (every third of it).
 pub const PROXY_TTL_MS: u64 = 10_000;
@@ -65,6 +76,10 @@ pub struct ProcessInfo {
     /// The most rooms it runs at once (`--max-rooms`): at it, matchmaking places rooms elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rooms: Option<usize>,
+    /// The key another host shows in [`PEER_HEADER`] to send it a moving room at its
+    /// `endpoint` ([`PEER_IMPORT_PATH`]); without it, moves go through Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_key: Option<String>,
 }
 
 impl ProcessInfo {
@@ -106,6 +121,7 @@ mod tests {
             clients: 7,
             draining: false,
             max_rooms: None,
+            peer_key: None,
         };
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(
@@ -120,6 +136,8 @@ mod tests {
         assert_eq!(serde_json::to_value(&full).unwrap()["maxRooms"], 2);
         assert!(!full.takes_rooms());
         assert!(ProcessInfo { rooms: 1, ..full }.takes_rooms());
+        let direct = ProcessInfo { peer_key: Some("k".into()), ..info.clone() };
+        assert_eq!(serde_json::to_value(&direct).unwrap()["peerKey"], "k");
         // Entries written before `endpoint` existed still parse.
         let old: ProcessInfo =
             serde_json::from_str(r#"{"processId":"p0","address":"h:1","rooms":0,"clients":0}"#).unwrap();

@@ -48,6 +48,16 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         assert.fail(`no ${name} room landed on ${host.label}`);
     }
 
+    test("the peer import refuses a caller without the host's peer key, before reading its body", async () => {
+        for (const headers of [{}, { "x-odeon-peer": "not-the-key" }]) {
+            const res = await fetch(`${hosts[0].http}/odeon/peer/import`, { method: "POST", headers, body: "x".repeat(1000) });
+            assert.equal(res.status, 403);
+            assert.match((await res.json()).error, /not a host of this deployment/);
+        }
+        // The host still serves.
+        assert.equal((await health(hosts[0])).status, "ok");
+    });
+
     /** Behind the proxy a peer does not see its room move: no drop, no reconnection, same room. */
     async function followedTheMove(peer, roomId, sessionId) {
         await peer.noKind("drop", 300);
@@ -95,6 +105,8 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
         const movedIds = answer.body.moved.map((m) => m.roomId);
         assert.ok(movedIds.includes(a.roomId) && movedIds.includes(p.roomId), JSON.stringify(answer.body));
         for (const m of answer.body.moved) assert.notEqual(m.to, victim.processId);
+        // Host to host, with no hop through Redis in the room's pause.
+        for (const m of answer.body.moved) assert.equal(m.via, "direct", JSON.stringify(m));
 
         await Promise.all([a, b, p, q, c, t].map((x) => followedTheMove(x, ...ids.get(x))));
         // The timers fired on: each once, the interval to its end, then nothing more.
@@ -266,4 +278,31 @@ describe("draining a host whose peer refuses its rooms (2 hosts, the other at --
         assert.deepEqual(moved.inbox.items.filter((it) => ["leave", "drop", "error", "reconnect"].includes(it.kind)), []);
         assert.equal(await whereRuns(full, moved.roomId), full.processId);
     }, { timeout: 40000 });
+});
+
+describe("a peer that cannot be reached directly gets the room through Redis (2 hosts, no proxy)", () => {
+    let d, victim, target;
+    before(async () => {
+        d = await startDeployment({ hosts: 1, proxies: 0, label: "drain via redis", hostArgs: ["--admin-token", TOKEN] });
+        victim = d.hosts[0];
+        // Its registry entry names an endpoint nothing listens on: the mover's direct link fails.
+        target = await d.addHost("host 2 (drain via redis, no endpoint)", ["--admin-token", TOKEN, "--internal-address", "127.0.0.1:9"]);
+    });
+    after(async () => { await d?.stop(); });
+
+    hostTest(() => victim, "[drain] the move falls back to the Redis call and the room plays on there", async (s) => {
+        const a = await s.join(sdk, "create", "echo", { mode: uniq("via-redis") }, { label: "A" });
+        await a.nextMsg("welcome");
+        assert.equal(processOf(a), victim.processId);
+        const answer = await drain(victim);
+        assert.equal(answer.status, 200, JSON.stringify(answer.body));
+        assert.deepEqual(answer.body.moved.map((m) => [m.roomId, m.to, m.via]), [[a.roomId, target.processId, "redis"]]);
+        assert.match(victim.logTail(40), /no direct link for a move/);
+        // The room runs on the target: a client that joins it there plays.
+        assert.equal(await whereRuns(target, a.roomId), target.processId);
+        s.host = target;
+        const b = await s.join(sdk, "joinById", a.roomId, {}, { label: "B" });
+        await b.nextMsg("welcome");
+        assert.deepEqual(await b.roundTrip("echo", "arrived through redis"), "arrived through redis");
+    }, { timeout: 30000 });
 });

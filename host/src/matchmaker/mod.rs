@@ -18,6 +18,7 @@ use crate::plugins::{PluginVersion, Plugins};
 use crate::presence::Presence;
 use crate::rooms::{RoomHandle, RoomMsg, SeatError};
 
+mod handoff;
 mod moves;
 mod peers;
 mod placement;
@@ -173,6 +174,11 @@ impl Matchmaker {
     /// The presence this host shares with the others of its deployment.
     pub fn presence(&self) -> &Arc<dyn Presence> {
         &self.presence
+    }
+
+    /// Whether another host's call shows this host's peer key (it may send a moving room).
+    pub fn is_peer_key(&self, given: &str) -> bool {
+        self.cluster.is_peer_key(given)
     }
 
     /// This host's process id.

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use tokio::sync::oneshot;
 
 use super::Matchmaker;
+use super::handoff::Link;
 use super::placement::RoomSlot;
 use crate::cluster::{Reply, Request};
 use crate::rooms::transfer::{self, RoomTransfer};
@@ -44,6 +45,8 @@ pub struct Moved {
     pub took: Duration,
     /// How long the room ran on, its clients behind proxies held, before it froze.
     pub held: Duration,
+    /// How its transfer went: `direct` (host to host) or `redis`; empty if it did not go.
+    pub via: &'static str,
 }
 
 impl Matchmaker {
@@ -105,24 +108,33 @@ impl Matchmaker {
         sent: &std::sync::Mutex<HashMap<String, usize>>,
     ) -> Moved {
         let asked = Instant::now();
-        let moved = |outcome, took, held| Moved { room_id: room.room_id.to_string(), outcome, took, held };
+        let moved =
+            |outcome, took, held, via| Moved { room_id: room.room_id.to_string(), outcome, took, held, via };
         // No place to go: the room is not held at all.
         let target = match self.target(sent).await {
             Ok(target) => target,
-            Err(why) => return moved(Err(why), Duration::ZERO, Duration::ZERO),
+            Err(why) => return moved(Err(why), Duration::ZERO, Duration::ZERO, ""),
         };
         let (ready, is_ready) = oneshot::channel();
         if room.send(RoomMsg::PrepareMove { ready }) {
             // A room that cannot say (it is closing, say) is asked to move all the same.
             let _ = tokio::time::timeout(PREPARE_TIMEOUT, is_ready).await;
         }
-        // The import call's reply channel is subscribed now, not while the room is frozen.
-        let prepared = self.cluster.prepare_call().await.ok();
+        // The import's way is ready now, not while the room is frozen: a connection to the
+        // target, or else the Redis call's reply channel, subscribed.
+        let prepared = match Link::open(&target).await {
+            Some(link) => Carrier::Direct(link),
+            None => Carrier::Redis(self.cluster.prepare_call().await.ok()),
+        };
+        let via = match prepared {
+            Carrier::Direct(_) => "direct",
+            Carrier::Redis(_) => "redis",
+        };
         let _permit = frozen_permits.acquire().await.expect("the semaphore is never closed");
         let mut frozen = None;
         let outcome = self.try_move(room, target, prepared, &mut frozen).await;
         let frozen = frozen.unwrap_or(asked);
-        moved(outcome, frozen.elapsed(), frozen - asked)
+        moved(outcome, frozen.elapsed(), frozen - asked, via)
     }
 
     /// The live host a room goes to: the other one that takes rooms with the fewest, counting
@@ -146,13 +158,13 @@ impl Matchmaker {
         Ok(target)
     }
 
-    /// Moves `room` to `target` (the import call `prepared` beforehand, if it could be);
+    /// Moves `room` to `target` (by the way `prepared` before the freeze);
     /// `frozen` is set when its transfer arrives (the room froze just before).
     async fn try_move(
         &self,
         room: &RoomHandle,
         target: ProcessInfo,
-        prepared: Option<crate::cluster::PreparedCall>,
+        prepared: Carrier,
         frozen: &mut Option<Instant>,
     ) -> Result<String, String> {
         let (reply, transfer) = oneshot::channel();
@@ -162,11 +174,16 @@ impl Matchmaker {
         }
         let transfer = transfer.await.map_err(|_| "the room ended".to_string())??;
         *frozen = Some(Instant::now());
-        let encoded = base64::engine::general_purpose::STANDARD.encode(transfer.encode());
-        let request = Request::ImportRoom { transfer: encoded };
         let answer = match prepared {
-            Some(prepared) => self.cluster.send_call(prepared, &target.process_id, request).await,
-            None => self.cluster.call(&target.process_id, request).await,
+            Carrier::Direct(link) => link.import(transfer.encode()).await,
+            Carrier::Redis(prepared) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(transfer.encode());
+                let request = Request::ImportRoom { transfer: encoded };
+                match prepared {
+                    Some(prepared) => self.cluster.send_call(prepared, &target.process_id, request).await,
+                    None => self.cluster.call(&target.process_id, request).await,
+                }
+            }
         };
         match answer {
             Ok(Reply::Imported) => {
@@ -240,17 +257,14 @@ impl Matchmaker {
             && self.room(room_id).is_some()
     }
 
-    /// Takes over a room moving off another host (`transfer`: its [`RoomTransfer`], MessagePack,
-    /// base64): the same version must run here, and a room slot be free.
-    pub(super) async fn import_room(&self, transfer: &str) -> Result<(), String> {
+    /// Takes over a room moving off another host (`bytes`: its [`RoomTransfer`], MessagePack):
+    /// the same version must run here, and a room slot be free.
+    pub async fn import_room(&self, bytes: &[u8]) -> Result<(), String> {
         if self.is_draining() || self.is_shutting_down() {
             return Err("this host is stopping".into());
         }
         let started = Instant::now();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(transfer)
-            .map_err(|e| format!("bad transfer: {e}"))?;
-        let transfer = RoomTransfer::decode(&bytes)?;
+        let transfer = RoomTransfer::decode(bytes)?;
         let decoded = started.elapsed();
         let plugin = self
             .plugins
@@ -314,4 +328,12 @@ impl Matchmaker {
         }
         Ok(())
     }
+}
+
+/// How a room's transfer goes to its target, made ready before the room freezes.
+enum Carrier {
+    /// A connection to the target ([`handoff`](super::handoff)).
+    Direct(Link),
+    /// A call through Redis, its reply channel subscribed if that worked.
+    Redis(Option<crate::cluster::PreparedCall>),
 }

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use base64::Engine as _;
+
 use crate::cluster::{Envelope, Reply, Request};
 use crate::rooms::{RoomHandle, RoomMsg, SeatError};
 
@@ -84,10 +86,16 @@ impl Matchmaker {
             Request::CheckReconnectionToken { room_id, token } => {
                 Reply::Session { session_id: self.check_token_local(&room_id, token).await }
             }
-            Request::ImportRoom { transfer } => match self.import_room(&transfer).await {
-                Ok(()) => Reply::Imported,
-                Err(message) => Reply::Failed { custom_code: None, message },
-            },
+            Request::ImportRoom { transfer } => {
+                let imported = match base64::engine::general_purpose::STANDARD.decode(transfer) {
+                    Ok(bytes) => self.import_room(&bytes).await,
+                    Err(e) => Err(format!("bad transfer: {e}")),
+                };
+                match imported {
+                    Ok(()) => Reply::Imported,
+                    Err(message) => Reply::Failed { custom_code: None, message },
+                }
+            }
             Request::AbandonImport { room_id } => {
                 self.abandon_import(&room_id).await;
                 Reply::Gone

@@ -177,6 +177,7 @@ pub(super) async fn drain(State(state): State<AppState>, _: Authorized) -> Respo
                 "to": to,
                 "tookMs": m.took.as_secs_f64() * 1000.0,
                 "heldMs": m.held.as_secs_f64() * 1000.0,
+                "via": m.via,
             }))
         })
         .collect();

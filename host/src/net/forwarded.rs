@@ -110,7 +110,7 @@ fn from_chain(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> Ip
 }
 
 /// Compares two secrets in time that depends on `expected`'s length only.
-pub(super) fn token_eq(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn token_eq(given: &[u8], expected: &[u8]) -> bool {
     let mut diff = u8::from(given.len() != expected.len());
     for (i, e) in expected.iter().enumerate() {
         let g = given.get(i).copied().unwrap_or(!e);

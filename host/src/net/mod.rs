@@ -7,12 +7,14 @@
 mod admin;
 mod forwarded;
 mod heartbeat;
+mod peer;
 mod relay;
 mod serve;
 pub mod wire;
 mod ws;
 
 pub use admin::weak_token;
+pub(crate) use forwarded::token_eq;
 pub use serve::{listen, serve};
 
 use std::net::SocketAddr;
@@ -122,6 +124,7 @@ pub fn router(mm: Arc<Matchmaker>, deployer: Arc<crate::deploy::Deployer>, confi
         .route("/odeon/admin/plugins/{name}/activate", post(admin::activate_plugin))
         .route("/odeon/admin/rooms", get(admin::list_rooms))
         .route("/odeon/admin/drain", post(admin::drain))
+        .route(odeon_protocol::registry::PEER_IMPORT_PATH, post(peer::import))
         .route("/{process_id}/{room_id}", get(ws::websocket))
         .fallback(not_found)
         .with_state(state)

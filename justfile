@@ -25,13 +25,15 @@ plugins:
     #!/usr/bin/env bash
     set -euo pipefail
     scripts/setup.sh --wasm-target
-    names=$(ls plugins)
-    cargo build --target wasm32-wasip1 --profile wasm $(printf -- '-p %s ' $names)
+    # "package library" per crate (scripts/plugin-crates.sh): a crate's .wasm is named after its
+    # library, which is not always its package's or its directory's name.
+    crates=$(scripts/plugin-crates.sh)
+    cargo build --target wasm32-wasip1 --profile wasm $(awk '{print "-p", $1}' <<<"$crates")
     mkdir -p "{{plugins_dir}}"
-    for name in $names; do
+    for lib in $(awk '{print $2}' <<<"$crates"); do
         # Copy then rename, so a running host's watcher never sees a half-written file.
-        cp "{{target_dir}}/wasm32-wasip1/wasm/$name.wasm" "{{plugins_dir}}/.$name.wasm.tmp"
-        mv "{{plugins_dir}}/.$name.wasm.tmp" "{{plugins_dir}}/$name.wasm"
+        cp "{{target_dir}}/wasm32-wasip1/wasm/$lib.wasm" "{{plugins_dir}}/.$lib.wasm.tmp"
+        mv "{{plugins_dir}}/.$lib.wasm.tmp" "{{plugins_dir}}/$lib.wasm"
     done
     # A second build of echo whose `build` message answers "v2", for the hot-load tests; its own
     # target directory, so the two builds do not keep rebuilding each other.
@@ -52,11 +54,19 @@ plugins:
     cargo build --target wasm32-wasip1 --profile wasm -p pilot --features v2 --target-dir "{{target_dir}}/variants"
     cp "{{target_dir}}/variants/wasm32-wasip1/wasm/pilot.wasm" "{{variants_dir}}/pilot-v2.wasm"
 
+# scripts/new-room.sh: DIR is relative to where `just` runs and its last component names the
+# room; the crate uses this checkout's SDK by path, or GIT_URL's, and under plugins/ it is a member
+# of this workspace. Writes a new room crate that builds and tests as it is: `just new-room ../dice`.
+[no-cd]
+[positional-arguments]
+new-room DIR GIT_URL="":
+    @"{{justfile_directory()}}/scripts/new-room.sh" "$@"
+
 # Formatting and clippy, host and wasm targets.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
-    cargo clippy --target wasm32-wasip1 -p odeon-guest $(ls plugins | sed 's/^/-p /') -- -D warnings
+    cargo clippy --target wasm32-wasip1 -p odeon-guest $(scripts/plugin-crates.sh | awk '{print "-p", $1}') -- -D warnings
 
 # Installs what the tests need once (wasm target, npm packages, redis-server, SecantusDB);
 # after that it only checks, in well under a second.

@@ -189,10 +189,16 @@ export function spawnGroup(cmd, args, options = {}) {
 }
 
 export class Host {
-    constructor({ profile, seatReservationSecs, extraArgs = [], label, pluginsDir = PLUGINS_DIR, env = {} } = {}) {
+    // `requiredPlugins`: the files that must be in `pluginsDir` before the host starts (a missing
+    // build fails the test at once, with the path, rather than as a room type nobody serves).
+    constructor({
+        profile, seatReservationSecs, extraArgs = [], label, pluginsDir = PLUGINS_DIR, env = {},
+        requiredPlugins = ["echo.wasm", "faults.wasm"],
+    } = {}) {
         this.profile = profile;
         this.env = env;
         this.pluginsDir = pluginsDir;
+        this.requiredPlugins = requiredPlugins;
         this.seatReservationSecs = seatReservationSecs;
         this.extraArgs = extraArgs;
         this.label = label ?? `host ${profile}`;
@@ -216,7 +222,7 @@ export class Host {
         if (!existsSync(HOST_BIN)) {
             throw new Error(`host binary not found: ${HOST_BIN} (build it, or set ODEON_HOST_BIN)`);
         }
-        for (const p of ["echo.wasm", "faults.wasm"]) {
+        for (const p of this.requiredPlugins) {
             if (!existsSync(resolve(this.pluginsDir, p))) {
                 throw new Error(`plugin not found: ${resolve(this.pluginsDir, p)} (set ODEON_PLUGINS_DIR)`);
             }

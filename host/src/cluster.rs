@@ -100,6 +100,9 @@ pub enum Request {
     AbandonImport {
         /// The room.
         room_id: String,
+        /// The attempt (`RoomTransfer::move_id`).
+        #[serde(default)]
+        move_id: String,
     },
 }
 

@@ -306,3 +306,49 @@ describe("a peer that cannot be reached directly gets the room through Redis (2 
         assert.deepEqual(await b.roundTrip("echo", "arrived through redis"), "arrived through redis");
     }, { timeout: 30000 });
 });
+
+describe("a move the target does not answer is abandoned (2 hosts, the target stopped, --drain-timeout-secs 8)", () => {
+    let d, proxy, victim, target;
+    before(async () => {
+        d = await startDeployment({ hosts: 1, label: "drain abandoned", hostArgs: ["--admin-token", TOKEN, "--drain-timeout-secs", "8"] });
+        victim = d.hosts[0];
+        proxy = d.proxies[0];
+    });
+    after(async () => {
+        if (target?.child) try { target.child.kill("SIGCONT"); } catch { /* gone */ }
+        await d?.stop();
+    });
+
+    hostTest(() => proxy, "[drain] the room stays and plays on, the target drops its late copy, and the retry moves it", async (s) => {
+        const a = await s.join(sdk, "create", "echo", { mode: uniq("abandoned") }, { label: "A" });
+        await a.nextMsg("welcome");
+        assert.equal(processOf(a), victim.processId);
+        sdk.setMinUptime(a.room, 0);
+        target = await d.addHost("host 2 (drain abandoned, stopped)", ["--admin-token", TOKEN]);
+        await proxy.waitForProcesses([victim.processId, target.processId]);
+        // The target takes the connection (the kernel does) but answers nothing.
+        target.child.kill("SIGSTOP");
+        const started = Date.now();
+        const answer = await drain(victim);
+        assert.equal(answer.status, 200, JSON.stringify(answer.body));
+        assert.deepEqual(answer.body.moved, [], JSON.stringify(answer.body));
+        assert.deepEqual(answer.body.stayed.map((x) => x.roomId), [a.roomId]);
+        assert.match(answer.body.stayed[0].reason, /did not answer/);
+        // The room was held, then resumed where it is: the client saw nothing.
+        assert.deepEqual(await a.roundTrip("echo", "still on host 1"), "still on host 1");
+        // The target wakes up to the import and to its abandonment, in either order: its copy goes.
+        target.child.kill("SIGCONT");
+        await until("the target drops its copy", () => /dropping the copy of a room whose move was not confirmed|the mover gave up/.test(target.logTail(80)), 10000)
+            .catch((e) => assert.fail(`${e.message}\n--- target ---\n${target.logTail(60)}\n--- victim ---\n${victim.logTail(60)}`));
+        assert.equal(await whereRuns(victim, a.roomId), victim.processId, `--- target ---\n${target.logTail(30)}\n--- victim ---\n${victim.logTail(30)}`);
+        assert.deepEqual(await a.roundTrip("echo", "still here"), "still here");
+        // At the drain timeout the room is moved again, a new attempt the target takes.
+        const exited = await Promise.race([victim.exitPromise, sleep(20000).then(() => null)]);
+        assert.equal(exited?.code, 0, victim.logTail(40));
+        assert.ok(Date.now() - started >= 7000, "the retry came at the drain timeout");
+        assert.equal(await whereRuns(target, a.roomId), target.processId);
+        assert.deepEqual(await a.roundTrip("echo", "on host 2"), "on host 2");
+        assert.deepEqual(a.inbox.items.filter((it) => ["leave", "drop", "error", "reconnect"].includes(it.kind)), []);
+        assert.equal((await health(target)).rooms, 1);
+    }, { timeout: 50000 });
+});

@@ -22,6 +22,8 @@ use crate::cluster::{CALL_TIMEOUT, CallError, Reply};
 
 /// Longest wait to connect to the target (before the room freezes).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an import the mover gave up on is still listened to.
+const LATE_ANSWER: Duration = Duration::from_secs(60);
 /// Largest answer read.
 const MAX_ANSWER: usize = 64 << 10;
 
@@ -64,18 +66,18 @@ impl Link {
 
     /// Sends the room's transfer and waits for the target's answer. An error means the room
     /// may or may not run there now: the caller treats it as unanswered.
-    pub async fn import(mut self, transfer: Vec<u8>) -> Result<Reply, CallError> {
-        let timeout = || CallError::Timeout(self.process_id.clone());
+    pub async fn import(self, transfer: Vec<u8>) -> Result<Reply, CallError> {
+        let Link { mut sender, process_id, endpoint, key } = self;
         let req = hyper::Request::builder()
             .method(Method::POST)
             .uri(PEER_IMPORT_PATH)
-            .header(hyper::header::HOST, &self.endpoint)
+            .header(hyper::header::HOST, &endpoint)
             .header(hyper::header::CONTENT_TYPE, "application/msgpack")
-            .header(PEER_HEADER, &self.key)
+            .header(PEER_HEADER, &key)
             .body(Body::from(transfer))
             .map_err(|e| CallError::Presence(format!("bad import request: {e}")))?;
-        let answered = async {
-            let res = self.sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let mut answered = Box::pin(async move {
+            let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
             let status = res.status();
             let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
                 .collect()
@@ -92,14 +94,27 @@ impl Link {
                 return Err(format!("answered {status}: {}", String::from_utf8_lossy(&body)));
             }
             serde_json::from_slice::<Reply>(&body).map_err(|e| format!("bad answer: {e}"))
-        };
-        match tokio::time::timeout(CALL_TIMEOUT, answered).await {
+        });
+        match tokio::time::timeout(CALL_TIMEOUT, &mut answered).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => {
-                tracing::warn!(to = %self.process_id, "the direct import failed: {e}");
-                Err(timeout())
+                tracing::warn!(to = %process_id, "the direct import failed: {e}");
+                Err(CallError::Timeout(process_id))
             }
-            Err(_) => Err(timeout()),
+            Err(_) => {
+                // The connection stays open for a late answer, so the target reads the whole
+                // request and ends its copy by the abandonment, rather than having it cut off
+                // at some unknown point.
+                let to = process_id.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(LATE_ANSWER, answered).await {
+                        Ok(Ok(reply)) => tracing::info!(%to, "late answer to an abandoned import: {reply:?}"),
+                        Ok(Err(e)) => tracing::debug!(%to, "abandoned import failed: {e}"),
+                        Err(_) => tracing::debug!(%to, "no answer to an abandoned import"),
+                    }
+                });
+                Err(CallError::Timeout(process_id))
+            }
         }
     }
 }

@@ -105,10 +105,12 @@ pub struct Matchmaker {
     /// Sockets this host relays to another process (clients of rooms that moved away, or that
     /// matchmade here for a room elsewhere): a drained host waits for them before it exits.
     relays: Arc<std::sync::atomic::AtomicUsize>,
-    /// Rooms that moved here, with the processes they ran on before.
-    arrived_from: Mutex<HashMap<String, Vec<String>>>,
-    /// Imports their sender gave up on (it got no answer and kept the room), for a minute.
-    abandoned: Mutex<HashMap<String, std::time::Instant>>,
+    /// Rooms that moved here, with the processes they ran on before and the move that brought
+    /// them.
+    arrived_from: Mutex<HashMap<String, moves::Arrival>>,
+    /// Imports their sender gave up on (it got no answer and kept the room), by room and move,
+    /// for a minute.
+    abandoned: Arc<Mutex<HashMap<(String, String), std::time::Instant>>>,
     /// The other processes of the deployment (only this one with the embedded presence).
     cluster: Arc<Cluster>,
 }
@@ -156,7 +158,7 @@ impl Matchmaker {
             shutting_down: AtomicBool::new(false),
             relays: Arc::default(),
             arrived_from: Mutex::default(),
-            abandoned: Mutex::default(),
+            abandoned: Arc::default(),
         })
     }
 

@@ -172,8 +172,10 @@ impl Matchmaker {
         if !room.send(RoomMsg::MoveOut { reply, commit: word }) {
             return Err("the room is gone".into());
         }
-        let transfer = transfer.await.map_err(|_| "the room ended".to_string())??;
+        let mut transfer = transfer.await.map_err(|_| "the room ended".to_string())??;
         *frozen = Some(Instant::now());
+        let move_id = format!("{}{}", crate::ids::generate(), crate::ids::generate());
+        transfer.move_id = move_id.clone();
         let answer = match prepared {
             Carrier::Direct(link) => link.import(transfer.encode()).await,
             Carrier::Redis(prepared) => {
@@ -206,9 +208,8 @@ impl Matchmaker {
                 let (cluster, to) = (self.cluster.clone(), target.process_id.clone());
                 let room_id = room.room_id.to_string();
                 tokio::spawn(async move {
-                    if let Err(e) =
-                        cluster.call(&to, Request::AbandonImport { room_id: room_id.clone() }).await
-                    {
+                    let abandon = Request::AbandonImport { room_id: room_id.clone(), move_id };
+                    if let Err(e) = cluster.call(&to, abandon).await {
                         tracing::warn!(room = %room_id, to = %to, "could not tell the other host to drop its copy: {e}");
                     }
                 });
@@ -219,31 +220,39 @@ impl Matchmaker {
 
     /// Ends the copy of a room whose mover got no answer to its import (it kept the room): the
     /// copy leaves without its dispose hook, its listing untouched, and the room's forwarding
-    /// address is removed if it names this process. An import still under way ends the same way
-    /// once it is in.
-    pub(super) async fn abandon_import(&self, room_id: &str) {
+    /// address is removed if it names this process. An import of that move still under way ends
+    /// the same way once it is in; another move of the same room is not touched.
+    pub(super) async fn abandon_import(&self, room_id: &str, move_id: &str) {
         let now = std::time::Instant::now();
         {
             let mut abandoned = self.abandoned.lock().expect("abandoned lock");
             abandoned.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
-            abandoned.insert(room_id.to_string(), now);
+            abandoned.insert((room_id.to_string(), move_id.to_string()), now);
         }
-        self.end_copy(room_id).await;
+        self.end_copy(room_id, move_id).await;
     }
 
-    async fn end_copy(&self, room_id: &str) {
-        let arrived = self.arrived_from.lock().expect("arrivals lock").remove(room_id).is_some();
-        if !arrived {
-            return;
-        }
+    /// Whether the mover gave up on this move of the room.
+    fn is_abandoned(&self, room_id: &str, move_id: &str) -> bool {
+        self.abandoned
+            .lock()
+            .expect("abandoned lock")
+            .contains_key(&(room_id.to_string(), move_id.to_string()))
+    }
+
+    async fn end_copy(&self, room_id: &str, move_id: &str) {
+        let arrival = {
+            let mut arrivals = self.arrived_from.lock().expect("arrivals lock");
+            let this_move = arrivals.get(room_id).is_some_and(|a| a.move_id == move_id);
+            if this_move { arrivals.remove(room_id) } else { None }
+        };
+        let Some(arrival) = arrival else { return };
         if let Some(room) = self.room(room_id) {
             tracing::warn!(room = %room_id, "dropping the copy of a room whose move was not confirmed");
-            room.send(RoomMsg::Abandon);
+            let owner = arrival.from.last().cloned().unwrap_or_default();
+            room.send(RoomMsg::Abandon { owner, address: arrival.address });
         }
-        let key = odeon_protocol::registry::moved_key(room_id);
-        if self.presence.get(&key).await.ok().flatten().as_deref() == Some(self.config.process_id.as_str()) {
-            let _ = self.presence.del(&key).await;
-        }
+        unforward(&self.presence, room_id, &self.config.process_id).await;
     }
 
     /// Whether the room `room_id` runs here after moving from `process_id`: its clients come
@@ -253,7 +262,7 @@ impl Matchmaker {
             .lock()
             .expect("arrivals lock")
             .get(room_id)
-            .is_some_and(|p| p.iter().any(|p| p == process_id))
+            .is_some_and(|a| a.from.iter().any(|p| p == process_id))
             && self.room(room_id).is_some()
     }
 
@@ -292,7 +301,11 @@ impl Matchmaker {
         listing.public_address = self.config.public_address.clone();
         listing.plugin_version = plugin.version;
         let room_id = transfer.room_id.clone();
-        let from = transfer.previous_processes.clone();
+        let arrival = Arrival {
+            from: transfer.previous_processes.clone(),
+            move_id: transfer.move_id.clone(),
+            address: transfer.public_address.clone(),
+        };
         let deps = self.room_deps(slot);
         let handle = transfer::arrive(plugin, transfer, listing, deps, &self.room_runtime).await?;
         tracing::info!(
@@ -305,28 +318,55 @@ impl Matchmaker {
                 self.rooms.lock().expect("rooms lock").keys().cloned().collect();
             let mut arrived = self.arrived_from.lock().expect("arrivals lock");
             arrived.retain(|id, _| live.contains(id));
-            arrived.insert(room_id.clone(), from);
+            arrived.insert(room_id.clone(), arrival.clone());
+        }
+        if self.is_abandoned(&room_id, &arrival.move_id) {
+            self.end_copy(&room_id, &arrival.move_id).await;
+            return Err("the mover gave up on this import".into());
         }
         // Proxies send the room's clients here when they come back by its old path (written
         // after the answer: the room is not frozen for it; until then the old host, which
         // runs until its rooms are gone, relays them here by the listing).
         let key = odeon_protocol::registry::moved_key(&room_id);
         let ttl = Duration::from_secs(odeon_protocol::registry::MOVED_TTL_SECS);
-        let (presence, process_id, forwarded) =
-            (self.presence.clone(), self.config.process_id.clone(), room_id.clone());
+        let (presence, process_id, abandoned) =
+            (self.presence.clone(), self.config.process_id.clone(), self.abandoned.clone());
         tokio::spawn(async move {
             if let Err(e) = presence.setex(&key, &process_id, ttl).await {
-                tracing::warn!(room = %forwarded, "moved room's forwarding address not written: {e}");
+                tracing::warn!(room = %room_id, "moved room's forwarding address not written: {e}");
+            }
+            // An abandon that came while it was written found nothing to remove.
+            let gave_up =
+                abandoned.lock().expect("abandoned lock").contains_key(&(room_id.clone(), arrival.move_id));
+            if gave_up {
+                unforward(&presence, &room_id, &process_id).await;
             }
         });
         // The room count others place by, at once rather than at the next beat.
         let (cluster, rooms, clients) = (self.cluster.clone(), self.room_count(), self.client_count());
         tokio::spawn(async move { cluster.heartbeat(rooms, clients).await });
-        if self.abandoned.lock().expect("abandoned lock").contains_key(&room_id) {
-            self.end_copy(&room_id).await;
-            return Err("the mover gave up on this import".into());
-        }
         Ok(())
+    }
+}
+
+/// A room that moved here: the processes it ran on before, and the move that brought it.
+#[derive(Debug, Clone)]
+pub(super) struct Arrival {
+    from: Vec<String>,
+    move_id: String,
+    /// The public address of the process it came from.
+    address: Option<String>,
+}
+
+/// Removes a room's forwarding address if it names `process_id`.
+async fn unforward(
+    presence: &std::sync::Arc<dyn crate::presence::Presence>,
+    room_id: &str,
+    process_id: &str,
+) {
+    let key = odeon_protocol::registry::moved_key(room_id);
+    if presence.get(&key).await.ok().flatten().as_deref() == Some(process_id) {
+        let _ = presence.del(&key).await;
     }
 }
 

@@ -96,8 +96,8 @@ impl Matchmaker {
                     Err(message) => Reply::Failed { custom_code: None, message },
                 }
             }
-            Request::AbandonImport { room_id } => {
-                self.abandon_import(&room_id).await;
+            Request::AbandonImport { room_id, move_id } => {
+                self.abandon_import(&room_id, &move_id).await;
                 Reply::Gone
             }
         }

@@ -30,9 +30,13 @@ pub(super) async fn import(State(state): State<AppState>, req: Request<Body>) ->
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
-    let reply = match state.mm.import_room(&body).await {
-        Ok(()) => Reply::Imported,
-        Err(message) => Reply::Failed { custom_code: None, message },
+    // On a task of its own: an import runs to its end even if the caller hangs up (the mover
+    // then abandons it, and the copy ends by that), never stopped halfway.
+    let mm = state.mm.clone();
+    let reply = match tokio::spawn(async move { mm.import_room(&body).await }).await {
+        Ok(Ok(())) => Reply::Imported,
+        Ok(Err(message)) => Reply::Failed { custom_code: None, message },
+        Err(e) => Reply::Failed { custom_code: None, message: format!("the import failed: {e}") },
     };
     Json(reply).into_response()
 }

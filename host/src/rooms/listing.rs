@@ -31,6 +31,9 @@ enum Latest {
     Removed,
     /// The room moved to another host, which owns the listing now: stop without removing it.
     HandedOver,
+    /// A copy of a room that runs elsewhere (its move was abandoned): write the listing whole
+    /// as that host has it, then stop without removing it.
+    GiveBack(Box<RoomListing>),
 }
 
 /// The room's side of its publisher.
@@ -71,6 +74,12 @@ impl ListingPublisher {
         self.tx.send_replace(Latest::Removed);
     }
 
+    /// This copy's move was abandoned: the room runs as `listing` says (on the host it came
+    /// from), which this copy's arrival overwrote.
+    pub(super) fn give_back(&self, listing: &RoomListing) {
+        self.tx.send_replace(Latest::GiveBack(Box::new(listing.clone())));
+    }
+
     /// The room moved to another host, which wrote the listing under its own process id.
     pub(super) fn hand_over(&self) {
         self.tx.send_replace(Latest::HandedOver);
@@ -80,7 +89,8 @@ impl ListingPublisher {
 impl Drop for ListingPublisher {
     fn drop(&mut self) {
         self.tx.send_if_modified(|latest| {
-            if matches!(latest, Latest::HandedOver) {
+            // Handed over or given back: the listing is another host's to keep.
+            if matches!(latest, Latest::HandedOver | Latest::GiveBack(_)) {
                 return false;
             }
             *latest = Latest::Removed;
@@ -100,14 +110,20 @@ async fn publish(
     // Each round publishes the newest value; a failed write is retried after a backoff, or at
     // once when a newer value arrives.
     while rx.changed().await.is_ok() {
-        let listing = match &*rx.borrow_and_update() {
-            Latest::Listing(l) => (**l).clone(),
+        // Taken out of the channel first: its guard is not held across a write.
+        let latest = match &*rx.borrow_and_update() {
+            Latest::Listing(l) => Ok((**l).clone()),
             Latest::Rewrite(l) => {
                 healthy = false;
-                (**l).clone()
+                Ok((**l).clone())
             }
             Latest::Removed => break,
             Latest::HandedOver => return,
+            Latest::GiveBack(l) => Err((**l).clone()),
+        };
+        let listing = match latest {
+            Ok(listing) => listing,
+            Err(given_back) => return give_back(&*driver, &presence, given_back).await,
         };
         let result = if healthy {
             driver.update(&room_id, update_of(&listing)).await
@@ -134,23 +150,42 @@ async fn publish(
             }
         }
     }
+    // Announced even if the driver never took it: lobbies drop the room either way.
+    last_write(&room_id, "removed", || driver.remove(&room_id)).await;
+    announce(&presence, &room_id, true).await;
+}
+
+/// Writes `listing` whole (an abandoned copy's last word).
+async fn give_back(driver: &dyn Driver, presence: &Arc<dyn Presence>, listing: RoomListing) {
+    let room_id = listing.room_id.clone();
+    if last_write(&room_id, "given back", || driver.insert(listing.clone())).await {
+        announce(presence, &room_id, false).await;
+    }
+}
+
+/// A room's last listing write, retried with backoff for [`REMOVE_FOR`] while the driver
+/// fails; whether it went through.
+async fn last_write<F, Fut>(room_id: &str, what: &str, mut write: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::driver::DriverError>>,
+{
     let until = tokio::time::Instant::now() + REMOVE_FOR;
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match driver.remove(&room_id).await {
-            Ok(()) => break,
+        match write().await {
+            Ok(()) => return true,
             Err(e) if tokio::time::Instant::now() < until => {
-                tracing::debug!(room = %room_id, "listing not removed yet: {e}");
+                tracing::debug!(room = %room_id, "listing not {what} yet: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => {
-                tracing::warn!(room = %room_id, "listing not removed: {e}");
-                break;
+                tracing::warn!(room = %room_id, "listing not {what}: {e}");
+                return false;
             }
         }
     }
-    announce(&presence, &room_id, true).await;
 }
 
 fn update_of(listing: &RoomListing) -> ListingUpdate {

@@ -162,8 +162,14 @@ pub enum RoomMsg {
     /// The host is shutting down: close everyone with 4001 and dispose.
     Shutdown,
     /// This is a copy of a room whose move was not confirmed (the mover kept it): end at once,
-    /// without the dispose hook and without touching the listing.
-    Abandon,
+    /// without the dispose hook, and give the listing back to the process that runs the room
+    /// (`owner`, whose clients reach it at `address`): this copy's arrival had taken it over.
+    Abandon {
+        /// The process the room came from, which kept it.
+        owner: String,
+        /// That process's public address, as the room's listing had it.
+        address: Option<String>,
+    },
     /// The host is draining: the room takes no new seat (it is listed as locked); its clients
     /// and reconnections carry on.
     Drain,

@@ -72,6 +72,14 @@ pub struct RoomTransfer {
     /// the proxy resumes each on the new host (`odeon_protocol::handover`).
     #[serde(default)]
     pub handovers: Vec<(String, String)>,
+    /// The public address in the room's listing on the host it comes from (an abandoned copy
+    /// writes the listing back with it).
+    #[serde(default)]
+    pub public_address: Option<String>,
+    /// Which attempt to move the room this is (the mover's): an `AbandonImport` names it, so a
+    /// later attempt of the same room is not taken for the abandoned one.
+    #[serde(default)]
+    pub move_id: String,
     /// The inputs' clock, values, waiting copies and acks, if the room declared inputs.
     #[serde(default)]
     pub inputs_state: Option<super::inputs::InputsImage>,

@@ -440,7 +440,7 @@ impl Room {
             RoomMsg::Held { session_id, conn_id } => self.held(&session_id, conn_id),
             RoomMsg::PrepareMove { ready } => self.prepare_move(ready),
             RoomMsg::Drain => self.draining = true,
-            RoomMsg::Abandon => self.abandon(),
+            RoomMsg::Abandon { owner, address } => self.abandon(owner, address),
             RoomMsg::Shutdown => {
                 self.clients.close_all(close::SERVER_SHUTDOWN);
                 self.disposing = true;

@@ -131,6 +131,7 @@ impl Room {
                 .map(|s| (s.reflection_v4.clone().into(), s.reflection_v5.clone().into())),
             inputs: self.inputs.as_ref().map(|i| i.decl().clone()),
             metadata: l.metadata.clone(),
+            public_address: l.public_address.clone(),
             create_filters: l.create_filters.clone(),
             max_clients: l.max_clients,
             private: l.private,
@@ -142,6 +143,8 @@ impl Room {
             simulation_ms: self.simulation_ms,
             subscriptions: self.services.topics(),
             handovers: handovers.to_vec(),
+            // The mover names the attempt.
+            move_id: String::new(),
             inputs_state: self.inputs.as_ref().map(|i| i.export(now)),
         }
     }
@@ -172,12 +175,16 @@ impl Room {
         self.rx.close();
     }
 
-    /// A copy of a room whose move was not confirmed: it ends quietly, its listing handed over
-    /// (not removed: the room it copies publishes it).
-    pub(super) fn abandon(&mut self) {
+    /// A copy of a room whose move was not confirmed: it ends quietly, and its listing goes back
+    /// to the room it copies (`owner`'s, at `address`), which its arrival had overwritten. It is
+    /// written whole, not removed: the room it copies may have written it before this copy did.
+    pub(super) fn abandon(&mut self, owner: String, address: Option<String>) {
         self.clients.close_all(close::MAY_TRY_RECONNECT);
         if let Some(p) = self.publisher.take() {
-            p.hand_over();
+            let mut listing = self.listing.clone();
+            listing.process_id = owner;
+            listing.public_address = address;
+            p.give_back(&listing);
         }
         (self.deps.on_exit)(&self.listing.room_id);
         self.rx.close();

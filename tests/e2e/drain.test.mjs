@@ -4,11 +4,14 @@
 // listing). Behind the proxy, clients follow without a sign (handover.test.mjs checks it for
 // each SDK generation); a client connected directly is closed with 4010 and the SDK reconnects
 // by itself, through the restarted host, to where the room runs now, with its state intact. The host exits once it holds no room; a room
-// with nowhere to go stays until `--drain-timeout-secs`.
+// with nowhere to go (no peer, a full peer, a peer running another version) stays until
+// `--drain-timeout-secs`; a move the peer does not answer is abandoned and tried again then.
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { hostTest, positions, sleep, uniq } from "./harness.mjs";
+import { copyFileSync, renameSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { PLUGIN_VARIANTS_DIR, hostTest, positions, sleep, uniq } from "./harness.mjs";
 import * as drains from "./drains.mjs";
 import { SDK18 as sdk } from "./sdks.mjs";
 import { startDeployment } from "./proxy.mjs";
@@ -351,4 +354,43 @@ describe("a move the target does not answer is abandoned (2 hosts, the target st
         assert.deepEqual(a.inbox.items.filter((it) => ["leave", "drop", "error", "reconnect"].includes(it.kind)), []);
         assert.equal((await health(target)).rooms, 1);
     }, { timeout: 50000 });
+});
+
+describe("a restore the other host refuses: it runs another version (2 hosts, --drain-timeout-secs 3)", () => {
+    let d, proxy, victim, target;
+    before(async () => {
+        d = await startDeployment({ hosts: 1, label: "drain other version", ownPlugins: true, hostArgs: ["--admin-token", TOKEN, "--drain-timeout-secs", "3"] });
+        victim = d.hosts[0];
+        proxy = d.proxies[0];
+    });
+    after(async () => { await d?.stop(); });
+
+    hostTest(() => proxy, "[drain] the room stays and plays on until the drain timeout, then its client is closed and the host exits", async (s) => {
+        const a = await s.join(sdk, "create", "echo", { mode: uniq("other-version") }, { label: "A" });
+        await a.nextMsg("welcome");
+        assert.equal(processOf(a), victim.processId);
+        target = await d.addHost("host 2 (drain other version)", ["--admin-token", TOKEN]);
+        await proxy.waitForProcesses([victim.processId, target.processId]);
+        // Host 2 hot-loads another build of echo: it can run echo rooms, not this one's version.
+        const tmp = join(target.pluginsDir, ".echo.wasm.tmp");
+        copyFileSync(resolve(PLUGIN_VARIANTS_DIR, "echo-v2.wasm"), tmp);
+        renameSync(tmp, join(target.pluginsDir, "echo.wasm"));
+        await until("host 2 loads echo v2", () => /loaded new plugin version; running rooms keep theirs room_type=echo/.test(target.logTail(20)), 15000);
+        const started = Date.now();
+        const answer = await drain(victim);
+        assert.equal(answer.status, 200, JSON.stringify(answer.body));
+        assert.deepEqual(answer.body.moved, [], JSON.stringify(answer.body));
+        assert.deepEqual(answer.body.stayed.map((x) => x.roomId), [a.roomId]);
+        assert.match(answer.body.stayed[0].reason, /does not run version/);
+        // It plays on where it is, unaware.
+        assert.deepEqual(await a.roundTrip("echo", "still here"), "still here");
+        assert.deepEqual(a.inbox.items.filter((it) => ["leave", "drop", "error", "reconnect"].includes(it.kind)), []);
+        // At the drain timeout it still cannot move: its client is closed, and the host exits.
+        const exited = await Promise.race([victim.exitPromise, sleep(20000).then(() => null)]);
+        assert.equal(exited?.code, 0, victim.logTail(40));
+        assert.ok(Date.now() - started >= 2500, "the host waited for the drain timeout");
+        // Nowhere holds the room or a seat of it: the close is final (4001), not "reconnect" (4010).
+        await a.next("leave", 5000);
+        assert.equal(a.inbox.items.find((it) => it.kind === "leave").code, 4001);
+    }, { timeout: 40000 });
 });

@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 
 mod ctx;
+pub mod handler;
 pub mod log;
 mod message;
 pub mod migration;
@@ -68,6 +69,7 @@ mod sys;
 pub mod testing;
 
 pub use ctx::{BroadcastOptions, Ctx, TimerId};
+pub use handler::{FromPayload, Handlers, INVALID_PAYLOAD, Reject};
 pub use message::{IntoMessageType, Message, MessageTypeExt};
 pub use migration::Migration;
 /// A presence key or topic: build one with [`KeyExt`] (`Key::global("visits")`), or pass a

@@ -3,8 +3,8 @@
 pub use crate::export_room;
 pub use crate::migration::{self, Migration};
 pub use crate::{
-    Answer, Auth, AuthContext, BroadcastOptions, Client, Ctx, Inputs, Key, KeyExt, Level, Listing, Message,
-    MessageType, MessageTypeExt, OpId, Payload, PresenceValue, PresenceValueExt, Room, RoomError, Step,
-    TimerId, Value,
+    Answer, Auth, AuthContext, BroadcastOptions, Client, Ctx, Handlers, Inputs, Key, KeyExt, Level, Listing,
+    Message, MessageType, MessageTypeExt, OpId, Payload, PresenceValue, PresenceValueExt, Reject, Room,
+    RoomError, Step, TimerId, Value,
 };
 pub use crate::{ArraySchema, MapSchema, Schema, Shared, StateEncoder, SyncedState};

@@ -4,6 +4,7 @@
 use odeon_protocol::abi::{Effect, InputDecl, MessageType, RequestStatus, StepInput};
 use serde::Serialize;
 
+use crate::handler::Outcome;
 use crate::payload::encode_named;
 use crate::room::{Client, Room};
 use crate::{Ctx, Message, Payload, Schema};
@@ -64,12 +65,12 @@ impl Answer {
 }
 
 /// The ERROR payload: `{name, message}` plus `code` when there is one.
-fn error_payload(name: &str, message: &str, code: Option<Vec<u8>>) -> Vec<u8> {
+pub(crate) fn error_payload(name: &str, message: &str, code: Option<Vec<u8>>) -> Vec<u8> {
     odeon_protocol::frame::request_error(name, message, code.as_deref())
 }
 
 /// A type as JavaScript's `String(type)` writes it: `5`, not `5.0`.
-fn type_name(kind: &MessageType) -> String {
+pub(crate) fn type_name(kind: &MessageType) -> String {
     match kind {
         MessageType::Str(s) => s.clone(),
         MessageType::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", *n as i64),
@@ -77,15 +78,14 @@ fn type_name(kind: &MessageType) -> String {
     }
 }
 
-/// Runs the room's request handler and queues its answer.
+/// Runs the room's request handler ([`Room::on_request`]) and queues its answer.
 pub(crate) fn answer<R: Room>(
     room: &mut R,
     ctx: &mut Ctx,
-    session_id: String,
+    client: Client,
     request_id: f64,
     message: Message,
 ) {
-    let client = Client::new(session_id);
     let type_name = type_name(&message.kind);
     let (status, payload) = match room.on_request(ctx, &client, message) {
         Answer::Ok(payload) => (RequestStatus::Ok, payload),
@@ -101,6 +101,30 @@ pub(crate) fn answer<R: Room>(
             (RequestStatus::Error, Some(error_payload("no_handler", &message, None)))
         }
     };
+    push_response(ctx, &client, request_id, status, payload);
+}
+
+/// Queues the answer a typed handler's outcome gives: OK with its value, REJECTED with a
+/// refusal's `{code, message}`, ERROR with a fault's `{name: "Error", message, code}`.
+pub(crate) fn respond(ctx: &mut Ctx, client: &Client, request_id: f64, outcome: Outcome) {
+    let (status, payload) = match outcome {
+        Ok(value) => (RequestStatus::Ok, value),
+        Err(reject) if reject.is_fault() => {
+            let code = crate::rt::encode_value(&reject.code.into());
+            (RequestStatus::Error, Some(error_payload("Error", &reject.message, Some(code))))
+        }
+        Err(reject) => (RequestStatus::Rejected, Some(crate::handler::reason(&reject))),
+    };
+    push_response(ctx, client, request_id, status, payload);
+}
+
+fn push_response(
+    ctx: &mut Ctx,
+    client: &Client,
+    request_id: f64,
+    status: RequestStatus,
+    payload: Option<Vec<u8>>,
+) {
     ctx.push_effect(Effect::Respond {
         to: client.session_id().to_owned(),
         request_id,

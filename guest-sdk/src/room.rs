@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::handler::Handlers;
 use crate::migration::Migration;
 use crate::request::{Answer, Inputs, Step};
 use crate::state::SyncedState;
@@ -35,6 +36,23 @@ use crate::{Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, Pre
 ///
 /// export_room!(Lobby);
 /// ```
+///
+/// # What kills a room
+///
+/// A typed handler ([`Room::handlers`]) whose payload does not decode, or that returns `Err`,
+/// costs one message: the sender gets an error or a rejected request, and the room carries on.
+/// These still end the room, closing its clients with 4002 while every other room carries on:
+///
+/// - a panic anywhere in the room's code (an `unwrap` on `None`, an index out of range, a
+///   `borrow_mut` of a child already borrowed). Plugins build with `panic = "abort"` (the
+///   `wasm` profile) and wasm cannot unwind, so a panic traps the instance; its message
+///   reaches the host's log.
+/// - a call that runs past the host's deadline (`--call-deadline-ms`, 200 ms by default): an
+///   endless loop.
+/// - memory past the host's cap (`--room-memory-mb`, 64 MiB by default).
+///
+/// So validate input by returning `Err` from typed handlers rather than with `unwrap` or
+/// `expect`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an Odeon room",
     label = "needs `impl odeon_guest::Room for {Self}`",
@@ -102,13 +120,23 @@ pub trait Room: Sized + 'static {
         let _ = (ctx, client);
     }
 
-    /// A client sent a message.
+    /// Registers the room type's typed message handlers, once per room instance, before any
+    /// hook runs: `on.message("move", Self::play)`. Each handler gets its payload decoded and
+    /// answers `send`, `send` with a callback and `request` of its type alike
+    /// ([`Handlers::message`]); a payload that does not decode, or an `Err`, is answered to the
+    /// sender and costs that message only.
+    fn handlers(on: &mut Handlers<Self>) {
+        let _ = on;
+    }
+
+    /// A client sent a message of a type without a typed handler ([`Room::handlers`]).
     fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
         let _ = (ctx, client, message);
     }
 
     /// A client sent a request (`room.request(type, payload)` or `room.send(type, payload,
-    /// callback)`, @colyseus/sdk 0.18); the answer goes back at once. The default has no
+    /// callback)`, @colyseus/sdk 0.18) of a type without a typed handler ([`Room::handlers`]);
+    /// the answer goes back at once. The default has no
     /// handler for any type ([`Answer::NoHandler`]). A handler that acts like a message handler
     /// and has nothing to return answers [`Answer::empty`] after its side effects:
     /// `self.on_message(ctx, client, request); Answer::empty()`.

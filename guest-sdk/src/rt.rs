@@ -7,6 +7,7 @@
 use odeon_protocol::abi::{self, AuthDecision, AuthRequest, Batch, Effect, Effects, Event, Manifest};
 
 use crate::ctx::TimerId;
+use crate::handler::Handlers;
 use crate::presence::OpKind;
 use crate::{Auth, AuthContext, Client, Ctx, Message, Payload, Room, Value};
 
@@ -21,6 +22,8 @@ pub struct Runtime<R> {
     room: Option<R>,
     phase: Phase,
     ctx: Ctx,
+    /// The room type's typed handlers ([`Room::handlers`]), registered once per instance.
+    handlers: Handlers<R>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +45,7 @@ impl<R: Room> Default for Runtime<R> {
 impl<R: Room> Runtime<R> {
     /// A runtime waiting for [`Event::Create`].
     pub fn new() -> Self {
-        Self { room: None, phase: Phase::Pending, ctx: Ctx::default() }
+        Self { room: None, phase: Phase::Pending, ctx: Ctx::default(), handlers: Handlers::of() }
     }
 
     /// The room, once created.
@@ -106,7 +109,7 @@ impl<R: Room> Runtime<R> {
                 if matches!(event, Event::Dispose) {
                     self.phase = Phase::Disposed;
                 }
-                dispatch(room, &mut self.ctx, event);
+                dispatch(room, &mut self.ctx, &self.handlers, event);
             }
             (Phase::Failed, _) => {}
             (phase, event) => {
@@ -142,7 +145,7 @@ impl<R: Room> Runtime<R> {
 }
 
 /// Calls the hook for one event on a live room, keeping [`Ctx::clients`] in step.
-fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, event: Event) {
+fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, handlers: &Handlers<R>, event: Event) {
     match event {
         Event::Create { .. } => crate::log::warn("ignoring a second Create event"),
         Event::Join { session_id, options, auth } => {
@@ -180,16 +183,29 @@ fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, event: Event) {
             room.on_reconnect(ctx, &client);
         }
         Event::Message { session_id, kind, payload } => {
-            let message = Message { kind, payload: Payload::new(payload) };
-            room.on_message(ctx, &Client::new(session_id), message);
+            let (client, payload) = (Client::new(session_id), Payload::new(payload));
+            match handlers.get(&kind) {
+                Some(handler) => {
+                    if let Err(reject) = handler(room, ctx, &client, &payload) {
+                        ctx.send_error(&client, reject.code, reject.message);
+                    }
+                }
+                None => room.on_message(ctx, &client, Message { kind, payload }),
+            }
         }
         Event::Bytes { session_id, kind, payload } => {
             room.on_bytes(ctx, &Client::new(session_id), kind, &payload);
         }
         Event::Tick { dt_ms } => room.on_tick(ctx, dt_ms),
         Event::Request { session_id, request_id, kind, payload } => {
-            let message = Message { kind, payload: Payload::new(payload) };
-            crate::request::answer(room, ctx, session_id, request_id, message);
+            let (client, payload) = (Client::new(session_id), Payload::new(payload));
+            match handlers.get(&kind) {
+                Some(handler) => {
+                    let outcome = handler(room, ctx, &client, &payload);
+                    crate::request::respond(ctx, &client, request_id, outcome);
+                }
+                None => crate::request::answer(room, ctx, client, request_id, Message { kind, payload }),
+            }
         }
         Event::Step { dt_ms, inputs } => room.on_step(ctx, crate::request::Step::new(dt_ms, inputs)),
         Event::Timer { id } => {

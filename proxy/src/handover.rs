@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -95,7 +95,10 @@ impl Follow {
     async fn follow(&self, mut moved: Box<Moved>, mut process: String) {
         loop {
             let Moved { process_id, session_id, token, client, held, at } = *moved;
-            let (upstream, leftover) = match self.resume(&process_id, &session_id, &token).await {
+            let Resumed { io: upstream, leftover, connected } = match self
+                .resume(&process_id, &session_id, &token)
+                .await
+            {
                 Ok(resumed) => resumed,
                 Err(why) => {
                     tracing::warn!(
@@ -110,6 +113,7 @@ impl Follow {
             tracing::info!(
                 from = %process,
                 cutover_ms = cutover.as_secs_f64() * 1000.0,
+                connect_ms = connected.as_secs_f64() * 1000.0,
                 held = held.len(),
                 "client followed room {} to {process_id} (cutover {cutover:.1?})",
                 self.room_id,
@@ -125,9 +129,11 @@ impl Follow {
 
     /// Opens the room's WebSocket on `process_id` for the session: the socket and what the host
     /// sent past its 101.
-    async fn resume(&self, process_id: &str, session_id: &str, token: &str) -> Result<(Io, Bytes), String> {
+    async fn resume(&self, process_id: &str, session_id: &str, token: &str) -> Result<Resumed, String> {
         let route = self.routes.get(process_id).ok_or("no such process is running")?;
+        let started = Instant::now();
         let mut sender = connect::<Full<Bytes>>(&route).await.map_err(|e| format!("unreachable: {e}"))?;
+        let connected = started.elapsed();
         let req = self.request(&route.endpoint, process_id, session_id, token)?;
         let mut res = match timeout(RESUME_TIMEOUT, sender.send_request(req)).await {
             Ok(Ok(res)) => res,
@@ -138,7 +144,10 @@ impl Follow {
             return Err(format!("answered {}", res.status()));
         }
         match timeout(RESUME_TIMEOUT, hyper::upgrade::on(&mut res)).await {
-            Ok(Ok(upgraded)) => Ok(Io::from_upgraded(upgraded)),
+            Ok(Ok(upgraded)) => {
+                let (io, leftover) = Io::from_upgraded(upgraded);
+                Ok(Resumed { io, leftover, connected })
+            }
             Ok(Err(e)) => Err(format!("upgrade failed: {e}")),
             Err(_) => Err("upgrade timed out".into()),
         }
@@ -182,6 +191,16 @@ impl Follow {
         set_forwarded(req.headers_mut(), self.client_ip, self.scheme, &self.identity);
         Ok(req)
     }
+}
+
+/// A session opened on a room's new host.
+struct Resumed {
+    /// The socket.
+    io: Io,
+    /// What the host sent past its 101.
+    leftover: Bytes,
+    /// How long the TCP connection took (of the cutover: the rest is the host's answer).
+    connected: Duration,
 }
 
 /// Tells the client its room moved and it must reconnect: a Close with [`CLOSE_MOVED`], then

@@ -62,6 +62,17 @@ plugins:
 new-room DIR GIT_URL="":
     @"{{justfile_directory()}}/scripts/new-room.sh" "$@"
 
+# scripts/dev.sh: the edit-run loop of the room crate at DIR (relative to where `just` runs; one
+# `just new-room` wrote, or one under plugins/). Builds it to wasm, starts a host serving it on
+# 127.0.0.1:2567 (extra arguments go to the host, e.g. `--port 2568`), and on every save of its
+# src/ or Cargo.toml builds it again and hot-loads it: new rooms get the new build, running rooms
+# keep theirs, and a failed build leaves the last good one serving. Ctrl-C stops both.
+[no-cd]
+[positional-arguments]
+dev DIR *ARGS:
+    cargo build --manifest-path "{{justfile_directory()}}/Cargo.toml" -p odeon-host
+    @"{{justfile_directory()}}/scripts/dev.sh" "$@"
+
 # Formatting and clippy, host and wasm targets.
 lint:
     cargo fmt --all --check

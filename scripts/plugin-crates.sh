@@ -3,10 +3,15 @@
 # library it builds, which names its .wasm (the `[lib]` name, or the package name with `-` as `_`).
 # The directory name is neither: a room in plugins/my-room may be package `my-room` and build
 # `my_room.wasm`. The workspace's `plugins/*` glob makes every one a member.
+#
+#   scripts/plugin-crates.sh [MANIFEST...]   (those Cargo.toml files instead: absolute, or relative
+#                                            to the repository root)
 set -euo pipefail
+manifests=("$@")
 cd "$(dirname "$0")/.."
+[ ${#manifests[@]} -gt 0 ] || manifests=(plugins/*/Cargo.toml)
 
-for manifest in plugins/*/Cargo.toml; do
+for manifest in "${manifests[@]}"; do
     [ -e "$manifest" ] || continue
     awk '
         /^[[:space:]]*\[/ { section = $0; gsub(/[[:space:]]/, "", section); next }

@@ -64,11 +64,11 @@ pub async fn run(
     tokio::fs::create_dir_all(&config.plugins)
         .await
         .with_context(|| format!("creating plugins directory {}", config.plugins.display()))?;
+    // Watched before it is read, so no change falls between the two; the changes are applied
+    // once the matchmaker exists (a removed file retires a type only when its rooms are gone).
+    let watcher = (!config.no_watch).then(|| watch_plugins(&config.plugins)).transpose()?;
     let loaded = plugins.load_dir(&config.plugins).await.context("reading the plugins directory")?;
     tracing::info!(dir = %config.plugins.display(), loaded, room_types = ?plugins.names(), "plugins loaded");
-    if !config.no_watch {
-        watch_plugins(plugins.clone(), config.plugins.clone())?;
-    }
 
     let process_id = config.process_id.clone().unwrap_or_else(ids::generate);
     let addr = listener.local_addr()?;
@@ -106,6 +106,9 @@ pub async fn run(
         presence,
         tokio::runtime::Handle::current(),
     );
+    if let Some(watcher) = watcher {
+        watcher.apply(mm.clone());
+    }
     // Artifacts are shared when the hosts share Redis: in MongoDB (GridFS) when there is one,
     // else in Redis. Alone, a host keeps them in its in-process presence, so rollback and canaries
     // work the same; they last as long as the process (its plugins directory keeps what serves).
@@ -178,14 +181,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Reloads a plugin when its file is created or replaced (write a temporary file, then rename it
-/// over the old one). Events are debounced so a file is loaded once it is complete.
-fn watch_plugins(plugins: Arc<Plugins>, dir: PathBuf) -> anyhow::Result<()> {
+/// The plugins directory's watcher, and the plugin files it saw change, not yet applied.
+struct PluginWatcher {
+    watcher: notify::RecommendedWatcher,
+    changed: tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+}
+
+/// Watches `dir` for plugin files created, replaced (a temporary file renamed over the old one)
+/// or removed.
+fn watch_plugins(dir: &std::path::Path) -> anyhow::Result<PluginWatcher> {
     use notify::{RecursiveMode, Watcher};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    let (tx, changed) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && (event.kind.is_create() || event.kind.is_modify())
+            && (event.kind.is_create() || event.kind.is_modify() || event.kind.is_remove())
         {
             for path in event.paths {
                 let _ = tx.send(path);
@@ -193,21 +202,37 @@ fn watch_plugins(plugins: Arc<Plugins>, dir: PathBuf) -> anyhow::Result<()> {
         }
     })
     .context("starting the plugin watcher")?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive).context("watching the plugins directory")?;
-    tokio::spawn(async move {
-        let _watcher = watcher;
-        while let Some(first) = rx.recv().await {
-            let mut paths = vec![first];
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            while let Ok(p) = rx.try_recv() {
-                paths.push(p);
+    watcher.watch(dir, RecursiveMode::NonRecursive).context("watching the plugins directory")?;
+    Ok(PluginWatcher { watcher, changed })
+}
+
+impl PluginWatcher {
+    /// Loads each changed plugin file that is there and retires the room type of each that is
+    /// gone. Events are debounced, so a file is loaded once it is complete, and a file removed
+    /// and written again (or renamed over) is loaded, never retired.
+    fn apply(self, mm: Arc<Matchmaker>) {
+        let Self { watcher, mut changed } = self;
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            while let Some(first) = changed.recv().await {
+                let mut paths = vec![first];
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                while let Ok(p) = changed.try_recv() {
+                    paths.push(p);
+                }
+                paths.sort();
+                paths.dedup();
+                paths.retain(|p| plugins::is_plugin_file(p));
+                // Present files first: a type whose file was renamed is loaded from its new name
+                // before its old name is found gone.
+                let (present, gone): (Vec<_>, Vec<_>) = paths.into_iter().partition(|p| p.is_file());
+                for path in present {
+                    mm.plugins().load_file(&path).await;
+                }
+                for path in gone.iter().filter(|p| !p.exists()) {
+                    mm.plugin_file_removed(path).await;
+                }
             }
-            paths.sort();
-            paths.dedup();
-            for path in paths.into_iter().filter(|p| plugins::is_plugin_file(p) && p.is_file()) {
-                plugins.load_file(&path).await;
-            }
-        }
-    });
-    Ok(())
+        });
+    }
 }

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use odeon_host::driver::Driver;
 use odeon_host::net::wire::WireLimits;
-use odeon_host::plugins::{PluginError, Plugins};
+use odeon_host::plugins::{PluginError, Plugins, content_hash};
+use odeon_host::rooms::ClientInput;
+use odeon_protocol::profile::{ErrorCode, Profile};
 use serde_json::{Map, Value, json};
-use support::rooms::{Harness, limits, plugin_bytes};
+use support::rooms::{Harness, limits, plugin_bytes, variant_bytes};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A minimal module with every required export; `abi` is what `odeon_abi_version` returns and
@@ -246,4 +248,80 @@ async fn a_stale_listing_is_skipped_and_removed_not_retried() {
         assert!(std::time::Instant::now() < deadline, "the stale listing was not removed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A plugin file removed from the directory retires its room type: new rooms are refused as for a
+/// type never loaded, a running room plays on and takes joins by id, and the type is unregistered
+/// when that room ends. The file written again registers the type again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_plugin_file_retires_its_type_when_its_rooms_end() {
+    let dir = std::env::temp_dir().join(format!("odeon-retire-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("echo.wasm");
+    std::fs::write(&file, plugin_bytes("echo")).unwrap();
+    let h = Harness::with(Profile::V0_17, &[]).await;
+    let plugins = h.mm.plugins().clone();
+    assert!(plugins.load_file(&file).await);
+    let seat = h.seat("joinOrCreate", "echo", json!({})).await;
+    let mut first = h.connect(&seat).await;
+    first.expect_message("welcome").await;
+
+    std::fs::remove_file(&file).unwrap();
+    h.mm.plugin_file_removed(&file).await;
+    for method in ["joinOrCreate", "create", "join"] {
+        let refused = h.mm.matchmake(method, "echo", Map::new(), None, "127.0.0.1".into()).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NoHandler, "{method}: {refused}");
+        assert_eq!(refused.message, r#"provided room name "echo" not defined"#);
+    }
+    assert!(plugins.names().is_empty(), "no new rooms of a retired type");
+    assert_eq!(plugins.retired_names(), ["echo"], "listed while its room runs");
+
+    first.send("echo", json!("still playing"));
+    assert_eq!(first.expect_message("echo").await, json!("still playing"));
+    let second_seat = h.seat("joinById", &seat.listing.room_id, json!({})).await;
+    let mut second = h.connect(&second_seat).await;
+    second.expect_message("welcome").await;
+    assert!(plugins.retired_names().contains(&"echo".to_string()), "one of two players left");
+    first.input(ClientInput::Leave);
+    second.input(ClientInput::Leave);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !plugins.retired_names().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "echo still retired after its room ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(h.mm.room(&seat.listing.room_id).is_none(), "the room ended");
+    assert!(plugins.get_or_retired("echo").is_none(), "unregistered");
+
+    std::fs::write(&file, plugin_bytes("echo")).unwrap();
+    assert!(plugins.load_file(&file).await);
+    h.seat("create", "echo", json!({})).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two files that declare one room type: removing the one that serves makes the other serve,
+/// and the type is never retired.
+#[tokio::test]
+async fn a_type_another_file_declares_is_not_retired_with_one_of_its_files() {
+    let dir = std::env::temp_dir().join(format!("odeon-retire-two-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (v1, v2) = (dir.join("echo.wasm"), dir.join("echo2.wasm"));
+    std::fs::write(&v1, plugin_bytes("echo")).unwrap();
+    std::fs::write(&v2, variant_bytes("echo-v2.wasm")).unwrap();
+    let plugins = Plugins::new(limits()).unwrap();
+    assert_eq!(plugins.load_dir(&dir).await.unwrap(), 2);
+    assert_eq!(plugins.get("echo").unwrap().hash, content_hash(&variant_bytes("echo-v2.wasm")));
+
+    std::fs::remove_file(&v2).unwrap();
+    assert_eq!(plugins.file_removed(&v2).await, None, "echo.wasm still declares echo");
+    assert_eq!(
+        plugins.get("echo").unwrap().hash,
+        content_hash(&plugin_bytes("echo")),
+        "the remaining file serves"
+    );
+    assert!(plugins.retired_names().is_empty());
+
+    std::fs::remove_file(&v1).unwrap();
+    assert_eq!(plugins.file_removed(&v1).await.as_deref(), Some("echo"), "its last file gone, echo retires");
+    assert!(plugins.get("echo").is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

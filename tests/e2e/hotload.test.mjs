@@ -1,13 +1,16 @@
 // Hot loading: a new plugin version written into a running host's plugins directory (write, then
 // rename) or POSTed to the admin endpoint serves new rooms; running rooms keep their version until
-// they dispose; a bad version is refused with a reason while the old one keeps serving.
+// they dispose; a bad version is refused with a reason while the old one keeps serving; a plugin
+// file removed unregisters its room type once its rooms are gone.
 
 import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, copyFileSync, readFileSync, writeFileSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Host, hostTest, PLUGINS_DIR, PLUGIN_VARIANTS_DIR, sleep, uniq } from "./harness.mjs";
+import {
+    Host, MSG, PLUGINS_DIR, PLUGIN_VARIANTS_DIR, PROFILES, expectMatchMakeError, hostTest, sleep, uniq, until,
+} from "./harness.mjs";
 import { SDK18 as sdk } from "./sdks.mjs";
 
 const TOKEN = "test-admin-token";
@@ -73,19 +76,33 @@ async function roomVersions(host) {
     return Object.fromEntries(rooms.map((r) => [r.roomId, r.pluginVersion]));
 }
 
+/** `GET /odeon/admin/plugins`'s room types, by name. */
+async function adminTypes(host) {
+    const res = await fetch(`${host.http}/odeon/admin/plugins`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.status, 200);
+    return Object.fromEntries((await res.json()).roomTypes.map((t) => [t.name, t]));
+}
+
 function upload(host, bytes, token = TOKEN) {
     const headers = token === null ? {} : { Authorization: `Bearer ${token}` };
     return fetch(`${host.http}/odeon/admin/plugins?file=echo.wasm`, { method: "POST", headers, body: bytes });
 }
 
-describe("hot loading (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)", () => {
+/** A host with the admin token on a copy of echo and faults of its own, started and stopped by
+ *  the enclosing describe. */
+function hostOnCopy(label) {
     const dir = pluginsCopy();
-    const host = new Host({ profile: "0.18", pluginsDir: dir, extraArgs: ["--admin-token", TOKEN], label: "host 0.18 (hot load)" });
+    const host = new Host({ profile: "0.18", pluginsDir: dir, extraArgs: ["--admin-token", TOKEN], label });
     before(async () => { await host.start(); });
     after(async () => {
         await host.stop();
         rmSync(dir, { recursive: true, force: true });
     });
+    return { dir, host };
+}
+
+describe("hot loading (odeon-host --protocol 0.18, @colyseus/sdk 0.18.4)", () => {
+    const { dir, host } = hostOnCopy("host 0.18 (hot load)");
     const test = (name, fn, opts) => hostTest(() => host, `[hot load] ${name}`, fn, opts);
 
     test("a new version renamed into the plugins directory serves new rooms; running rooms keep theirs", async (s) => {
@@ -250,5 +267,45 @@ describe("a bad plugin at start-up", () => {
         assert.deepEqual(health.roomTypes.map((t) => t.name).sort(), ["echo", "faults"]);
         const peer = await s.join(sdk, "joinOrCreate", "echo", { mode: uniq() });
         assert.deepEqual(await peer.roundTrip("echo", "served"), "served");
+    });
+});
+
+describe("a plugin file removed from the directory", () => {
+    const { dir, host } = hostOnCopy("host 0.18 (plugin removed)");
+    const C = PROFILES["0.18"].codes;
+
+    hostTest(() => host, "[hot load] unregisters its room type once its rooms are gone; running rooms play on", async (s) => {
+        const running = await s.join(sdk, "create", "echo", { mode: uniq() }, { label: "running" });
+        await running.nextMsg("welcome");
+        assert.equal((await adminTypes(host)).echo?.retired, false);
+
+        rmSync(join(dir, "echo.wasm"));
+        await until("the removal to retire echo", async () => (await adminTypes(host)).echo?.retired === true, 10000);
+        const client = sdk.client(host);
+        for (const method of ["joinOrCreate", "create", "join"]) {
+            await expectMatchMakeError(s, sdk, client[method]("echo", { mode: uniq() }), C.noHandler, MSG.roomNotDefined("echo"), `${method} of a removed room type`);
+        }
+        const health = await (await fetch(`${host.http}/odeon/health`)).json();
+        assert.deepEqual(health.roomTypes.map((t) => t.name), ["faults"], "new rooms can be made of faults alone");
+
+        // The running room plays on, and takes a join by id.
+        assert.deepEqual(await running.roundTrip("echo", { still: "playing" }), { still: "playing" });
+        const friend = await s.join(sdk, "joinById", running.roomId, {}, { label: "friend" });
+        await friend.nextMsg("welcome");
+        assert.deepEqual(await friend.roundTrip("echo", "joined late"), "joined late");
+        const listed = (await adminTypes(host)).echo;
+        assert.equal(listed.activeHash, null, "no version serves new rooms");
+        assert.deepEqual(Object.values(listed.hosts[0].rooms), [1], "listed with its running room");
+
+        await friend.room.leave();
+        await running.room.leave();
+        await until("echo to leave the admin list once its room ended", async () => !("echo" in (await adminTypes(host))), 10000);
+        assert.ok("faults" in (await adminTypes(host)), "the other room type stays");
+
+        // Written again, the type is back.
+        deploy(dir, "echo.wasm", ECHO);
+        await waitForEchoVersion(host, (v) => v !== undefined, "the file written again was not loaded");
+        const back = await s.join(sdk, "joinOrCreate", "echo", { mode: uniq() }, { label: "back" });
+        assert.deepEqual(await back.roundTrip("echo", "back"), "back");
     });
 });

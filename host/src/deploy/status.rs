@@ -81,6 +81,8 @@ impl Deployer {
         let mut types = Vec::new();
         let mut names: Vec<String> = active.keys().cloned().collect();
         names.extend(self.plugins.names());
+        // A type whose plugin file was removed is listed until its last room here ends.
+        names.extend(self.plugins.retired_names());
         names.sort();
         names.dedup();
         for name in names {
@@ -100,9 +102,10 @@ impl Deployer {
                 })
                 .collect();
             let canary = canary::record(&*self.presence, &name).await;
+            let retired = self.plugins.is_retired(&name);
             types.push(json!({
                 "name": name, "activeHash": active.get(&name), "canary": canary, "versions": versions,
-                "hosts": hosts,
+                "hosts": hosts, "retired": retired,
             }));
         }
         json!({ "roomTypes": types })

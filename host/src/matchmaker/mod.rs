@@ -173,6 +173,16 @@ impl Matchmaker {
         rooms.values().filter(|r| r.plugin().manifest.name == name).cloned().collect()
     }
 
+    /// A plugin file left the plugins directory: its room type takes no new rooms, and is
+    /// unregistered now if no room of it runs here, else when the last one ends (`room_deps`).
+    pub async fn plugin_file_removed(&self, path: &std::path::Path) {
+        if let Some(name) = self.plugins.file_removed(path).await
+            && self.rooms_of(&name).is_empty()
+        {
+            self.plugins.unregister_retired(&name);
+        }
+    }
+
     /// The presence this host shares with the others of its deployment.
     pub fn presence(&self) -> &Arc<dyn Presence> {
         &self.presence
@@ -329,7 +339,8 @@ impl Matchmaker {
                         format!("room \"{target}\" is locked"),
                     ));
                 }
-                let plugin = self.plugins.get(&listing.name).ok_or_else(|| {
+                // A retired type's rooms still take joins by id until they end.
+                let plugin = self.plugins.get_or_retired(&listing.name).ok_or_else(|| {
                     MatchmakeError::new(ErrorCode::InvalidRoomId, format!("room \"{target}\" not found"))
                 })?;
                 let Admitted { session_id, auth, takeover } =

@@ -258,12 +258,23 @@ impl Matchmaker {
     /// goes.
     pub(super) fn room_deps(&self, slot: RoomSlot) -> RoomDeps {
         let rooms_map = self.rooms.clone();
+        let plugins = self.plugins.clone();
         RoomDeps {
             driver: self.driver.clone(),
             presence: self.presence.clone(),
             on_exit: Arc::new(move |id| {
                 let _held = &slot;
-                rooms_map.lock().expect("rooms lock").remove(id);
+                let last_of_type = {
+                    let mut rooms = rooms_map.lock().expect("rooms lock");
+                    rooms
+                        .remove(id)
+                        .map(|ended| ended.plugin().manifest.name.clone())
+                        .filter(|name| !rooms.values().any(|r| r.plugin().manifest.name == *name))
+                };
+                // The last room of a type whose plugin file was removed takes the type with it.
+                if let Some(name) = last_of_type {
+                    plugins.unregister_retired(&name);
+                }
             }),
             profile: self.config.profile,
             seat_timeout: self.config.seat_timeout,

@@ -2,12 +2,13 @@
 //! hot loading (directory watcher and admin upload), and [`Guest`], one sandboxed instance.
 //!
 //! A room keeps an `Arc` of the [`PluginVersion`] that created it, so a new version only affects
-//! rooms created after the swap and an old version unloads when its last room disposes.
+//! rooms created after the swap and an old version unloads when its last room disposes. A type
+//! whose file leaves the directory is retired (`retire`): no new rooms, and gone with its last one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use odeon_protocol::abi::{self, AuthDecision, AuthRequest, Manifest};
@@ -20,6 +21,7 @@ use crate::imports::{self, RoomEnv};
 use validate::{check_exports, check_imports, check_manifest};
 
 mod guest;
+mod retire;
 pub mod rollout;
 mod validate;
 
@@ -160,6 +162,11 @@ pub struct Plugins {
     linker: Linker<RoomEnv>,
     limits: GuestLimits,
     current: RwLock<HashMap<String, Arc<PluginVersion>>>,
+    /// Room types whose plugin file was removed while rooms of them ran, with their last
+    /// version: no new rooms, but joins by id (see `retire`). Locked after `current`, never before.
+    retired: RwLock<HashMap<String, Arc<PluginVersion>>>,
+    /// Plugin file name → the room type it was loaded as, so a removed file names its type.
+    files: Mutex<HashMap<String, String>>,
     /// Room type → the canary that takes a share of its new rooms (see `rollout`).
     canaries: RwLock<HashMap<String, rollout::Canary>>,
     next_version: AtomicU64,
@@ -200,6 +207,8 @@ impl Plugins {
             linker,
             limits,
             current: RwLock::default(),
+            retired: RwLock::default(),
+            files: Mutex::default(),
             canaries: RwLock::default(),
             next_version: AtomicU64::new(1),
             aux: Arc::new(tokio::sync::Semaphore::new(AUX_SLOTS as usize)),
@@ -281,13 +290,13 @@ impl Plugins {
         }))
     }
 
-    /// Makes `version` the current version of its room type: new rooms get it.
+    /// Makes `version` the current version of its room type: new rooms get it (a retired type is
+    /// registered again).
     pub fn install(&self, version: Arc<PluginVersion>) {
-        let previous = self
-            .current
-            .write()
-            .expect("registry lock")
-            .insert(version.manifest.name.clone(), version.clone());
+        let mut current = self.current.write().expect("registry lock");
+        let previous = current.insert(version.manifest.name.clone(), version.clone());
+        self.retired.write().expect("retired lock").remove(&version.manifest.name);
+        drop(current);
         let source = &version.source;
         match previous {
             Some(old) => tracing::info!(
@@ -300,10 +309,12 @@ impl Plugins {
         }
     }
 
-    /// Whether a file with these bytes is already the current version of some room type.
-    pub fn is_current(&self, bytes: &[u8]) -> bool {
+    /// The room type whose current version has exactly these bytes, if a file with them is
+    /// already serving.
+    fn current_with(&self, bytes: &[u8]) -> Option<String> {
         let hash = content_hash(bytes);
-        self.current.read().expect("registry lock").values().any(|v| v.hash == hash)
+        let current = self.current.read().expect("registry lock");
+        current.iter().find(|(_, v)| v.hash == hash).map(|(name, _)| name.clone())
     }
 
     /// Loads every `*.wasm` in `dir`; a refused file is logged and skipped.
@@ -326,7 +337,8 @@ impl Plugins {
         Ok(loaded)
     }
 
-    /// Loads one file, logging the outcome; returns whether it is now serving.
+    /// Loads one file, logging the outcome; returns whether it is now serving. The file is
+    /// remembered as its room type's, so removing it retires the type (`retire`).
     pub async fn load_file(self: &Arc<Self>, path: &Path) -> bool {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let bytes = match tokio::fs::read(path).await {
@@ -336,11 +348,15 @@ impl Plugins {
                 return false;
             }
         };
-        if self.is_current(&bytes) {
+        if let Some(current) = self.current_with(&bytes) {
+            self.record_file(path, &current);
             return true;
         }
         match self.load(&name, bytes).await {
-            Ok(_) => true,
+            Ok(version) => {
+                self.record_file(path, &version.manifest.name);
+                true
+            }
             Err(e) => {
                 tracing::error!(plugin = %name, "refused plugin: {e}; any previous version keeps serving");
                 false

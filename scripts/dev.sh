@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# A room's edit-run loop: builds the room crate at DIR to wasm, starts odeon-host serving it (on
+# 127.0.0.1:2567 unless HOST_ARGS say otherwise), and on every save under DIR/src or of
+# DIR/Cargo.toml builds it again and installs the new .wasm in the host's plugins directory; the
+# host hot-loads it, so new rooms get the new build and running rooms keep theirs. A build that
+# fails prints cargo's errors and changes nothing. The host's output, the room's logs among it
+# (RUST_LOG defaults to info,guest=debug), prints here. Ctrl-C stops the host and this script.
+#
+#   scripts/dev.sh DIR [HOST_ARGS...]     (`just dev DIR [HOST_ARGS...]`)
+#
+# DIR is a crate as `just new-room` writes it: a crate of its own anywhere, built into its own
+# target directory (DIR/target, or $ODEON_DEV_TARGET_DIR) so it never waits for the workspace's
+# builds, or a member under this checkout's plugins/, built with the workspace. The host is
+# $ODEON_HOST_BIN, or else this checkout's odeon-host, built with cargo. Saves are found by
+# polling every 300 ms, which needs no file-watching tool.
+set -euo pipefail
+
+usage="usage: $0 DIR [HOST_ARGS...]   (a room crate's directory; HOST_ARGS go to odeon-host, e.g. --port 2568)"
+if [ $# -lt 1 ] || [ -z "$1" ]; then
+    echo "$usage" >&2
+    exit 2
+fi
+dir="$1"
+shift
+repo="$(cd "$(dirname "$0")/.." && pwd -P)"
+
+fail() {
+    echo "dev: $*" >&2
+    exit 1
+}
+
+[ -f "$dir/Cargo.toml" ] && [ -d "$dir/src" ] ||
+    fail "$dir is not a room crate (no Cargo.toml and src/ there); \`just new-room DIR\` writes one"
+dir="$(cd -- "$dir" && pwd -P)"
+crate="$("$repo/scripts/plugin-crates.sh" "$dir/Cargo.toml")" || fail "cannot read the crate's names from $dir/Cargo.toml"
+read -r package lib <<<"$crate"
+
+# The build command the crate's README gives.
+if [ "$(dirname -- "$dir")" = "$repo/plugins" ]; then
+    build=(cargo build --target wasm32-wasip1 --profile wasm -p "$package")
+    build_in="$repo"
+    target="${CARGO_TARGET_DIR:-$repo/target}"
+else
+    build=(cargo build --target wasm32-wasip1 --profile wasm)
+    build_in="$dir"
+    target="${ODEON_DEV_TARGET_DIR:-$dir/target}"
+fi
+wasm="$target/wasm32-wasip1/wasm/$lib.wasm"
+
+host_bin="${ODEON_HOST_BIN:-}"
+if [ -z "$host_bin" ]; then
+    echo "dev: building odeon-host"
+    cargo build --manifest-path "$repo/Cargo.toml" -p odeon-host
+    host_bin="${CARGO_TARGET_DIR:-$repo/target}/debug/odeon-host"
+fi
+[ -x "$host_bin" ] || fail "no odeon-host at $host_bin"
+
+state="$(mktemp -d "${TMPDIR:-/tmp}/odeon-dev.XXXXXX")"
+plugins="$state/plugins"
+mkdir "$plugins"
+host=""
+
+# Stops the host by its process group (whatever it started goes too) and forgets the plugins
+# directory. The host closes its rooms within a few seconds; after 10 it is killed.
+stop() {
+    if [ -n "$host" ] && kill -0 -- "-$host" 2>/dev/null; then
+        echo "dev: stopping odeon-host (process group $host)"
+        kill -TERM -- "-$host" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 -- "-$host" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$host" 2>/dev/null || true
+    fi
+    rm -rf -- "$state"
+}
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Builds the room and, when that gives a new .wasm, installs it: written beside the old one, then
+# renamed over it, so the host's watcher never reads half a file.
+build_and_install() {
+    echo "dev: building $package: ${build[*]}"
+    if ! (cd "$build_in" && CARGO_TARGET_DIR="$target" "${build[@]}"); then
+        echo "dev: the build failed (cargo's errors above); the host keeps serving the last good build" >&2
+        return 0
+    fi
+    if cmp -s "$wasm" "$plugins/$lib.wasm"; then
+        echo "dev: $lib.wasm is unchanged"
+        return 0
+    fi
+    cp "$wasm" "$plugins/.$lib.wasm.tmp"
+    mv "$plugins/.$lib.wasm.tmp" "$plugins/$lib.wasm"
+    echo "dev: installed $lib.wasm: new rooms get this build, running rooms keep theirs"
+}
+
+# Every watched file's modification time, size and path: any save, new file or deletion changes it.
+fingerprint() {
+    { find "$dir/src" "$dir/Cargo.toml" -printf '%T@ %s %p\n' 2>/dev/null || true; } | sort | cksum
+}
+
+seen="$(fingerprint)"
+build_and_install
+[ -f "$plugins/$lib.wasm" ] ||
+    echo "dev: no build of $package yet; the host loads the first one that succeeds" >&2
+
+export RUST_LOG="${RUST_LOG:-info,guest=debug}"
+# A process group of its own, so stopping it stops all of it, and a Ctrl-C reaches it only
+# through `stop`.
+set -m
+"$host_bin" --plugins "$plugins" "$@" </dev/null &
+host=$!
+set +m
+echo "dev: odeon-host (pid $host) serves $plugins; watching $dir/src and $dir/Cargo.toml; Ctrl-C stops"
+
+while :; do
+    sleep 0.3
+    if ! kill -0 "$host" 2>/dev/null; then
+        status=0
+        wait "$host" || status=$?
+        host=""
+        fail "odeon-host exited with status $status (its output is above)"
+    fi
+    now="$(fingerprint)"
+    [ "$now" != "$seen" ] || continue
+    # An editor saving several files: let it finish before building.
+    sleep 0.2
+    seen="$(fingerprint)"
+    build_and_install
+done

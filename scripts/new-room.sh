@@ -166,12 +166,8 @@ const MAX_STEP: u32 = 10;
 /// The error code a refused `increment` message gets (`room.onError` on the client).
 const BAD_INCREMENT: u32 = 4000;
 
-// `crate = ...`: the derive's code names the schema library, which this crate reaches through
-// the SDK rather than as a dependency of its own.
-
 /// A player, as every client sees it in `room.state.players`.
 #[derive(Schema, Default)]
-#[schema(crate = "odeon_guest::schema")]
 pub struct Player {
     name: String,
     clicks: u32,
@@ -179,16 +175,13 @@ pub struct Player {
 
 /// The synchronised state: `room.state` on every client.
 #[derive(Schema, Default)]
-#[schema(crate = "odeon_guest::schema")]
 pub struct State {
     count: u32,
     players: MapSchema<Player>,
 }
 
-/// The room. The SDK sends clients its state's changes as patches.
-pub struct __TYPE__ {
-    state: StateEncoder<State>,
-}
+/// The room; its state is the SDK's (`ctx.state`), which sends clients its changes as patches.
+pub struct __TYPE__;
 
 /// `increment`'s payload.
 #[derive(Deserialize)]
@@ -210,32 +203,34 @@ struct Stats {
 
 impl Room for __TYPE__ {
     const NAME: &'static str = "__NAME__";
+    type State = State;
+    type UserData = ();
 
-    fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+    fn on_create(ctx: &mut Ctx<State>, _options: Payload) -> Result<Self, RoomError> {
         ctx.set_max_clients(16);
-        Ok(__TYPE__ { state: StateEncoder::default() })
+        Ok(__TYPE__)
     }
 
     fn on_join(
         &mut self,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx<State>,
         client: &Client,
         options: Payload,
         _auth: Payload,
     ) -> Result<(), RoomError> {
         let name = options.get("name").and_then(|name| name.as_str().map(str::to_owned));
         let name = name.unwrap_or_else(|| client.session_id().to_owned());
-        self.state.state_mut().players_mut().insert(client.session_id(), Player { name, clicks: 0 });
+        ctx.state.players.insert(client.session_id(), Player { name, clicks: 0 });
         Ok(())
     }
 
-    fn on_leave(&mut self, _ctx: &mut Ctx, client: &Client, _code: u16) {
-        self.state.state_mut().players_mut().remove(client.session_id());
+    fn on_leave(&mut self, ctx: &mut Ctx<State>, client: &Client, _code: u16) {
+        ctx.state.players.remove(client.session_id());
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+    fn on_message(&mut self, ctx: &mut Ctx<State>, client: &Client, message: Message) {
         if message.is("increment") {
-            if let Err(reason) = self.increment(client, &message.payload) {
+            if let Err(reason) = increment(&mut ctx.state, client, &message.payload) {
                 ctx.send_error(client, BAD_INCREMENT, reason);
             }
         } else {
@@ -243,28 +238,21 @@ impl Room for __TYPE__ {
         }
     }
 
-    fn on_request(&mut self, _ctx: &mut Ctx, client: &Client, request: Message) -> Answer {
+    fn on_request(&mut self, ctx: &mut Ctx<State>, client: &Client, request: Message) -> Answer {
         match request.kind.as_str() {
-            Some("increment") => match self.increment(client, &request.payload) {
+            Some("increment") => match increment(&mut ctx.state, client, &request.payload) {
                 Ok(count) => Answer::ok(&count),
                 Err(reason) => Answer::reject(&reason),
             },
-            Some("stats") => {
-                let state = self.state.state();
-                Answer::ok(&Stats { count: state.count, players: state.players.len() })
-            }
+            Some("stats") => Answer::ok(&Stats { count: ctx.state.count, players: ctx.state.players.len() }),
             _ => Answer::NoHandler,
         }
     }
-
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        Some(&mut self.state)
-    }
 }
 
-impl __TYPE__ {
-    /// Adds `{by}` to the count for `client`: the new count, or why the payload was refused.
-    fn increment(&mut self, client: &Client, payload: &Payload) -> Result<u32, String> {
+/// Adds `{by}` to the count for `client`: the new count, or why the payload was refused.
+fn increment(state: &mut State, client: &Client, payload: &Payload) -> Result<u32, String> {
+    {
         let by = if payload.is_empty() {
             1
         } else {
@@ -274,14 +262,11 @@ impl __TYPE__ {
         if !(1..=MAX_STEP).contains(&by) {
             return Err(format!("increment by 1 to {MAX_STEP}, not {by}"));
         }
-        let count = self.state.state().count.saturating_add(by);
-        self.state.state_mut().set_count(count);
-        if let Some(player) = self.state.state().players.get(client.session_id()) {
-            let mut player = player.borrow_mut();
-            let clicks = player.clicks.saturating_add(1);
-            player.set_clicks(clicks);
+        state.count = state.count.saturating_add(by);
+        if let Some(mut player) = state.players.get_mut(client.session_id()) {
+            player.clicks = player.clicks.saturating_add(1);
         }
-        Ok(count)
+        Ok(state.count)
     }
 }
 
@@ -303,7 +288,7 @@ mod tests {
 
     /// The state as JSON, as a client would see it.
     fn state(room: &TestRoom<__TYPE__>) -> Json {
-        serde_json::from_str(&room.room().state.to_json()).unwrap()
+        serde_json::from_str(&room.state_json()).unwrap()
     }
 
     #[test]

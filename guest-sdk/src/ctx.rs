@@ -11,12 +11,22 @@ use crate::payload::encode_named;
 use crate::presence::OpKind;
 use crate::{Client, IntoMessageType, Level, MessageType, OpId, Payload, Presence};
 
-/// The room a hook runs in.
+/// The room a hook runs in: its synchronised state, its clients and their user data, and the
+/// only way to act on the world.
+///
+/// `S` is the room's [`Room::State`](crate::Room::State) and `U` its
+/// [`Room::UserData`](crate::Room::UserData); a room without either has `Ctx` (`Ctx<(), ()>`).
 ///
 /// Every action is queued as an effect that the host carries out after the current batch of
 /// events; nothing blocks, and nothing a hook does is visible to clients before it returns.
-#[derive(Debug, Default)]
-pub struct Ctx {
+pub struct Ctx<S = (), U = ()> {
+    /// The room's synchronised state (Colyseus's `this.state`), a plain value: read and assign
+    /// its fields as any Rust struct's (`ctx.state.turn = next.into()`, `ctx.state.board[i] =
+    /// 1`, `ctx.state.players.get_mut(id)`). The SDK finds what changed and sends every client
+    /// a patch at the room's patch rate.
+    pub state: S,
+    /// Each joined (or reconnecting) client's [`Ctx::user_data`].
+    user_data: BTreeMap<String, U>,
     room_id: String,
     room_name: String,
     now_ms: u64,
@@ -77,7 +87,35 @@ impl BroadcastOptions {
     }
 }
 
-impl Ctx {
+impl<S: Default, U> Default for Ctx<S, U> {
+    fn default() -> Self {
+        Self {
+            state: S::default(),
+            user_data: BTreeMap::new(),
+            room_id: String::new(),
+            room_name: String::new(),
+            now_ms: 0,
+            clients: Vec::new(),
+            effects: Vec::new(),
+            timers: BTreeMap::new(),
+            last_timer: 0,
+            ops: BTreeMap::new(),
+            last_op: 0,
+        }
+    }
+}
+
+impl<S, U> fmt::Debug for Ctx<S, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("room_id", &self.room_id)
+            .field("clients", &self.clients)
+            .field("effects", &self.effects.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, U> Ctx<S, U> {
     /// The room's id.
     pub fn room_id(&self) -> &str {
         &self.room_id
@@ -103,6 +141,24 @@ impl Ctx {
     /// The joined client with this session id.
     pub fn client(&self, session_id: &str) -> Option<&Client> {
         self.clients.iter().find(|c| c.session_id() == session_id)
+    }
+
+    /// `client`'s user data (Colyseus's `client.userData`): the room's own value of type
+    /// [`Room::UserData`](crate::Room::UserData) for each client, `Default` when the client
+    /// joins, kept while it is away within a reconnection window, and dropped once it has
+    /// left (after [`Room::on_leave`](crate::Room::on_leave)). `None` for a client that is not
+    /// in the room.
+    pub fn user_data(&self, client: &Client) -> Option<&U> {
+        self.user_data.get(client.session_id())
+    }
+
+    /// `client`'s user data, to change (see [`Ctx::user_data`]); a client the room does not
+    /// know gets a fresh `Default` value, dropped when it leaves.
+    pub fn user_data_mut(&mut self, client: &Client) -> &mut U
+    where
+        U: Default,
+    {
+        self.user_data.entry(client.session_id().to_owned()).or_default()
     }
 
     /// Sends `message` to `to` as a MessagePack map (structs are encoded by field name).
@@ -281,7 +337,7 @@ impl Ctx {
     /// let op: OpId = ctx.presence().hget("scores", "alice");
     /// # }
     /// ```
-    pub fn presence(&mut self) -> Presence<'_> {
+    pub fn presence(&mut self) -> Presence<'_, S, U> {
         Presence::new(self)
     }
 
@@ -367,7 +423,7 @@ impl Ctx {
 }
 
 /// The runtime's side of the context: what it maintains between hooks.
-impl Ctx {
+impl<S, U> Ctx<S, U> {
     pub(crate) fn set_room(&mut self, room_id: String, room_name: String) {
         self.room_id = room_id;
         self.room_name = room_name;
@@ -377,14 +433,26 @@ impl Ctx {
         self.now_ms = now_ms;
     }
 
-    pub(crate) fn add_client(&mut self, client: &Client) {
+    pub(crate) fn add_client(&mut self, client: &Client)
+    where
+        U: Default,
+    {
         if self.client(client.session_id()).is_none() {
             self.clients.push(client.clone());
         }
+        self.user_data.entry(client.session_id().to_owned()).or_default();
     }
 
+    /// `client` is gone for now (dropped, perhaps back within a reconnection window); its user
+    /// data stays.
     pub(crate) fn remove_client(&mut self, client: &Client) {
         self.clients.retain(|c| c != client);
+    }
+
+    /// `client` is gone for good: its user data goes too.
+    pub(crate) fn forget_client(&mut self, client: &Client) {
+        self.remove_client(client);
+        self.user_data.remove(client.session_id());
     }
 
     /// Whether `id` is a live timer; a one-shot timer is forgotten as it fires.
@@ -441,10 +509,16 @@ impl Ctx {
         }
     }
 
-    /// The context a migrated room continues with.
-    pub(crate) fn from_carry(carry: CtxCarry, now_ms: u64) -> Self {
+    /// The context a migrated room continues with: its state `Default` until the room's
+    /// `migrate_in` restores it, and no user data.
+    pub(crate) fn from_carry(carry: CtxCarry, now_ms: u64) -> Self
+    where
+        S: Default,
+    {
         let kind = |rooms: bool| if rooms { OpKind::Rooms } else { OpKind::Presence };
         Self {
+            state: S::default(),
+            user_data: BTreeMap::new(),
             room_id: carry.room_id,
             room_name: carry.room_name,
             now_ms,

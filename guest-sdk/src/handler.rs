@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::payload::encode_named;
 use crate::request::type_name;
-use crate::{Client, Ctx, IntoMessageType, MessageType, Payload, PayloadError, Room, RoomError, Value};
+use crate::{Client, IntoMessageType, MessageType, Payload, PayloadError, Room, RoomCtx, RoomError, Value};
 
 /// The error code of a payload that does not decode into the handler's type (Colyseus's
 /// `ErrorCode.INVALID_PAYLOAD`).
@@ -121,7 +121,7 @@ impl FromPayload for Payload {
 /// What a handler's call came to: the encoded answer, if any, or why the message was refused.
 pub(crate) type Outcome = Result<Option<Vec<u8>>, Reject>;
 
-type Boxed<R> = Box<dyn Fn(&mut R, &mut Ctx, &Client, &Payload) -> Outcome>;
+type Boxed<R> = Box<dyn Fn(&mut R, &mut RoomCtx<R>, &Client, &Payload) -> Outcome>;
 
 /// The typed handlers of a room type, registered once in [`Room::handlers`].
 ///
@@ -138,6 +138,8 @@ type Boxed<R> = Box<dyn Fn(&mut R, &mut Ctx, &Client, &Payload) -> Outcome>;
 ///
 /// impl Room for Counter {
 ///     const NAME: &'static str = "counter";
+///     type State = ();
+///     type UserData = ();
 ///
 ///     fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
 ///         Ok(Counter(0))
@@ -160,11 +162,11 @@ type Boxed<R> = Box<dyn Fn(&mut R, &mut Ctx, &Client, &Payload) -> Outcome>;
 /// }
 /// # export_room!(Counter);
 /// ```
-pub struct Handlers<R> {
+pub struct Handlers<R: Room> {
     entries: Vec<(MessageType, Boxed<R>)>,
 }
 
-impl<R> fmt::Debug for Handlers<R> {
+impl<R: Room> fmt::Debug for Handlers<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.entries.iter().map(|(kind, _)| kind)).finish()
     }
@@ -191,7 +193,7 @@ impl<R: Room> Handlers<R> {
         P: FromPayload,
         T: Serialize + 'static,
         E: Into<Reject>,
-        F: Fn(&mut R, &mut Ctx, &Client, P) -> Result<T, E> + 'static,
+        F: Fn(&mut R, &mut RoomCtx<R>, &Client, P) -> Result<T, E> + 'static,
     {
         let kind = kind.into_message_type();
         assert!(self.get(&kind).is_none(), "room {:?} registers two handlers for {kind:?}", R::NAME);

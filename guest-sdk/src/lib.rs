@@ -4,17 +4,19 @@
 //! room. This crate owns everything between the room's code and the guest ABI
 //! ([`odeon_protocol::abi`]), so room authors never write `unsafe`, `extern` or pointers:
 //!
-//! - [`Room`]: the lifecycle hooks (create, auth, join, leave, drop, reconnect, messages, ticks,
-//!   timers, dispose), mirroring Colyseus 0.17, and 0.18's requests ([`Answer`]) and inputs on a
-//!   fixed timestep ([`Inputs`], [`Step`]).
+//! - [`Room`]: the room's state and per-client data types, and its lifecycle hooks (create,
+//!   auth, join, leave, drop, reconnect, messages, ticks, timers, dispose), mirroring Colyseus
+//!   0.17, and 0.18's requests ([`Answer`]) and inputs on a fixed timestep ([`Inputs`],
+//!   [`Step`]).
 //! - [`Ctx`]: what a hook may do. Every action is queued as an effect and carried out by the host
 //!   after the hook returns.
 //! - [`Payload`] and [`Message`]: MessagePack from clients, decoded on demand with serde.
 //! - [`Presence`] (from [`Ctx::presence`]) and [`Ctx::query_rooms`]: shared state, pub/sub and
 //!   room listings. Nothing blocks: each request returns an [`OpId`] and its answer arrives in a
 //!   later hook ([`Room::on_presence`], [`Room::on_rooms`], [`Room::on_presence_message`]).
-//! - [`StateEncoder`] and `#[derive(Schema)]`: room state in plain Rust structs, synchronised to
-//!   clients as `room.state` (return it from [`Room::state`]).
+//! - `#[derive(Schema)]`: room state in plain Rust structs, declared as [`Room::State`], kept by
+//!   the SDK in [`Ctx::state`] and synchronised to clients as `room.state`.
+//! - [`Handlers`]: typed message handlers whose `Result` is the sender's answer ([`Reject`]).
 //! - [`export_room!`]: generates the module's exports for a room type.
 //! - [`testing`]: a native test host, so room logic is tested with `cargo test`.
 //!
@@ -32,6 +34,8 @@
 //!
 //! impl Room for Chat {
 //!     const NAME: &'static str = "chat";
+//!     type State = ();
+//!     type UserData = ();
 //!
 //!     fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
 //!         Ok(Chat)
@@ -91,15 +95,25 @@ pub use odeon_protocol::abi::PresenceOp;
 pub use odeon_protocol::abi::PresenceValue;
 /// The schema library itself, for what the prelude leaves out.
 pub use odeon_schema as schema;
-/// Synchronised state: derive [`Schema`] on plain structs, keep the root in a [`StateEncoder`],
-/// and return it from [`Room::state`]; every official client sees it as `room.state`.
-pub use odeon_schema::{ArraySchema, MapSchema, Schema, Shared, StateEncoder};
+/// Derives [`Schema`](trait@Schema) for a state struct; see [`odeon_schema`]'s docs. The
+/// generated code reaches the schema library through this crate (`odeon_guest::schema`), so a
+/// room needs no other dependency.
+pub use odeon_schema_derive::GuestSchema as Schema;
+pub use schema_items::*;
+
+/// The schema items, as one glob: a glob import yields to the explicit import of the derive
+/// above, so `Schema` is odeon-schema's trait and this crate's derive.
+mod schema_items {
+    /// Synchronised state: derive [`Schema`] on plain structs and declare the root as
+    /// [`Room::State`](crate::Room::State); every official client sees it as `room.state`.
+    pub use odeon_schema::{ArraySchema, MapSchema, Schema, Shared, StateEncoder};
+}
 pub use payload::{Payload, PayloadError};
 pub use presence::{IntoKey, KeyExt, OpId, Presence, PresenceValueExt};
 pub use request::{Answer, Inputs, Step};
 pub use rmpv::Value;
+pub(crate) use room::RoomCtx;
 pub use room::{Auth, AuthContext, Client, Room, RoomError};
-pub use state::SyncedState;
 
 /// The host's wall clock, in milliseconds since the Unix epoch, read now.
 ///

@@ -2,13 +2,16 @@
 //! noticing, the way Erlang's `code_change` moves a process.
 //!
 //! When an operator deploys with `?migrate=1`, the host freezes each running room of the type
-//! between two calls, asks the old code for [`Room::migrate_out`] (the room's own data as
-//! bytes), starts the new code and calls its [`Room::migrate_in`] with those bytes and the old
+//! between two calls, asks the old code for [`Room::migrate_out`](crate::Room::migrate_out) (the room's own data as
+//! bytes), starts the new code and calls its [`Room::migrate_in`](crate::Room::migrate_in) with those bytes and the old
 //! code's identity ([`Migration`]). The SDK carries everything else: the clients, timers,
 //! outstanding presence operations and, for schema state, the reference ids and map indexes
 //! the clients hold, so `room.state` keeps its objects and callbacks on every client. The host
 //! carries seats, reconnection windows, the patch clock, input acks, the listing and the
-//! sockets.
+//! sockets. The state's value ([`Ctx::state`](crate::Ctx::state)) is the room's to carry, like
+//! its own fields: `migrate_out` writes it, and `migrate_in` puts it back into `ctx.state`
+//! (below). So is the clients' [user data](crate::Ctx::user_data), which the new code starts
+//! without.
 //!
 //! ```
 //! use odeon_guest::prelude::*;
@@ -20,33 +23,31 @@
 //! }
 //!
 //! pub struct Game {
-//!     state: StateEncoder<Score>,
 //!     rounds: u32,
 //! }
 //!
 //! impl Room for Game {
 //!     const NAME: &'static str = "game";
+//!     type State = Score;
+//!     type UserData = ();
 //!     const VERSION: u32 = 2;
 //!
-//!     fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
-//!         Ok(Game { state: StateEncoder::default(), rounds: 0 })
+//!     fn on_create(_ctx: &mut Ctx<Score>, _options: Payload) -> Result<Self, RoomError> {
+//!         Ok(Game { rounds: 0 })
 //!     }
 //!
-//!     fn migrate_out(&mut self, _ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
-//!         migration::encode(&(&*self.state.state(), self.rounds))
+//!     fn migrate_out(&mut self, ctx: &Ctx<Score>) -> Result<Vec<u8>, RoomError> {
+//!         migration::encode(&(&ctx.state, self.rounds))
 //!     }
 //!
-//!     fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+//!     fn migrate_in(ctx: &mut Ctx<Score>, from: Migration) -> Result<Self, RoomError> {
 //!         // Version 1 kept no round count.
-//!         let (score, rounds) = match from.version() {
+//!         let rounds;
+//!         (ctx.state, rounds) = match from.version() {
 //!             1 => (from.decode::<Score>()?, 0),
 //!             _ => from.decode::<(Score, u32)>()?,
 //!         };
-//!         Ok(Game { state: StateEncoder::new(score), rounds })
-//!     }
-//!
-//!     fn state(&mut self) -> Option<&mut dyn SyncedState> {
-//!         Some(&mut self.state)
+//!         Ok(Game { rounds })
 //!     }
 //! }
 //! # export_room!(Game);

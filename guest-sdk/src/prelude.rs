@@ -7,4 +7,4 @@ pub use crate::{
     Message, MessageType, MessageTypeExt, OpId, Payload, PresenceValue, PresenceValueExt, Reject, Room,
     RoomError, Step, TimerId, Value,
 };
-pub use crate::{ArraySchema, MapSchema, Schema, Shared, StateEncoder, SyncedState};
+pub use crate::{ArraySchema, MapSchema, Schema, Shared};

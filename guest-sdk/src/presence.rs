@@ -181,13 +181,18 @@ pub(crate) enum OpKind {
 ///     ctx.presence().incr(Key::global("visits"))
 /// }
 /// ```
-#[derive(Debug)]
-pub struct Presence<'a> {
-    ctx: &'a mut Ctx,
+pub struct Presence<'a, S = (), U = ()> {
+    ctx: &'a mut Ctx<S, U>,
 }
 
-impl<'a> Presence<'a> {
-    pub(crate) fn new(ctx: &'a mut Ctx) -> Self {
+impl<S, U> std::fmt::Debug for Presence<'_, S, U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presence").field("ctx", &self.ctx).finish()
+    }
+}
+
+impl<'a, S, U> Presence<'a, S, U> {
+    pub(crate) fn new(ctx: &'a mut Ctx<S, U>) -> Self {
         Self { ctx }
     }
 
@@ -381,7 +386,7 @@ mod tests {
 
     #[test]
     fn every_method_queues_its_operation_with_a_fresh_id() {
-        let mut ctx = Ctx::default();
+        let mut ctx: Ctx = Ctx::default();
         let mut p = ctx.presence();
         let g = || Key::global("g");
         let ids = [

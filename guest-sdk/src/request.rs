@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::handler::Outcome;
 use crate::payload::encode_named;
 use crate::room::{Client, Room};
-use crate::{Ctx, Message, Payload, Schema};
+use crate::{Ctx, Message, Payload, RoomCtx, Schema};
 
 /// How a room answers a request ([`Room::on_request`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +81,7 @@ pub(crate) fn type_name(kind: &MessageType) -> String {
 /// Runs the room's request handler ([`Room::on_request`]) and queues its answer.
 pub(crate) fn answer<R: Room>(
     room: &mut R,
-    ctx: &mut Ctx,
+    ctx: &mut RoomCtx<R>,
     client: Client,
     request_id: f64,
     message: Message,
@@ -106,7 +106,7 @@ pub(crate) fn answer<R: Room>(
 
 /// Queues the answer a typed handler's outcome gives: OK with its value, REJECTED with a
 /// refusal's `{code, message}`, ERROR with a fault's `{name: "Error", message, code}`.
-pub(crate) fn respond(ctx: &mut Ctx, client: &Client, request_id: f64, outcome: Outcome) {
+pub(crate) fn respond<S, U>(ctx: &mut Ctx<S, U>, client: &Client, request_id: f64, outcome: Outcome) {
     let (status, payload) = match outcome {
         Ok(value) => (RequestStatus::Ok, value),
         Err(reject) if reject.is_fault() => {
@@ -118,8 +118,8 @@ pub(crate) fn respond(ctx: &mut Ctx, client: &Client, request_id: f64, outcome: 
     push_response(ctx, client, request_id, status, payload);
 }
 
-fn push_response(
-    ctx: &mut Ctx,
+fn push_response<S, U>(
+    ctx: &mut Ctx<S, U>,
     client: &Client,
     request_id: f64,
     status: RequestStatus,

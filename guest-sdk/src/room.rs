@@ -5,8 +5,9 @@ use std::fmt;
 use crate::handler::Handlers;
 use crate::migration::Migration;
 use crate::request::{Answer, Inputs, Step};
-use crate::state::SyncedState;
-use crate::{Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, PresenceValue, TimerId, Value};
+use crate::{
+    Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, PresenceValue, Schema, TimerId, Value,
+};
 
 /// A room type: its matchmaking settings and its lifecycle hooks, as in Colyseus 0.17.
 ///
@@ -21,6 +22,8 @@ use crate::{Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, Pre
 ///
 /// impl Room for Lobby {
 ///     const NAME: &'static str = "lobby";
+///     type State = ();
+///     type UserData = ();
 ///
 ///     fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
 ///         ctx.set_max_clients(8);
@@ -56,13 +59,25 @@ use crate::{Ctx, Listing, Message, MessageType, OpId, Payload, PayloadError, Pre
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an Odeon room",
     label = "needs `impl odeon_guest::Room for {Self}`",
-    note = "a room needs `const NAME: &'static str` and \
-            `fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError>`; \
-            every other hook has a default"
+    note = "a room needs `const NAME: &'static str`, `type State` (`()` for none), `type UserData` \
+            (`()` for none) and `fn on_create(ctx: &mut Ctx<State, UserData>, options: Payload) -> \
+            Result<Self, RoomError>`; every other hook has a default"
 )]
 pub trait Room: Sized + 'static {
     /// The room type name clients matchmake with, e.g. `joinOrCreate("echo")`.
     const NAME: &'static str;
+
+    /// The room's synchronised state (Colyseus's `this.state`): a `#[derive(Schema, Default)]`
+    /// struct, or `()` for a room without one. The SDK creates it with `Default` before
+    /// [`Room::on_create`], keeps it in [`Ctx::state`] where every hook reads and changes it as
+    /// a plain value, and sends its changes to the clients (`room.state`).
+    type State: Schema + Default;
+
+    /// What the room keeps per client (Colyseus's `client.userData`), in
+    /// [`Ctx::user_data`]: `Default` when the client joins, kept across a reconnection and a
+    /// move to another host, dropped once it has left. `()` for nothing. A live migration to
+    /// new code does not carry it: the new code's [`Room::migrate_in`] starts without any.
+    type UserData: Default + 'static;
 
     /// Option keys that partition rooms (Colyseus `filterBy`).
     const FILTER_BY: &'static [&'static str] = &[];
@@ -90,12 +105,12 @@ pub trait Room: Sized + 'static {
     }
 
     /// Creates the room from the merged creation options; an error fails the matchmaking request.
-    fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError>;
+    fn on_create(ctx: &mut Ctx<Self::State, Self::UserData>, options: Payload) -> Result<Self, RoomError>;
 
     /// A client joined; it is already in [`Ctx::clients`]. An error refuses it.
     fn on_join(
         &mut self,
-        ctx: &mut Ctx,
+        ctx: &mut Ctx<Self::State, Self::UserData>,
         client: &Client,
         options: Payload,
         auth: Payload,
@@ -105,18 +120,18 @@ pub trait Room: Sized + 'static {
     }
 
     /// A client left for good; it is no longer in [`Ctx::clients`].
-    fn on_leave(&mut self, ctx: &mut Ctx, client: &Client, code: u16) {
+    fn on_leave(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>, client: &Client, code: u16) {
         let _ = (ctx, client, code);
     }
 
     /// A client's connection dropped without its consent. Call [`Ctx::allow_reconnection`] here
     /// to keep its seat; otherwise [`Room::on_leave`] runs right after with the same code.
-    fn on_drop(&mut self, ctx: &mut Ctx, client: &Client, code: u16) {
+    fn on_drop(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>, client: &Client, code: u16) {
         let _ = (ctx, client, code);
     }
 
     /// A dropped client came back within its reconnection window.
-    fn on_reconnect(&mut self, ctx: &mut Ctx, client: &Client) {
+    fn on_reconnect(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>, client: &Client) {
         let _ = (ctx, client);
     }
 
@@ -130,7 +145,7 @@ pub trait Room: Sized + 'static {
     }
 
     /// A client sent a message of a type without a typed handler ([`Room::handlers`]).
-    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+    fn on_message(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>, client: &Client, message: Message) {
         let _ = (ctx, client, message);
     }
 
@@ -140,7 +155,12 @@ pub trait Room: Sized + 'static {
     /// handler for any type ([`Answer::NoHandler`]). A handler that acts like a message handler
     /// and has nothing to return answers [`Answer::empty`] after its side effects:
     /// `self.on_message(ctx, client, request); Answer::empty()`.
-    fn on_request(&mut self, ctx: &mut Ctx, client: &Client, request: Message) -> Answer {
+    fn on_request(
+        &mut self,
+        ctx: &mut Ctx<Self::State, Self::UserData>,
+        client: &Client,
+        request: Message,
+    ) -> Answer {
         let _ = (ctx, client, request);
         Answer::NoHandler
     }
@@ -152,47 +172,68 @@ pub trait Room: Sized + 'static {
     }
 
     /// A fixed-timestep step of a room with [`Room::inputs`], with at most one input per client.
-    fn on_step(&mut self, ctx: &mut Ctx, step: Step) {
+    fn on_step(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>, step: Step) {
         let _ = (ctx, step);
     }
 
     /// A client sent a bytes message (`sendBytes`).
-    fn on_bytes(&mut self, ctx: &mut Ctx, client: &Client, kind: MessageType, bytes: &[u8]) {
+    fn on_bytes(
+        &mut self,
+        ctx: &mut Ctx<Self::State, Self::UserData>,
+        client: &Client,
+        kind: MessageType,
+        bytes: &[u8],
+    ) {
         let _ = (ctx, client, kind, bytes);
     }
 
     /// A simulation tick, at the interval set with [`Ctx::set_simulation_interval`].
-    fn on_tick(&mut self, ctx: &mut Ctx, dt_ms: f64) {
+    fn on_tick(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>, dt_ms: f64) {
         let _ = dt_ms;
         // Only this default reports itself: the host then stops the empty ticks.
         ctx.ticks_unhandled();
     }
 
     /// A timer set with [`Ctx::set_timeout`] or [`Ctx::set_interval`] fired.
-    fn on_timer(&mut self, ctx: &mut Ctx, timer: TimerId) {
+    fn on_timer(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>, timer: TimerId) {
         let _ = (ctx, timer);
     }
 
     /// The answer to the presence operation `op`, issued through [`Ctx::presence`] in an earlier
     /// hook: the value, or why the operation failed. Each operation is answered once.
-    fn on_presence(&mut self, ctx: &mut Ctx, op: OpId, result: Result<PresenceValue, String>) {
+    fn on_presence(
+        &mut self,
+        ctx: &mut Ctx<Self::State, Self::UserData>,
+        op: OpId,
+        result: Result<PresenceValue, String>,
+    ) {
         let _ = (ctx, op, result);
     }
 
     /// A message was published on `topic`, which the room subscribed to with
     /// [`Presence::subscribe`](crate::Presence::subscribe); `topic` is the name as the room gave
     /// it. The room's own publications arrive here too.
-    fn on_presence_message(&mut self, ctx: &mut Ctx, topic: &str, message: &str) {
+    fn on_presence_message(
+        &mut self,
+        ctx: &mut Ctx<Self::State, Self::UserData>,
+        topic: &str,
+        message: &str,
+    ) {
         let _ = (ctx, topic, message);
     }
 
     /// The answer to the room query `op`, issued with [`Ctx::query_rooms`] in an earlier hook.
-    fn on_rooms(&mut self, ctx: &mut Ctx, op: OpId, result: Result<Vec<Listing>, String>) {
+    fn on_rooms(
+        &mut self,
+        ctx: &mut Ctx<Self::State, Self::UserData>,
+        op: OpId,
+        result: Result<Vec<Listing>, String>,
+    ) {
         let _ = (ctx, op, result);
     }
 
     /// The room is being disposed; no hook runs after this one.
-    fn on_dispose(&mut self, ctx: &mut Ctx) {
+    fn on_dispose(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>) {
         let _ = ctx;
     }
 
@@ -201,7 +242,7 @@ pub trait Room: Sized + 'static {
     /// [`migration::encode`](crate::migration::encode). The default has no hooks: the room is
     /// not migrated and keeps its version until it disposes. An error keeps the room where it
     /// is.
-    fn migrate_out(&mut self, ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
+    fn migrate_out(&mut self, ctx: &Ctx<Self::State, Self::UserData>) -> Result<Vec<u8>, RoomError> {
         let _ = ctx;
         Err(RoomError::new(crate::migration::NO_HOOKS))
     }
@@ -211,19 +252,14 @@ pub trait Room: Sized + 'static {
     /// timers and outstanding operations; a schema state must come back exactly as the clients
     /// hold it (same schema, same content), or the room stays on its old code. An error keeps
     /// the room on its old code too.
-    fn migrate_in(ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+    fn migrate_in(ctx: &mut Ctx<Self::State, Self::UserData>, from: Migration) -> Result<Self, RoomError> {
         let _ = (ctx, from);
         Err(RoomError::new(crate::migration::NO_HOOKS))
     }
-
-    /// The room's synchronised state (Colyseus's `this.state`), if it has one: usually a
-    /// `StateEncoder<MyState>` field. A room with state is announced with the "schema"
-    /// serializer; one without keeps "none". Change the state from any hook; the runtime sends
-    /// patches at the room's patch rate.
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        None
-    }
 }
+
+/// The context of room type `R`'s hooks.
+pub(crate) type RoomCtx<R> = Ctx<<R as Room>::State, <R as Room>::UserData>;
 
 /// A joined client.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,6 +1,6 @@
 //! The runtime behind [`export_room!`](crate::export_room): turns ABI records into hook calls.
 //!
-//! [`Runtime`] owns the room and its [`Ctx`] and handles a [`Batch`] of events; [`manifest`] and
+//! [`Runtime`] owns the room and its [`Ctx`](crate::Ctx) and handles a [`Batch`] of events; [`manifest`] and
 //! [`auth`] serve the two static exports. Everything here is plain safe Rust that runs natively as
 //! well; only `export` (on `wasm32`) deals with raw pointers into linear memory.
 
@@ -9,7 +9,8 @@ use odeon_protocol::abi::{self, AuthDecision, AuthRequest, Batch, Effect, Effect
 use crate::ctx::TimerId;
 use crate::handler::Handlers;
 use crate::presence::OpKind;
-use crate::{Auth, AuthContext, Client, Ctx, Message, Payload, Room, Value};
+use crate::state::{Synced, is_synced};
+use crate::{Auth, AuthContext, Client, Message, Payload, Room, RoomCtx, Value};
 
 /// The code of [`Effect::CreateFailed`] when [`Room::on_create`] gives none.
 pub const CREATE_FAILED: u32 = 523;
@@ -17,13 +18,20 @@ pub const CREATE_FAILED: u32 = 523;
 pub const JOIN_FAILED: u32 = 526;
 
 /// A room instance and its context, fed one [`Batch`] at a time.
-#[derive(Debug)]
-pub struct Runtime<R> {
+pub struct Runtime<R: Room> {
     room: Option<R>,
     phase: Phase,
-    ctx: Ctx,
+    ctx: RoomCtx<R>,
+    /// The state's encoder, for a room with state, once the room exists.
+    synced: Option<Synced<R::State>>,
     /// The room type's typed handlers ([`Room::handlers`]), registered once per instance.
     handlers: Handlers<R>,
+}
+
+impl<R: Room> std::fmt::Debug for Runtime<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("phase", &self.phase).field("ctx", &self.ctx).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +53,13 @@ impl<R: Room> Default for Runtime<R> {
 impl<R: Room> Runtime<R> {
     /// A runtime waiting for [`Event::Create`].
     pub fn new() -> Self {
-        Self { room: None, phase: Phase::Pending, ctx: Ctx::default(), handlers: Handlers::of() }
+        Self {
+            room: None,
+            phase: Phase::Pending,
+            ctx: RoomCtx::<R>::default(),
+            synced: None,
+            handlers: Handlers::of(),
+        }
     }
 
     /// The room, once created.
@@ -54,7 +68,7 @@ impl<R: Room> Runtime<R> {
     }
 
     /// The room's context, as its hooks see it.
-    pub fn ctx(&self) -> &Ctx {
+    pub fn ctx(&self) -> &RoomCtx<R> {
         &self.ctx
     }
 
@@ -66,8 +80,8 @@ impl<R: Room> Runtime<R> {
         }
         // Tell the host there is something to patch; it asks at the room's next patch tick.
         if self.phase == Phase::Live
-            && let Some(state) = self.room.as_mut().and_then(|r| r.state())
-            && state.has_changes()
+            && let Some(synced) = self.synced.as_mut()
+            && synced.with(&mut self.ctx.state, |encoder| encoder.has_changes())
         {
             self.ctx.push_effect(Effect::StateChanged);
         }
@@ -109,7 +123,7 @@ impl<R: Room> Runtime<R> {
                 if matches!(event, Event::Dispose) {
                     self.phase = Phase::Disposed;
                 }
-                dispatch(room, &mut self.ctx, &self.handlers, event);
+                dispatch(room, &mut self.ctx, &self.handlers, self.synced.as_mut(), event);
             }
             (Phase::Failed, _) => {}
             (phase, event) => {
@@ -122,9 +136,10 @@ impl<R: Room> Runtime<R> {
         self.ctx.set_room(room_id, room_name);
         let start = self.ctx.effect_count();
         match R::on_create(&mut self.ctx, options) {
-            Ok(mut room) => {
-                if let Some(state) = room.state() {
-                    let (reflection_v4, reflection_v5) = (state.reflection_v4(), state.reflection_v5());
+            Ok(room) => {
+                if is_synced::<R::State>() {
+                    self.synced = Some(Synced::start(&mut self.ctx.state));
+                    let (reflection_v4, reflection_v5) = Synced::<R::State>::reflections();
                     self.ctx.push_effect(Effect::SetSerializer { reflection_v4, reflection_v5 });
                 }
                 if let Some(inputs) = R::inputs() {
@@ -144,15 +159,22 @@ impl<R: Room> Runtime<R> {
     }
 }
 
-/// Calls the hook for one event on a live room, keeping [`Ctx::clients`] in step.
-fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, handlers: &Handlers<R>, event: Event) {
+/// Calls the hook for one event on a live room, keeping [`Ctx::clients`](crate::Ctx::clients)
+/// and the clients' user data in step.
+fn dispatch<R: Room>(
+    room: &mut R,
+    ctx: &mut RoomCtx<R>,
+    handlers: &Handlers<R>,
+    synced: Option<&mut Synced<R::State>>,
+    event: Event,
+) {
     match event {
         Event::Create { .. } => crate::log::warn("ignoring a second Create event"),
         Event::Join { session_id, options, auth } => {
             let client = Client::new(session_id);
             ctx.add_client(&client);
             if let Err(err) = room.on_join(ctx, &client, Payload::new(options), Payload::new(auth)) {
-                ctx.remove_client(&client);
+                ctx.forget_client(&client);
                 ctx.push_effect(Effect::RejectJoin {
                     session_id: client.session_id().to_owned(),
                     code: err.code.unwrap_or(JOIN_FAILED),
@@ -164,6 +186,7 @@ fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, handlers: &Handlers<R>, event:
             let client = Client::new(session_id);
             ctx.remove_client(&client);
             room.on_leave(ctx, &client, code);
+            ctx.forget_client(&client);
         }
         Event::Drop { session_id, code } => {
             let client = Client::new(session_id);
@@ -175,6 +198,7 @@ fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, handlers: &Handlers<R>, event:
             });
             if !kept_seat {
                 room.on_leave(ctx, &client, code);
+                ctx.forget_client(&client);
             }
         }
         Event::Reconnect { session_id } => {
@@ -226,15 +250,15 @@ fn dispatch<R: Room>(room: &mut R, ctx: &mut Ctx, handlers: &Handlers<R>, event:
             None => crate::log::warn(format_args!("ignoring an answer to unknown room query {op_id}")),
         },
         // Rooms without schema state never announce a serializer, so the host never asks.
-        Event::FullState => match room.state() {
-            Some(state) => {
-                let bytes = state.full_state();
+        Event::FullState => match synced {
+            Some(synced) => {
+                let bytes = synced.with(&mut ctx.state, |encoder| encoder.full_state());
                 ctx.push_effect(Effect::FullState(bytes));
             }
             None => crate::log::warn("ignoring FullState: this room has no synchronised state"),
         },
         Event::Patch => {
-            if let Some(bytes) = room.state().and_then(|s| s.patch()) {
+            if let Some(bytes) = synced.and_then(|s| s.with(&mut ctx.state, |encoder| encoder.patch())) {
                 ctx.push_effect(Effect::StatePatch(bytes));
             }
         }

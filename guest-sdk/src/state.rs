@@ -1,56 +1,62 @@
-//! Synchronised room state: what a room exposes through [`Room::state`](crate::Room::state) so the
-//! runtime can announce its serializer, answer full-state requests and produce patches.
+//! The room's synchronised state as the runtime keeps it: a plain value in [`Ctx::state`] for
+//! the hooks, and the encoder that follows it for the clients.
+//!
+//! The state lives outside its encoder while hooks run, so a room changes it as any Rust value
+//! (`ctx.state.turn = ..`), with no guard to hold and no setter to call. For each encoding the
+//! runtime puts it back ([`StateEncoder::attach`]), which compares the root's fields with what
+//! they were and records those that differ; children and collections record their own changes
+//! wherever the state is.
+//!
+//! [`Ctx::state`]: crate::Ctx::state
+
+use std::any::TypeId;
 
 use odeon_schema::{Schema, SchemaVersion, StateCarry, StateEncoder};
 
-/// A room's synchronised state, as the runtime drives it. Implemented by
-/// [`StateEncoder`](odeon_schema::StateEncoder) for every `#[derive(Schema)]` root, so a room
-/// only keeps a `StateEncoder<MyState>` field and returns it from `Room::state`.
-pub trait SyncedState {
-    /// The reflection handshake in the v3/v4 layout (0.16 and 0.17 clients).
-    fn reflection_v4(&self) -> Vec<u8>;
-    /// The reflection handshake in the v5 layout (0.18 clients).
-    fn reflection_v5(&self) -> Vec<u8>;
-    /// The whole state, for a client that just joined.
-    fn full_state(&mut self) -> Vec<u8>;
-    /// The changes since the previous patch, if any.
-    fn patch(&mut self) -> Option<Vec<u8>>;
-    /// Whether a patch may have something to send.
-    fn has_changes(&self) -> bool;
-    /// What the clients hold of this state (refIds, map indexes), for a live migration; fails
-    /// while changes are pending since the last patch.
-    fn carry(&mut self) -> Result<StateCarry, String>;
-    /// Continues the stream another encoder (the previous version's) sent, from `carry`; fails
-    /// when this state's schema or content differs from what the clients hold.
-    fn adopt(&mut self, carry: &StateCarry) -> Result<(), String>;
+/// Whether `S` is a state at all: `()` is a room without one, announced with the "none"
+/// serializer and never encoded.
+pub(crate) fn is_synced<S: Schema>() -> bool {
+    TypeId::of::<S>() != TypeId::of::<()>()
 }
 
-impl<T: Schema> SyncedState for StateEncoder<T> {
-    fn reflection_v4(&self) -> Vec<u8> {
-        StateEncoder::<T>::reflection(SchemaVersion::V4)
+/// A room's state encoder; the state itself is the caller's (the context's).
+pub(crate) struct Synced<S: Schema> {
+    encoder: StateEncoder<S>,
+}
+
+impl<S: Schema + Default> Synced<S> {
+    /// Starts encoding `state`, which stays where it is: the encoder keeps a stand-in.
+    pub(crate) fn start(state: &mut S) -> Self {
+        let mut encoder = StateEncoder::new(std::mem::take(state));
+        encoder.detach(state);
+        Self { encoder }
     }
 
-    fn reflection_v5(&self) -> Vec<u8> {
-        StateEncoder::<T>::reflection(SchemaVersion::V5)
+    /// Continues the stream the previous version's encoder sent (a live migration): fails when
+    /// `state` is not what the clients hold.
+    pub(crate) fn adopt(state: &mut S, carry: &StateCarry) -> Result<Self, String> {
+        let mut encoder = StateEncoder::new(std::mem::take(state));
+        let adopted = encoder.adopt(carry).map_err(|e| e.to_string());
+        encoder.detach(state);
+        adopted.map(|()| Self { encoder })
     }
 
-    fn full_state(&mut self) -> Vec<u8> {
-        StateEncoder::full_state(self)
+    /// The reflection handshakes: the v3/v4 layout (0.16 and 0.17 clients), then v5 (0.18).
+    pub(crate) fn reflections() -> (Vec<u8>, Vec<u8>) {
+        (StateEncoder::<S>::reflection(SchemaVersion::V4), StateEncoder::<S>::reflection(SchemaVersion::V5))
     }
 
-    fn patch(&mut self) -> Option<Vec<u8>> {
-        StateEncoder::patch(self)
+    /// Runs `f` on the encoder with `state` in it, then takes `state` out again.
+    pub(crate) fn with<T>(&mut self, state: &mut S, f: impl FnOnce(&mut StateEncoder<S>) -> T) -> T {
+        self.encoder.attach(state);
+        let out = f(&mut self.encoder);
+        self.encoder.detach(state);
+        out
     }
+}
 
-    fn has_changes(&self) -> bool {
-        StateEncoder::has_changes(self)
-    }
-
-    fn carry(&mut self) -> Result<StateCarry, String> {
-        StateEncoder::carry(self).map_err(|e| e.to_string())
-    }
-
-    fn adopt(&mut self, carry: &StateCarry) -> Result<(), String> {
-        StateEncoder::adopt(self, carry).map_err(|e| e.to_string())
+impl<S: Schema> std::fmt::Debug for Synced<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Synced(..)")
     }
 }

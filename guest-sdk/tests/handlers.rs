@@ -24,6 +24,8 @@ const TOO_MUCH: u32 = 4001;
 
 impl Room for Counter {
     const NAME: &'static str = "counter";
+    type State = ();
+    type UserData = ();
 
     fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
         Ok(Counter::default())
@@ -154,6 +156,8 @@ pub struct Twice;
 
 impl Room for Twice {
     const NAME: &'static str = "twice";
+    type State = ();
+    type UserData = ();
 
     fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
         Ok(Twice)

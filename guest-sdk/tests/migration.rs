@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 #[derive(Schema, Default, Serialize, Deserialize)]
-#[schema(crate = "odeon_guest::schema")]
 struct Board {
     cells: MapSchema<u32>,
 }
@@ -15,68 +14,62 @@ struct Board {
 /// Version 1: counts ticks of an interval timer into `cells["ticks"]` and each client's
 /// messages, and keeps a private message count.
 struct V1 {
-    state: StateEncoder<Board>,
     messages: u32,
 }
 
 impl Room for V1 {
     const NAME: &'static str = "counter";
+    type State = Board;
+    type UserData = ();
 
-    fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+    fn on_create(ctx: &mut Ctx<Board>, _options: Payload) -> Result<Self, RoomError> {
         ctx.set_interval(100);
-        Ok(V1 { state: StateEncoder::default(), messages: 0 })
+        Ok(V1 { messages: 0 })
     }
 
-    fn on_message(&mut self, _ctx: &mut Ctx, client: &Client, _message: Message) {
+    fn on_message(&mut self, ctx: &mut Ctx<Board>, client: &Client, _message: Message) {
         self.messages += 1;
-        self.state.state_mut().cells_mut().insert(client.session_id(), self.messages);
+        ctx.state.cells.insert(client.session_id(), self.messages);
     }
 
-    fn on_timer(&mut self, _ctx: &mut Ctx, _timer: TimerId) {
-        let ticks = self.state.state().cells.get("ticks").copied().unwrap_or(0);
-        self.state.state_mut().cells_mut().insert("ticks", ticks + 1);
+    fn on_timer(&mut self, ctx: &mut Ctx<Board>, _timer: TimerId) {
+        let ticks = ctx.state.cells.get("ticks").copied().unwrap_or(0);
+        ctx.state.cells.insert("ticks", ticks + 1);
     }
 
-    fn migrate_out(&mut self, _ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
-        migration::encode(&(&*self.state.state(), self.messages))
-    }
-
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        Some(&mut self.state)
+    fn migrate_out(&mut self, ctx: &Ctx<Board>) -> Result<Vec<u8>, RoomError> {
+        migration::encode(&(&ctx.state, self.messages))
     }
 }
 
 /// Version 2: the same state; ticks count by ten, and it tells everyone it took over.
 struct V2 {
-    state: StateEncoder<Board>,
     messages: u32,
     from: u32,
 }
 
 impl Room for V2 {
     const NAME: &'static str = "counter";
+    type State = Board;
+    type UserData = ();
     const VERSION: u32 = 2;
 
-    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+    fn on_create(_ctx: &mut Ctx<Board>, _options: Payload) -> Result<Self, RoomError> {
         Err(RoomError::new("only migrated here"))
     }
 
-    fn on_timer(&mut self, _ctx: &mut Ctx, _timer: TimerId) {
-        let ticks = self.state.state().cells.get("ticks").copied().unwrap_or(0);
-        self.state.state_mut().cells_mut().insert("ticks", ticks + 10);
+    fn on_timer(&mut self, ctx: &mut Ctx<Board>, _timer: TimerId) {
+        *ctx.state.cells.get_mut("ticks").expect("v1 counted ticks") += 10;
     }
 
-    fn migrate_in(ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
-        let (board, messages) = from.decode::<(Board, u32)>()?;
+    fn migrate_in(ctx: &mut Ctx<Board>, from: Migration) -> Result<Self, RoomError> {
+        let messages;
+        (ctx.state, messages) = from.decode::<(Board, u32)>()?;
         let everyone: Vec<Client> = ctx.clients().to_vec();
         for client in &everyone {
             ctx.send(client, "upgraded", &from.version());
         }
-        Ok(V2 { state: StateEncoder::new(board), messages, from: from.version() })
-    }
-
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        Some(&mut self.state)
+        Ok(V2 { messages, from: from.version() })
     }
 }
 
@@ -93,10 +86,10 @@ fn state_clients_timers_and_private_data_move_to_the_new_code() {
     assert_eq!(room.room().messages, 2);
     assert_eq!(room.sent_to::<u32>("a", "upgraded"), [1]);
     assert_eq!(room.sent_to::<u32>("b", "upgraded"), [1]);
-    assert_eq!(room.room().state.to_json(), r#"{"cells":{"a":1,"b":2,"ticks":2}}"#);
+    assert_eq!(room.state_json(), r#"{"cells":{"a":1,"b":2,"ticks":2}}"#);
     // The interval v1 set now fires into v2's hook.
     room.advance(100);
-    assert_eq!(room.room().state.state().cells.get("ticks"), Some(&12));
+    assert_eq!(room.state().cells.get("ticks"), Some(&12));
 }
 
 /// A room without the hooks.
@@ -104,6 +97,8 @@ struct Plain;
 
 impl Room for Plain {
     const NAME: &'static str = "plain";
+    type State = ();
+    type UserData = ();
 
     fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
         Ok(Plain)
@@ -118,33 +113,29 @@ fn a_room_without_hooks_is_not_migrated_and_says_so() {
 }
 
 #[derive(Schema, Default, Serialize, Deserialize)]
-#[schema(crate = "odeon_guest::schema")]
 struct WiderBoard {
     cells: MapSchema<u32>,
     round: u8,
 }
 
 /// A v2 whose state gained a field: clients cannot follow it.
-struct Wider(StateEncoder<WiderBoard>);
+struct Wider;
 
 impl Room for Wider {
     const NAME: &'static str = "counter";
+    type State = WiderBoard;
+    type UserData = ();
 
-    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+    fn on_create(_ctx: &mut Ctx<WiderBoard>, _options: Payload) -> Result<Self, RoomError> {
         Err(RoomError::new("only migrated here"))
     }
 
-    fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+    fn migrate_in(ctx: &mut Ctx<WiderBoard>, from: Migration) -> Result<Self, RoomError> {
         let (board, _messages) = from.decode::<(Board, u32)>()?;
-        let mut wider = WiderBoard::default();
         for (key, value) in board.cells.iter() {
-            wider.cells.insert(key, *value);
+            ctx.state.cells.insert(key, *value);
         }
-        Ok(Wider(StateEncoder::new(wider)))
-    }
-
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        Some(&mut self.0)
+        Ok(Wider)
     }
 }
 
@@ -157,22 +148,20 @@ fn a_schema_change_is_refused() {
     assert!(err.contains("schema"), "{err}");
 }
 
-/// A v2 that restores another state than the one clients hold.
-struct Forgetful(StateEncoder<Board>);
+/// A v2 that restores another state than the one clients hold (it forgets to restore any).
+struct Forgetful;
 
 impl Room for Forgetful {
     const NAME: &'static str = "counter";
+    type State = Board;
+    type UserData = ();
 
-    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+    fn on_create(_ctx: &mut Ctx<Board>, _options: Payload) -> Result<Self, RoomError> {
         Err(RoomError::new("only migrated here"))
     }
 
-    fn migrate_in(_ctx: &mut Ctx, _from: Migration) -> Result<Self, RoomError> {
-        Ok(Forgetful(StateEncoder::default()))
-    }
-
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        Some(&mut self.0)
+    fn migrate_in(_ctx: &mut Ctx<Board>, _from: Migration) -> Result<Self, RoomError> {
+        Ok(Forgetful)
     }
 }
 
@@ -190,12 +179,14 @@ struct Picky;
 
 impl Room for Picky {
     const NAME: &'static str = "counter";
+    type State = Board;
+    type UserData = ();
 
-    fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+    fn on_create(_ctx: &mut Ctx<Board>, _options: Payload) -> Result<Self, RoomError> {
         Ok(Picky)
     }
 
-    fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+    fn migrate_in(_ctx: &mut Ctx<Board>, from: Migration) -> Result<Self, RoomError> {
         Err(RoomError::new(format!("version {} is too old", from.version())))
     }
 }

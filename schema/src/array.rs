@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::ops::Index;
+use std::ops::{Index, IndexMut};
 
 use odeon_protocol::codec::encode_int;
 
@@ -26,47 +26,60 @@ use crate::walk::{
 pub struct ArraySchema<V: Element> {
     ident: Ident,
     items: Vec<V::Item>,
-    track: RefCell<ArrayTrack>,
+    track: RefCell<ArrayTrack<V::Item>>,
 }
 
 const NEW: u32 = u32::MAX;
 
 /// Where an item came from, relative to the array the clients hold.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
+struct Slot<I> {
     /// The item's position in the clients' array, or `NEW`.
     origin: u32,
-    /// The item at that position was replaced.
+    /// The item at that position was replaced, or handed out to be changed in place.
     changed: bool,
+    /// The item the clients hold, when it was handed out to be changed in place: an item
+    /// written back as it was is not sent.
+    before: Option<I>,
+}
+
+impl<I> Slot<I> {
+    fn new(origin: u32) -> Self {
+        Self { origin, changed: false, before: None }
+    }
 }
 
 /// The array's edits since the previous patch.
-#[derive(Debug, Default)]
-struct ArrayTrack {
+struct ArrayTrack<I> {
     dirty: bool,
     cleared: bool,
     /// The clients' length at the previous patch.
     known_len: u32,
     /// Parallel to the items while `dirty`.
-    slots: Vec<Slot>,
+    slots: Vec<Slot<I>>,
     /// The clients' positions removed, in the order they were removed.
     removed: Vec<u32>,
 }
 
-impl ArrayTrack {
+impl<I> Default for ArrayTrack<I> {
+    fn default() -> Self {
+        Self { dirty: false, cleared: false, known_len: 0, slots: Vec::new(), removed: Vec::new() }
+    }
+}
+
+impl<I> ArrayTrack<I> {
     /// Starts recording against the array as the clients hold it (the current items).
     fn begin(&mut self, len: usize) {
         if !self.dirty {
             self.dirty = true;
             self.known_len = len as u32;
             self.slots.clear();
-            self.slots.extend((0..len as u32).map(|origin| Slot { origin, changed: false }));
+            self.slots.extend((0..len as u32).map(Slot::new));
             self.removed.clear();
         }
         bump_mutations();
     }
 
-    fn forget(&mut self, slot: Slot) {
+    fn forget(&mut self, slot: Slot<I>) {
         if slot.origin != NEW {
             self.removed.push(slot.origin);
         }
@@ -126,7 +139,7 @@ impl<V: Element> ArraySchema<V> {
         let track = self.track.get_mut();
         track.begin(self.items.len());
         self.items.push(value.into());
-        track.slots.push(Slot { origin: NEW, changed: false });
+        track.slots.push(Slot::new(NEW));
     }
 
     /// Removes and returns the last item.
@@ -152,7 +165,7 @@ impl<V: Element> ArraySchema<V> {
         let track = self.track.get_mut();
         track.begin(self.items.len());
         self.items.insert(index, value.into());
-        track.slots.insert(index, Slot { origin: NEW, changed: false });
+        track.slots.insert(index, Slot::new(NEW));
     }
 
     /// Removes and returns the item at `index`, shifting the later ones.
@@ -185,6 +198,44 @@ impl<V: Element> ArraySchema<V> {
         track.begin(self.items.len());
         track.slots[index].changed = true;
         std::mem::replace(&mut self.items[index], value)
+    }
+
+    /// Write access to the item at `index`: `&mut` for a primitive (`*array.get_mut(0)? = 5`),
+    /// the struct's `*Mut` type for a struct (`array.get_mut(0)?.x = 1.0`). What changed is
+    /// sent with the next patch; an item written back as it was is not.
+    pub fn get_mut(&mut self, index: usize) -> Option<V::ItemMut<'_>> {
+        if index >= self.items.len() {
+            return None;
+        }
+        Some(V::item_mut(self.hand_out(index)))
+    }
+
+    /// Write access to every item, in order (see [`get_mut`](ArraySchema::get_mut)).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = V::ItemMut<'_>> {
+        for index in 0..self.items.len() {
+            self.hand_out(index);
+        }
+        self.items.iter_mut().map(V::item_mut)
+    }
+
+    /// The item at `index`, to be changed in place: a primitive's slot remembers what the
+    /// clients hold, to compare at the next patch; a struct records its own changes.
+    fn hand_out(&mut self, index: usize) -> &mut V::Item {
+        if matches!(V::view(&self.items[index]), ItemRef::Prim(_)) {
+            self.replace_in_place(index);
+        }
+        &mut self.items[index]
+    }
+
+    /// Marks the item at `index` as possibly replaced in place.
+    fn replace_in_place(&mut self, index: usize) {
+        let track = self.track.get_mut();
+        track.begin(self.items.len());
+        let slot = &mut track.slots[index];
+        if !slot.changed {
+            slot.changed = true;
+            slot.before = Some(self.items[index].clone());
+        }
     }
 
     /// Keeps the first `len` items.
@@ -259,7 +310,12 @@ impl<V: Element> ArraySchema<V> {
     }
 
     /// Writes the edits since the previous patch; the session for `ref_id` is open.
-    fn write_changes(&self, track: &ArrayTrack, ref_id: u32, cx: &Cx, out: &mut Vec<u8>) {
+    fn write_changes(&self, track: &ArrayTrack<V::Item>, ref_id: u32, cx: &Cx, out: &mut Vec<u8>) {
+        // A slot handed out but written back as the clients hold it did not change.
+        let changed = |i: usize| {
+            let slot = &track.slots[i];
+            slot.changed && slot.before.as_ref().is_none_or(|before| !V::same(before, &self.items[i]))
+        };
         if !track.dirty {
             return;
         }
@@ -283,7 +339,7 @@ impl<V: Element> ArraySchema<V> {
             }
             for (i, item) in self.items.iter().enumerate() {
                 if i < kept {
-                    if track.slots[i].changed {
+                    if changed(i) {
                         Self::write_item(Self::replace_op(item), survivors[i], item, out);
                     }
                 } else {
@@ -295,7 +351,7 @@ impl<V: Element> ArraySchema<V> {
 
         // An insertion in the middle: positions after compaction, in a second session.
         let rewrites: Vec<usize> = (0..self.items.len())
-            .filter(|&i| i >= kept || track.slots[i].origin != survivors[i] || track.slots[i].changed)
+            .filter(|&i| i >= kept || track.slots[i].origin != survivors[i] || changed(i))
             .collect();
         if track.removed.len() + rewrites.len() > self.items.len() + 1 {
             return self.write_all(true, out);
@@ -341,6 +397,23 @@ impl<V: Element> Index<usize> for ArraySchema<V> {
     type Output = V::Item;
     fn index(&self, index: usize) -> &V::Item {
         &self.items[index]
+    }
+}
+
+/// `array[i] = value`: the next patch sends the item if it differs from what the clients hold.
+///
+/// # Panics
+///
+/// If `index >= len`.
+impl<V: Element> IndexMut<usize> for ArraySchema<V> {
+    fn index_mut(&mut self, index: usize) -> &mut V::Item {
+        assert!(
+            index < self.items.len(),
+            "ArraySchema index {index} out of bounds (len {})",
+            self.items.len()
+        );
+        self.replace_in_place(index);
+        &mut self.items[index]
     }
 }
 

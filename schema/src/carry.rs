@@ -346,6 +346,7 @@ impl<T: Schema> StateEncoder<T> {
     /// twice is restored by serde as two instances, which also differs), or when this encoder
     /// already sent something. The encoder is then unusable and should be dropped.
     pub fn adopt(&mut self, carry: &StateCarry) -> Result<(), CarryError> {
+        self.assert_attached();
         if carry.format != FORMAT {
             return Err(CarryError::new(format!(
                 "the carried state has layout {}, this odeon-schema reads layout {FORMAT}",

@@ -25,6 +25,8 @@ pub struct StateEncoder<T: Schema> {
     /// [`crate::walk::mutations`] at the previous patch.
     pub(crate) patched_at: u64,
     pub(crate) patched_once: bool,
+    /// The root's value is out with [`StateEncoder::detach`].
+    pub(crate) detached: bool,
 }
 
 impl<T: Schema> StateEncoder<T> {
@@ -36,7 +38,7 @@ impl<T: Schema> StateEncoder<T> {
         cx.begin_walk(false);
         cx.ensure(root.ident());
         root.node().assign_children(&mut cx);
-        Self { root, cx, patched_at: mutations(), patched_once: false }
+        Self { root, cx, patched_at: mutations(), patched_once: false, detached: false }
     }
 
     /// The reflection handshake for this state type.
@@ -63,9 +65,50 @@ impl<T: Schema> StateEncoder<T> {
         &self.root
     }
 
+    /// Takes the root's value out, to be changed as a plain `T`: no guard, no setters
+    /// (`state.score = 3`, `state.board[4] = 1`). `value` goes in its place meanwhile (any
+    /// instance: it is never encoded) and comes back with [`attach`](StateEncoder::attach),
+    /// which compares the root's fields with what they were here and records those that
+    /// differ, as their setters would have. Children and collections record their own
+    /// changes wherever the value is.
+    ///
+    /// This is how a room keeps its state between patches: the guest SDK attaches the value
+    /// for each encoding and detaches it again.
+    ///
+    /// # Panics
+    ///
+    /// If the root is already out.
+    pub fn detach(&mut self, value: &mut T) {
+        assert!(!self.detached, "the state's root is already detached");
+        self.root.detach(value);
+        self.detached = true;
+    }
+
+    /// Puts the root's value back from `value`, which gets the instance that stood in for it.
+    /// See [`detach`](StateEncoder::detach).
+    ///
+    /// # Panics
+    ///
+    /// If the root is not out.
+    pub fn attach(&mut self, value: &mut T) {
+        assert!(self.detached, "the state's root is not detached");
+        self.root.attach(value);
+        self.detached = false;
+    }
+
+    /// Whether the root's value is out ([`detach`](StateEncoder::detach)).
+    pub fn is_detached(&self) -> bool {
+        self.detached
+    }
+
+    pub(crate) fn assert_attached(&self) {
+        assert!(!self.detached, "attach the state's root before encoding it");
+    }
+
     /// The whole current state (an `encodeAll`), including changes not yet patched.
     /// Pending changes stay pending.
     pub fn full_state(&mut self) -> Vec<u8> {
+        self.assert_attached();
         if !self.patched_once {
             // No client holds anything yet, so this full state can be the first patch itself:
             // every client starts from a full state taken from here on.
@@ -84,6 +127,7 @@ impl<T: Schema> StateEncoder<T> {
 
     /// What changed since the previous patch; `None` when nothing did.
     pub fn patch(&mut self) -> Option<Vec<u8>> {
+        self.assert_attached();
         let mut out = Vec::new();
         self.cx.begin_walk(true);
         self.cx.run(self.root.node(), &mut out);

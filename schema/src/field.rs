@@ -92,6 +92,10 @@ macro_rules! primitive_field {
 
         impl Element for $ty {
             type Item = $ty;
+            type ItemMut<'a> = &'a mut $ty;
+            fn item_mut(item: &mut $ty) -> &mut $ty {
+                item
+            }
             fn describe(_: &mut Registry) -> ChildType {
                 ChildType::Primitive(<$ty as Primitive>::TYPE)
             }
@@ -194,6 +198,12 @@ pub enum ItemRef<'a> {
 pub trait Element: 'static {
     /// How an item is stored: the primitive itself, or `Shared<T>` for a struct.
     type Item: Clone;
+    /// Write access to a stored item: `&mut` for a primitive, the struct's generated `*Mut`
+    /// type for a struct (whose fields are then assigned as plain fields).
+    type ItemMut<'a>;
+    /// Write access to `item`.
+    #[doc(hidden)]
+    fn item_mut(item: &mut Self::Item) -> Self::ItemMut<'_>;
     #[doc(hidden)]
     fn describe(reg: &mut Registry) -> ChildType;
     #[doc(hidden)]

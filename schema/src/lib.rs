@@ -1,7 +1,7 @@
 //! Room state in plain Rust structs, synchronised to the official Colyseus clients.
 //!
-//! A room keeps its state in `#[derive(Schema)]` structs. Every change made through the
-//! generated setters and the collection methods is recorded, and a [`StateEncoder`] turns the
+//! A room keeps its state in `#[derive(Schema)]` structs. Every change, a field assigned or a
+//! collection edited, is found and recorded, and a [`StateEncoder`] turns the
 //! state into the `@colyseus/schema` wire format: the reflection handshake (schema v4 and v5
 //! layouts), full states and patches. Every official client then sees it as `room.state`,
 //! with its change callbacks, as if a Colyseus server were behind it.
@@ -22,10 +22,10 @@
 //!
 //! let handshake = StateEncoder::<State>::reflection(SchemaVersion::V4);
 //! let mut state = StateEncoder::new(State::default());
-//! state.state_mut().players_mut().insert("sid", Player { x: 1.5, y: 0.0 });
+//! state.state_mut().players.insert("sid", Player { x: 1.5, y: 0.0 });
 //! let full = state.full_state(); // ROOM_STATE body, for a joining client
-//! if let Some(p) = state.state().players.get("sid") {
-//!     p.borrow_mut().set_x(7.0);
+//! if let Some(mut p) = state.state_mut().players.get_mut("sid") {
+//!     p.x = 7.0;
 //! }
 //! assert_eq!(state.patch().unwrap(), [0xff, 0x02, 0x80, 0x07]); // ROOM_STATE_PATCH body
 //! # let _ = (handshake, full);
@@ -45,18 +45,28 @@
 //! | [`MapSchema<V>`], [`ArraySchema<V>`] | `map`, `array` of primitives or structs |
 //!
 //! Field indexes follow declaration order (at most 63 synchronised fields). `#[schema(skip)]`
-//! keeps a field out of the state; `#[schema(rename = "...")]` and, on the struct,
-//! `#[schema(rename_all = "camelCase")]` choose the names clients see. The generated code names
-//! this crate `::odeon_schema`; a crate that reaches it through a re-export says where with
-//! `#[schema(crate = "odeon_guest::schema")]`.
+//! keeps a field out of the state. Clients see the fields in camelCase, Colyseus's convention
+//! (`player_count` is `playerCount`); `#[schema(rename = "...")]` names one field and, on the
+//! struct, `#[schema(rename_all = "snake_case")]` (or `"PascalCase"`) changes the rule. The
+//! generated code names this crate `::odeon_schema`; the derive that `odeon_guest` re-exports
+//! names `::odeon_guest::schema` instead, so a room needs no dependency on this crate. Another
+//! re-export says where with `#[schema(crate = "path::to::odeon_schema")]`.
 //!
 //! # Changing the state
 //!
-//! The derive generates `{Struct}Mut`, returned by [`StateEncoder::state_mut`] and
-//! [`Shared::borrow_mut`]: `set_{field}` for every field, `{field}_mut` for collections and
-//! skipped fields. Reading goes through `Deref`, [`StateEncoder::state`] and
-//! [`Shared::borrow`]. Child structs live in [`Shared`] handles so one instance can be placed
-//! twice; it is the same object on every client.
+//! Change it as plain Rust values: the derive generates `{Struct}Mut`, returned by
+//! [`StateEncoder::state_mut`] and [`Shared::borrow_mut`], whose `DerefMut` hands out the
+//! struct (`player.x = 3.0`); the fields that differ when the encoder next reaches the struct
+//! are sent, exactly as if their setters had run (a value written back as it was is no change).
+//! Collections change in place too: `map.get_mut(key)`, `map.values_mut()`, `array[i] = v`,
+//! `array.get_mut(i)`, `array.iter_mut()`. `{Struct}Mut` also has `set_{field}` for every field
+//! and `{field}_mut` for collections and skipped fields. Reading goes through `Deref`,
+//! [`StateEncoder::state`] and [`Shared::borrow`]. Child structs live in [`Shared`] handles so
+//! one instance can be placed twice; it is the same object on every client.
+//!
+//! A host that keeps the root outside the encoder between encodings, as a plain `T` (the guest
+//! SDK's `ctx.state`), takes it out with [`StateEncoder::detach`] and puts it back for each
+//! encoding with [`StateEncoder::attach`].
 //!
 //! # Encoding rules
 //!
@@ -120,6 +130,7 @@ mod map;
 mod reflection;
 mod serde_impls;
 mod shared;
+mod snapshot;
 mod value;
 mod walk;
 
@@ -135,7 +146,14 @@ pub use value::{Prim, Primitive};
 /// Derives [`Schema`] for a struct with named fields, and generates its `{Struct}Mut` type.
 pub use odeon_schema_derive::Schema;
 
-/// A struct that can be (part of) the state. Implemented by `#[derive(Schema)]`.
+/// A struct that can be (part of) the state. Implemented by `#[derive(Schema)]`, and by `()`,
+/// the state of a room that has none.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a schema struct",
+    label = "needs #[derive(Schema)]",
+    note = "put #[derive(Schema, Default)] on the struct (with `use odeon_guest::prelude::*;` in a room, \
+            or `use odeon_schema::Schema;`); a room without synchronised state uses `()`"
+)]
 pub trait Schema: Sized + 'static {
     /// The generated `{Struct}Mut` type: setters that record changes.
     type Mut<'a>;
@@ -155,6 +173,29 @@ pub trait Schema: Sized + 'static {
     /// Wraps write access in the generated `{Struct}Mut`.
     #[doc(hidden)]
     fn __wrap(tracked: Tracked<'_, Self>) -> Self::Mut<'_>;
+}
+
+/// The empty state: what a room without synchronised state declares (`type State = ();`).
+impl Schema for () {
+    type Mut<'a> = ();
+    const __FIELDS: &'static [&'static str] = &[];
+
+    fn __describe(_: &mut reflection::Registry) -> Vec<reflection::FieldType> {
+        Vec::new()
+    }
+
+    fn __field(&self, _: u8) -> field::FieldRef<'_> {
+        __private::missing()
+    }
+
+    fn __wrap(_: Tracked<'_, Self>) {}
+}
+
+/// `value` as a client's `room.state.toJSON()` shows it, as JSON text.
+pub fn to_json<T: Schema>(value: &T) -> String {
+    let mut out = String::new();
+    shared::write_struct_json(value, &mut out);
+    out
 }
 
 /// What the generated code refers to; not part of the API.

@@ -29,7 +29,7 @@ pub struct MapSchema<V: Element> {
     by_index: BTreeMap<u32, u64>,
     next_seq: u64,
     next_index: u32,
-    track: RefCell<MapTrack>,
+    track: RefCell<MapTrack<V::Item>>,
 }
 
 struct Entry<I> {
@@ -39,8 +39,7 @@ struct Entry<I> {
 }
 
 /// The map's operations since the previous patch.
-#[derive(Debug, Default)]
-struct MapTrack {
+struct MapTrack<I> {
     /// `(index, op)` in the order each index first changed.
     ops: Vec<(u32, u8)>,
     position: BTreeMap<u32, usize>,
@@ -48,9 +47,24 @@ struct MapTrack {
     /// Keys removed since the previous patch keep their index: inserted again before the
     /// patch, they go out as DELETE_AND_ADD at that index.
     removed: BTreeMap<String, u32>,
+    /// The values the clients hold at indexes handed out to be changed in place: a value
+    /// written back as it was is not sent.
+    before: BTreeMap<u32, I>,
 }
 
-impl MapTrack {
+impl<I> Default for MapTrack<I> {
+    fn default() -> Self {
+        Self {
+            ops: Vec::new(),
+            position: BTreeMap::new(),
+            cleared: false,
+            removed: BTreeMap::new(),
+            before: BTreeMap::new(),
+        }
+    }
+}
+
+impl<I> MapTrack<I> {
     fn record(&mut self, index: u32, op: u8) {
         match self.position.get(&index) {
             None => {
@@ -84,6 +98,7 @@ impl MapTrack {
         self.position.clear();
         self.cleared = false;
         self.removed.clear();
+        self.before.clear();
     }
 }
 
@@ -173,6 +188,41 @@ impl<V: Element> MapSchema<V> {
         self.entries.insert(seq, Entry { key, index, item: value });
         bump_mutations();
         None
+    }
+
+    /// Write access to the value at `key`: `&mut` for a primitive (`*map.get_mut("a")? += 1`),
+    /// the struct's `*Mut` type for a struct (`map.get_mut(id)?.x = 3.0`). What changed is sent
+    /// with the next patch; a value written back as it was is not.
+    pub fn get_mut(&mut self, key: &str) -> Option<V::ItemMut<'_>> {
+        let seq = *self.by_key.get(key)?;
+        Some(V::item_mut(self.hand_out(seq)))
+    }
+
+    /// Write access to every value, in insertion order (see [`get_mut`](MapSchema::get_mut)).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = V::ItemMut<'_>> {
+        let seqs: Vec<u64> = self.entries.keys().copied().collect();
+        for seq in seqs {
+            self.hand_out(seq);
+        }
+        self.entries.values_mut().map(|e| V::item_mut(&mut e.item))
+    }
+
+    /// The entry `seq`'s value, to be changed in place: for a primitive, a REPLACE is recorded
+    /// with the value the clients hold, to compare at the next patch; a struct records its own
+    /// changes.
+    fn hand_out(&mut self, seq: u64) -> &mut V::Item {
+        let entry = self.entries.get_mut(&seq).expect("a map's keys name its entries");
+        if matches!(V::view(&entry.item), ItemRef::Prim(_)) {
+            let track = self.track.get_mut();
+            // With an operation already recorded this window, the clients hold no value here
+            // that this one could be compared with.
+            if !track.position.contains_key(&entry.index) {
+                track.before.insert(entry.index, entry.item.clone());
+            }
+            track.record(entry.index, REPLACE);
+            bump_mutations();
+        }
+        &mut entry.item
     }
 
     /// Removes `key`, returning its value.
@@ -335,7 +385,11 @@ impl<V: Element> Collection for MapSchema<V> {
                         out.push(DELETE);
                         encode_int(out, i64::from(index));
                     } else if let Some(e) = self.by_index.get(&index).and_then(|seq| self.entries.get(seq)) {
-                        Self::write_entry(op, index, &e.key, &e.item, out);
+                        let unchanged =
+                            op == REPLACE && track.before.get(&index).is_some_and(|b| V::same(b, &e.item));
+                        if !unchanged {
+                            Self::write_entry(op, index, &e.key, &e.item, out);
+                        }
                     }
                 }
             }

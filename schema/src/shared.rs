@@ -10,6 +10,7 @@ use odeon_protocol::codec::encode_int;
 use crate::Schema;
 use crate::carry::{Carrier, CarryError, Segment};
 use crate::field::{Field, FieldRef};
+use crate::snapshot::Snapshot;
 use crate::value::write_json_string;
 use crate::walk::{
     ADD, ChildRef, Cx, DELETE, DELETE_AND_ADD, DynNode, Ident, Mode, NO_REF, Work, bump_mutations,
@@ -43,6 +44,33 @@ pub(crate) struct StructTrack {
     deleted: Cell<u64>,
     /// For ref fields: the refId the previous patch left in the field (`NO_REF` for none).
     known: RefCell<Vec<u32>>,
+    /// The fields as they were when write access was handed out (`taken` until compared).
+    snapshot: RefCell<Snapshot>,
+    taken: Cell<bool>,
+}
+
+impl StructTrack {
+    /// Write access to the whole struct is handed out: remembers its fields, unless they are
+    /// remembered already since the encoder last reached the struct.
+    fn touch<T: Schema>(&self, value: &T) {
+        if !self.taken.replace(true) {
+            self.snapshot.borrow_mut().record(value);
+        }
+    }
+
+    /// Marks the fields that differ from what [`StructTrack::touch`] remembered as set, as
+    /// their setters would have.
+    fn settle<T: Schema>(&self, value: &T) {
+        if !self.taken.replace(false) {
+            return;
+        }
+        let (changed, unset) = self.snapshot.borrow().changes(value);
+        if changed != 0 {
+            self.dirty.set(self.dirty.get() | changed);
+            self.deleted.set(self.deleted.get() | unset);
+            bump_mutations();
+        }
+    }
 }
 
 impl<T: Schema> Shared<T> {
@@ -85,6 +113,19 @@ impl<T: Schema> Shared<T> {
 
     pub(crate) fn ident(&self) -> &Ident {
         &self.0.ident
+    }
+
+    /// Exchanges the instance's value with `value`, which then is the instance as the caller
+    /// changes it, plain; its fields are remembered so [`Shared::attach`] finds what changed.
+    pub(crate) fn detach(&self, value: &mut T) {
+        std::mem::swap(&mut *self.0.value.borrow_mut(), value);
+        self.0.track.touch(value);
+    }
+
+    /// Puts a value taken out with [`Shared::detach`] back, and records what changed in it.
+    pub(crate) fn attach(&self, value: &mut T) {
+        self.0.track.settle(value);
+        std::mem::swap(&mut *self.0.value.borrow_mut(), value);
     }
 }
 
@@ -165,6 +206,18 @@ impl<'a, T> Tracked<'a, T> {
         &mut self.value
     }
 
+    /// The instance to change in place: the fields that differ when the encoder next reaches
+    /// it count as set (what `DerefMut` on the generated `*Mut` type returns).
+    #[doc(hidden)]
+    pub fn __touch(&mut self) -> &mut T
+    where
+        T: Schema,
+    {
+        self.track.touch(&*self.value);
+        bump_mutations();
+        &mut self.value
+    }
+
     /// Assigns a field and records the change unless the value is the same.
     #[doc(hidden)]
     pub fn __set<F: Field>(&mut self, index: u8, slot: impl FnOnce(&mut T) -> &mut F, new: F) {
@@ -204,6 +257,7 @@ impl<T: Schema> DynNode for NodeBox<T> {
         }
         let mode = cx.mode(&self.ident);
         let value = self.value.borrow();
+        self.track.settle(&*value);
         let fields = T::__FIELDS.len();
         let mut refs = [NO_REF; 64];
         for (i, slot) in refs.iter_mut().enumerate().take(fields) {
@@ -305,6 +359,7 @@ impl<T: Schema> DynNode for NodeBox<T> {
         if !carrier.enter(&self.ident, T::__FIELDS)? {
             return Ok(());
         }
+        self.track.settle(&*self.value.borrow());
         carrier.clean(self.track.dirty.get() == 0 && self.track.deleted.get() == 0)?;
         let value = self.value.borrow();
         // What the previous patch left in each ref field: the children's refIds.

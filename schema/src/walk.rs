@@ -80,6 +80,12 @@ pub struct Ident {
 }
 
 impl Ident {
+    /// The refId and the encoder that assigned it: another instance in the same place has
+    /// another token once the encoder has seen this one.
+    pub(crate) fn token(&self) -> (u32, u32) {
+        (self.ref_id.get(), self.owner.get())
+    }
+
     /// Takes a refId carried over from another encoder (live migration): owned by `owner`,
     /// reached by the patch of the window before `window`, not assigned in `window`.
     pub(crate) fn adopt(&self, ref_id: u32, owner: u32, window: u64) {

@@ -3,15 +3,9 @@
 
 use odeon_schema::{ArraySchema, MapSchema, Schema, SchemaVersion, Shared, StateEncoder};
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
-}
+mod common;
 
-/// Asserts a patch, written as space-separated hex ("" for no patch).
-#[track_caller]
-fn check_patch<T: Schema>(enc: &mut StateEncoder<T>, expected: &str) {
-    assert_eq!(enc.patch().map(|p| hex(&p)).unwrap_or_default(), expected);
-}
+use common::{check_patch, hex};
 
 #[derive(Schema, Default)]
 struct Names {

@@ -53,6 +53,14 @@ const DIFFERS = {
     },
   },
   multi_order: { v4: { patch: ["p3 then p1 move", "p2 y then x"] }, v5: { patch: ["p3 then p1 move"] } },
+  // plain: every v4 full state, for the first reason above (the root's collections come first).
+  plain: {
+    v4: {
+      full: ["init", "turn=a", "turn=a again", "round,winner", "winner=undefined", "board[4]=1", "board[4]=1 again",
+        "board[0]=2,[8]=1", "seats a,b", "a.mark=1", "scores x,y", "scores.x+=5", "lead=a", "lead.name",
+        "lead=undefined", "every mark+1", "board=new", "every cell=2"],
+    },
+  },
 };
 
 const differs = (name, version, kind, label) => DIFFERS[name]?.[version]?.[kind]?.includes(label) ?? false;

@@ -213,4 +213,41 @@ export const scenarios = {
       playerCount: (s) => { s.playerCount = 3; },
     },
   },
+
+  plain: {
+    shapes: [
+      ["Seat", { name: "string", mark: "uint8" }],
+      ["Game", {
+        turn: "string", round: "uint32", winner: "string", board: { array: "uint8" },
+        scores: { map: "int32" }, seats: { map: "Seat" }, lead: { ref: "Seat" },
+      }],
+    ],
+    build: (T) => {
+      const s = make(T.Game, { turn: "", round: 0 });
+      s.board.push(0, 0, 0, 0, 0, 0, 0, 0, 0);
+      return s;
+    },
+    steps: {
+      "turn=a": (s) => { s.turn = "a"; },
+      "turn=a again": (s) => { s.turn = "a"; },
+      "round,winner": (s) => { s.round = 2; s.winner = "b"; },
+      "winner=undefined": (s) => { s.winner = undefined; },
+      "board[4]=1": (s) => { s.board[4] = 1; },
+      "board[4]=1 again": (s) => { s.board[4] = 1; },
+      "board[0]=2,[8]=1": (s) => { s.board[0] = 2; s.board[8] = 1; },
+      "seats a,b": (s, T) => {
+        s.seats.set("a", make(T.Seat, { name: "ann", mark: 0 }));
+        s.seats.set("b", make(T.Seat, { name: "bob", mark: 0 }));
+      },
+      "a.mark=1": (s) => { s.seats.get("a").mark = 1; },
+      "scores x,y": (s) => { s.scores.set("x", 1); s.scores.set("y", 2); },
+      "scores.x+=5": (s) => { s.scores.set("x", s.scores.get("x") + 5); },
+      "lead=a": (s) => { s.lead = s.seats.get("a"); },
+      "lead.name": (s) => { s.lead.name = "anne"; },
+      "lead=undefined": (s) => { s.lead = undefined; },
+      "every mark+1": (s) => { for (const seat of s.seats.values()) seat.mark += 1; },
+      "board=new": (s, T, S) => { s.board = new S.ArraySchema(0, 0, 0, 0, 0, 0, 0, 0, 0); },
+      "every cell=2": (s) => { for (let i = 0; i < s.board.length; i++) s.board[i] = 2; },
+    },
+  },
 };

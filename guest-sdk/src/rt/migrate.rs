@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::{Phase, Runtime};
 use crate::ctx::CtxCarry;
 use crate::migration::Migration;
-use crate::{Ctx, Room};
+use crate::state::{Synced, is_synced};
+use crate::{Room, RoomCtx};
 
 /// The snapshot's layout version; a runtime refuses layouts it does not know.
 const FORMAT: u32 = 1;
@@ -35,10 +36,10 @@ impl<R: Room> Runtime<R> {
         let (Phase::Live, Some(room)) = (self.phase, self.room.as_mut()) else {
             return MigrateOut::Refused(format!("the room is not live ({:?})", self.phase));
         };
-        let state = match room.state().map(|s| s.carry()) {
+        let state = match self.synced.as_mut().map(|s| s.with(&mut self.ctx.state, |e| e.carry())) {
             None => None,
             Some(Ok(carry)) => Some(carry),
-            Some(Err(e)) => return MigrateOut::Refused(e),
+            Some(Err(e)) => return MigrateOut::Refused(e.to_string()),
         };
         let bytes = match room.migrate_out(&self.ctx) {
             Ok(bytes) => bytes,
@@ -84,15 +85,15 @@ impl<R: Room> Runtime<R> {
         if inputs != snapshot.inputs {
             return Err("the room's inputs declaration changed: clients keep the one they joined with".into());
         }
-        let mut ctx = Ctx::from_carry(snapshot.ctx, input.now_ms);
+        let mut ctx = RoomCtx::<R>::from_carry(snapshot.ctx, input.now_ms);
         let from = Migration::new(snapshot.version, input.from_hash, snapshot.room);
-        let mut room = R::migrate_in(&mut ctx, from).map_err(|e| e.message)?;
-        match (room.state(), &snapshot.state) {
-            (None, None) => {}
-            (Some(state), Some(carry)) => state.adopt(carry)?,
-            (Some(_), None) => return Err("the new code has schema state and the old one had none".into()),
-            (None, Some(_)) => return Err("the new code has no schema state and the old one had".into()),
-        }
+        let room = R::migrate_in(&mut ctx, from).map_err(|e| e.message)?;
+        self.synced = match (is_synced::<R::State>(), &snapshot.state) {
+            (false, None) => None,
+            (true, Some(carry)) => Some(Synced::adopt(&mut ctx.state, carry)?),
+            (true, None) => return Err("the new code has schema state and the old one had none".into()),
+            (false, Some(_)) => return Err("the new code has no schema state and the old one had".into()),
+        };
         self.ctx = ctx;
         self.room = Some(room);
         self.phase = Phase::Live;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::{Key, KeyExt, Listing, MessageType, OpId, PresenceOp, PresenceValue, RoomError, TimerId};
+use crate::{Ctx, Key, KeyExt, Listing, MessageType, OpId, PresenceOp, PresenceValue, RoomError, TimerId};
 use odeon_protocol::abi::Outbound;
 
 /// Records every hook call; its options steer the failure paths.
@@ -10,6 +10,8 @@ struct Probe {
 
 impl Room for Probe {
     const NAME: &'static str = "probe";
+    type State = ();
+    type UserData = ();
     const FILTER_BY: &'static [&'static str] = &["mode", "level"];
     const SORT_BY: &'static [(&'static str, i8)] = &[("clients", -1)];
     const AUTH: bool = true;
@@ -336,6 +338,8 @@ fn manifest_declares_the_room() {
     struct Bare;
     impl Room for Bare {
         const NAME: &'static str = "bare";
+        type State = ();
+        type UserData = ();
         fn on_create(_: &mut Ctx, _: Payload) -> Result<Self, RoomError> {
             Ok(Bare)
         }
@@ -351,6 +355,8 @@ fn manifest_refuses_non_map_defaults() {
     struct Odd;
     impl Room for Odd {
         const NAME: &'static str = "odd";
+        type State = ();
+        type UserData = ();
         fn default_options() -> Option<Value> {
             Some(Value::from(3))
         }
@@ -416,7 +422,7 @@ fn sends_encode_named_maps_and_forward_payloads() {
     struct Hello {
         session_id: &'static str,
     }
-    let mut ctx = Ctx::default();
+    let mut ctx: Ctx = Ctx::default();
     let a = Client::new("a".into());
     ctx.send(&a, "hello", &Hello { session_id: "a" });
     ctx.send_payload(&a, 7, &Payload::new(vec![0xcc, 0x01]));

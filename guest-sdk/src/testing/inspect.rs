@@ -7,9 +7,26 @@ use crate::{IntoMessageType, Payload, Room};
 use odeon_protocol::abi::Effect;
 
 impl<R: Room> TestRoom<R> {
-    /// The room's state.
+    /// The room's own data (what its hooks get as `self`).
     pub fn room(&self) -> &R {
         self.runtime.room().expect("TestRoom only exists for a created room")
+    }
+
+    /// The room's synchronised state, as its hooks left it ([`Ctx::state`](crate::Ctx::state)).
+    pub fn state(&self) -> &R::State {
+        &self.runtime.ctx().state
+    }
+
+    /// The room's synchronised state as JSON text, as `room.state.toJSON()` shows it on a client
+    /// that got every patch.
+    pub fn state_json(&self) -> String {
+        odeon_schema::to_json(self.state())
+    }
+
+    /// `session_id`'s user data ([`Ctx::user_data`](crate::Ctx::user_data)), while it is in the
+    /// room or may reconnect.
+    pub fn user_data(&self, session_id: &str) -> Option<&R::UserData> {
+        self.runtime.ctx().user_data(&crate::Client::new(session_id.to_owned()))
     }
 
     /// The test clock, in milliseconds since the Unix epoch.

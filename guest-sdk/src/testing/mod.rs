@@ -8,6 +8,8 @@
 //!
 //! impl Room for Counter {
 //!     const NAME: &'static str = "counter";
+//!     type State = ();
+//!     type UserData = ();
 //!
 //!     fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
 //!         ctx.set_interval(1_000);
@@ -66,6 +68,8 @@
 //!
 //! impl Room for Visits {
 //!     const NAME: &'static str = "visits";
+//!     type State = ();
+//!     type UserData = ();
 //!
 //!     fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
 //!         ctx.presence().incr(Key::global("visits"));

@@ -20,6 +20,8 @@ struct Options {
 
 impl Room for Clock {
     const NAME: &'static str = "clock";
+    type State = ();
+    type UserData = ();
     const AUTH: bool = true;
 
     fn default_options() -> Option<Value> {
@@ -147,6 +149,8 @@ struct Kv {
 
 impl Room for Kv {
     const NAME: &'static str = "kv";
+    type State = ();
+    type UserData = ();
 
     fn on_create(_ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
         Ok(Kv::default())
@@ -358,6 +362,8 @@ fn answers_arrive_right_after_the_call_and_may_ask_again() {
 
     impl Room for Drain {
         const NAME: &'static str = "drain";
+        type State = ();
+        type UserData = ();
 
         fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
             for item in ["a", "b", "c"] {
@@ -388,6 +394,8 @@ fn a_room_asking_in_every_answer_fails_the_test() {
 
     impl Room for Loop {
         const NAME: &'static str = "loop";
+        type State = ();
+        type UserData = ();
 
         fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
             ctx.presence().get("k");

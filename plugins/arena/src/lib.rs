@@ -32,10 +32,8 @@ pub struct ArenaState {
     players: MapSchema<Player>,
 }
 
-/// The arena room.
-pub struct Arena {
-    state: StateEncoder<ArenaState>,
-}
+/// The arena room: everything it has is in its state.
+pub struct Arena;
 
 #[derive(Deserialize)]
 struct Move {
@@ -45,62 +43,74 @@ struct Move {
 
 impl Room for Arena {
     const NAME: &'static str = "arena";
+    type State = ArenaState;
+    type UserData = ();
     const VERSION: u32 = if cfg!(feature = "v2") { 2 } else { 1 };
 
-    fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+    fn on_create(ctx: &mut Ctx<ArenaState>, _options: Payload) -> Result<Self, RoomError> {
         ctx.set_max_clients(50);
         ctx.set_patch_rate(50);
         ctx.set_simulation_interval(50);
-        Ok(Arena { state: StateEncoder::default() })
+        Ok(Arena)
+    }
+
+    fn handlers(on: &mut Handlers<Self>) {
+        on.message("move", Self::move_to).message("build", Self::build);
+        if cfg!(feature = "faulty") {
+            on.message(
+                "fault",
+                |_: &mut Self, _: &mut Ctx<ArenaState>, _: &Client, (): ()| -> Result<(), Reject> {
+                    panic!("arena {BUILD} faults on purpose")
+                },
+            );
+        }
     }
 
     fn on_join(
         &mut self,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx<ArenaState>,
         client: &Client,
         _options: Payload,
         _auth: Payload,
     ) -> Result<(), RoomError> {
-        self.state.state_mut().players_mut().insert(client.session_id(), Player::default());
+        ctx.state.players.insert(client.session_id(), Player::default());
         Ok(())
     }
 
-    fn on_leave(&mut self, _ctx: &mut Ctx, client: &Client, _code: u16) {
-        self.state.state_mut().players_mut().remove(client.session_id());
+    fn on_leave(&mut self, ctx: &mut Ctx<ArenaState>, client: &Client, _code: u16) {
+        ctx.state.players.remove(client.session_id());
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
-        if message.is("build") {
-            ctx.send(client, "build", &BUILD);
-            return;
-        }
-        if cfg!(feature = "faulty") && message.is("fault") {
-            panic!("arena {BUILD} faults on purpose");
-        }
-        if !message.is("move") {
-            return;
-        }
-        let Ok(Move { x, y }) = message.payload.decode() else { return };
-        if let Some(player) = self.state.state().players.get(client.session_id()) {
-            let mut player = player.borrow_mut();
-            player.set_x(x);
-            player.set_y(y);
-        }
+    fn migrate_out(&mut self, ctx: &Ctx<ArenaState>) -> Result<Vec<u8>, RoomError> {
+        migration::encode(&ctx.state)
     }
 
-    fn migrate_out(&mut self, _ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
-        migration::encode(&*self.state.state())
-    }
-
-    fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
+    fn migrate_in(ctx: &mut Ctx<ArenaState>, from: Migration) -> Result<Self, RoomError> {
         if cfg!(feature = "faulty") {
             panic!("arena {BUILD} cannot take state from version {}", from.version());
         }
-        Ok(Arena { state: StateEncoder::new(from.decode()?) })
+        ctx.state = from.decode()?;
+        Ok(Arena)
+    }
+}
+
+impl Arena {
+    /// `move {x, y}`: the sender's position.
+    fn move_to(
+        &mut self,
+        ctx: &mut Ctx<ArenaState>,
+        client: &Client,
+        Move { x, y }: Move,
+    ) -> Result<(), Reject> {
+        let mut player = ctx.state.players.get_mut(client.session_id()).ok_or("not in the arena")?;
+        (player.x, player.y) = (x, y);
+        Ok(())
     }
 
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        Some(&mut self.state)
+    /// `build`: which build runs, as a message to the sender (and a request's answer).
+    fn build(&mut self, ctx: &mut Ctx<ArenaState>, client: &Client, (): ()) -> Result<&'static str, Reject> {
+        ctx.send(client, "build", &BUILD);
+        Ok(BUILD)
     }
 }
 
@@ -120,9 +130,9 @@ mod tests {
         room.join("a", json!({})).unwrap();
         room.join("b", json!({})).unwrap();
         room.message("a", "move", &json!({"x": 1.5, "y": -2}));
-        assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":1.5,"y":-2},"b":{"x":0,"y":0}}}"#);
+        assert_eq!(room.state_json(), r#"{"players":{"a":{"x":1.5,"y":-2},"b":{"x":0,"y":0}}}"#);
         room.leave("b", 4000);
-        assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":1.5,"y":-2}}}"#);
+        assert_eq!(room.state_json(), r#"{"players":{"a":{"x":1.5,"y":-2}}}"#);
     }
 
     #[test]
@@ -145,11 +155,11 @@ mod tests {
         room.leave("b", 4000);
         room.message("c", "move", &json!({"x": -3, "y": 4}));
         let mut room = room.migrate::<Arena>().expect("arena migrates");
-        assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":1,"y":2},"c":{"x":-3,"y":4}}}"#);
+        assert_eq!(room.state_json(), r#"{"players":{"a":{"x":1,"y":2},"c":{"x":-3,"y":4}}}"#);
         room.join("d", json!({})).unwrap();
         room.message("a", "move", &json!({"x": 5, "y": 6}));
         assert_eq!(
-            room.room().state.to_json(),
+            room.state_json(),
             r#"{"players":{"a":{"x":5,"y":6},"c":{"x":-3,"y":4},"d":{"x":0,"y":0}}}"#
         );
     }

@@ -98,6 +98,8 @@ struct Read {
 
 impl Room for Board {
     const NAME: &'static str = "board";
+    type State = ();
+    type UserData = ();
 
     fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
         ctx.presence().subscribe(Key::global(TOPIC));

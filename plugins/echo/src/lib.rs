@@ -98,6 +98,8 @@ struct Count {
 
 impl Room for Echo {
     const NAME: &'static str = "echo";
+    type State = ();
+    type UserData = ();
     const FILTER_BY: &'static [&'static str] = &["mode"];
     const AUTH: bool = true;
 

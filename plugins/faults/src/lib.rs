@@ -32,12 +32,12 @@
 //! | `request` | a client sends the request `go` (0.18 `room.request`) |
 //! | `tick` | the first simulation tick after a client sends `arm` |
 //! | `timer` | a timer a client set with `arm` fires (after 20 ms) |
-//! | `encode` | the state is encoded after a client sent `arm` (a field type whose encoding faults; no `flood` there) |
+//! | `encode` | the SDK reads the state for its next patch after a client sent `arm` (a field type whose encoding faults; no `flood` there) |
 //!
 //! The state is `{wire: string}`; `wire` is a custom field type, as a room author might write.
 
 use odeon_guest::prelude::*;
-use odeon_schema as schema;
+use odeon_guest::schema;
 use serde::Deserialize;
 
 /// A string field whose encoding strikes its fault once armed: a custom field type with a bug,
@@ -71,7 +71,6 @@ pub struct FaultsState {
 
 /// The faults room: what `alloc` asked it to hold, and the fault it is armed with.
 pub struct Faults {
-    state: StateEncoder<FaultsState>,
     hoard: Vec<Vec<u8>>,
     armed: Option<Armed>,
     /// A client sent `arm`: the tick hook faults at its next run.
@@ -92,6 +91,8 @@ fn armed(options: &Payload) -> Option<Armed> {
 
 impl Room for Faults {
     const NAME: &'static str = "faults";
+    type State = FaultsState;
+    type UserData = ();
     const AUTH: bool = true;
 
     fn on_auth(auth: &AuthContext) -> Auth {
@@ -101,25 +102,19 @@ impl Room for Faults {
         Auth::Accept
     }
 
-    fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {
+    fn on_create(ctx: &mut Ctx<FaultsState>, options: Payload) -> Result<Self, RoomError> {
         let armed = armed(&options);
         match armed.as_ref().map(|a| a.hook.as_str()) {
             Some("create") => strike(&armed.as_ref().expect("matched").fault, Some(ctx)),
             Some("tick") => ctx.set_simulation_interval(20),
             _ => {}
         }
-        Ok(Faults {
-            state: StateEncoder::default(),
-            hoard: Vec::new(),
-            armed,
-            ticking_armed: false,
-            joins: 0,
-        })
+        Ok(Faults { hoard: Vec::new(), armed, ticking_armed: false, joins: 0 })
     }
 
     fn on_join(
         &mut self,
-        ctx: &mut Ctx,
+        ctx: &mut Ctx<FaultsState>,
         _client: &Client,
         _options: Payload,
         _auth: Payload,
@@ -131,29 +126,25 @@ impl Room for Faults {
         Ok(())
     }
 
-    fn on_leave(&mut self, ctx: &mut Ctx, _client: &Client, _code: u16) {
+    fn on_leave(&mut self, ctx: &mut Ctx<FaultsState>, _client: &Client, _code: u16) {
         self.strike_in("leave", ctx);
     }
 
-    fn on_drop(&mut self, ctx: &mut Ctx, _client: &Client, _code: u16) {
+    fn on_drop(&mut self, ctx: &mut Ctx<FaultsState>, _client: &Client, _code: u16) {
         self.strike_in("drop", ctx);
     }
 
-    fn on_tick(&mut self, ctx: &mut Ctx, _dt_ms: f64) {
+    fn on_tick(&mut self, ctx: &mut Ctx<FaultsState>, _dt_ms: f64) {
         if self.ticking_armed {
             self.strike_in("tick", ctx);
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx, _timer: TimerId) {
+    fn on_timer(&mut self, ctx: &mut Ctx<FaultsState>, _timer: TimerId) {
         self.strike_in("timer", ctx);
     }
 
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        Some(&mut self.state)
-    }
-
-    fn on_request(&mut self, ctx: &mut Ctx, _client: &Client, request: Message) -> Answer {
+    fn on_request(&mut self, ctx: &mut Ctx<FaultsState>, _client: &Client, request: Message) -> Answer {
         if request.is("go") {
             self.strike_in("request", ctx);
             return Answer::empty();
@@ -161,7 +152,7 @@ impl Room for Faults {
         Answer::NoHandler
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
+    fn on_message(&mut self, ctx: &mut Ctx<FaultsState>, client: &Client, message: Message) {
         match message.kind.as_str() {
             Some("echo") => ctx.send_payload(client, "echo", &message.payload),
             Some("go") => self.strike_in("message", ctx),
@@ -171,10 +162,9 @@ impl Room for Faults {
                     Some(("timer", _)) => {
                         ctx.set_timeout(20);
                     }
-                    Some(("encode", fault)) => self
-                        .state
-                        .state_mut()
-                        .set_wire(Tripwire { armed: Some(fault), label: "armed".into() }),
+                    Some(("encode", fault)) => {
+                        ctx.state.wire = Tripwire { armed: Some(fault), label: "armed".into() };
+                    }
                     _ => {}
                 }
             }
@@ -220,7 +210,7 @@ export_room!(Faults);
 
 impl Faults {
     /// Strikes if the room is armed for `hook`.
-    fn strike_in(&self, hook: &str, ctx: &mut Ctx) {
+    fn strike_in(&self, hook: &str, ctx: &mut Ctx<FaultsState>) {
         if let Some(a) = self.armed.as_ref().filter(|a| a.hook == hook) {
             strike(&a.fault, Some(ctx));
         }
@@ -228,7 +218,7 @@ impl Faults {
 }
 
 /// Misbehaves as `fault` says; an unknown fault does nothing.
-fn strike(fault: &str, ctx: Option<&mut Ctx>) {
+fn strike(fault: &str, ctx: Option<&mut Ctx<FaultsState>>) {
     match fault {
         "panic" => panic!("requested panic"),
         "trap" => std::process::abort(),

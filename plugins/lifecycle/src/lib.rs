@@ -62,6 +62,8 @@ struct Empty {}
 
 impl Room for Lifecycle {
     const NAME: &'static str = "lifecycle";
+    type State = ();
+    type UserData = ();
     /// Matchmaking offers the fullest room first (`sortBy: {clients: -1}`).
     const SORT_BY: &'static [(&'static str, i8)] = &[("clients", -1)];
 

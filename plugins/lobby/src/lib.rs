@@ -53,6 +53,8 @@ impl RoomInfo {
 
 impl Room for Lobby {
     const NAME: &'static str = "lobby";
+    type State = ();
+    type UserData = ();
 
     fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
         ctx.presence().subscribe(Key::global("$lobby"));

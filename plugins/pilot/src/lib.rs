@@ -43,74 +43,74 @@ struct Options {
 
 /// The pilot room.
 pub struct Pilot {
-    state: StateEncoder<PilotState>,
     reconnect_secs: u32,
 }
 
 impl Room for Pilot {
     const NAME: &'static str = "pilot";
+    type State = PilotState;
+    type UserData = ();
     const VERSION: u32 = if cfg!(feature = "v2") { 2 } else { 1 };
 
     fn inputs() -> Option<Inputs> {
         Some(Inputs::of::<PilotInput>(20))
     }
 
-    fn on_create(ctx: &mut Ctx, options: Payload) -> Result<Self, RoomError> {
+    fn on_create(ctx: &mut Ctx<PilotState>, options: Payload) -> Result<Self, RoomError> {
         let options: Options = if options.is_empty() { Options::default() } else { options.decode()? };
         ctx.set_max_clients(16);
         ctx.set_patch_rate(50);
-        Ok(Pilot { state: StateEncoder::default(), reconnect_secs: options.reconnect_secs })
+        Ok(Pilot { reconnect_secs: options.reconnect_secs })
+    }
+
+    fn handlers(on: &mut Handlers<Self>) {
+        on.message(
+            "build",
+            |_: &mut Self, ctx: &mut Ctx<PilotState>, client: &Client, (): ()| -> Result<(), Reject> {
+                ctx.send(client, "build", &BUILD);
+                Ok(())
+            },
+        );
     }
 
     fn on_join(
         &mut self,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx<PilotState>,
         client: &Client,
         _options: Payload,
         _auth: Payload,
     ) -> Result<(), RoomError> {
-        self.state.state_mut().players_mut().insert(client.session_id(), Player::default());
+        ctx.state.players.insert(client.session_id(), Player::default());
         Ok(())
     }
 
-    fn on_drop(&mut self, ctx: &mut Ctx, client: &Client, _code: u16) {
+    fn on_drop(&mut self, ctx: &mut Ctx<PilotState>, client: &Client, _code: u16) {
         if self.reconnect_secs > 0 {
             ctx.allow_reconnection(client, self.reconnect_secs);
         }
     }
 
-    fn on_leave(&mut self, _ctx: &mut Ctx, client: &Client, _code: u16) {
-        self.state.state_mut().players_mut().remove(client.session_id());
+    fn on_leave(&mut self, ctx: &mut Ctx<PilotState>, client: &Client, _code: u16) {
+        ctx.state.players.remove(client.session_id());
     }
 
-    fn on_message(&mut self, ctx: &mut Ctx, client: &Client, message: Message) {
-        if message.is("build") {
-            ctx.send(client, "build", &BUILD);
-        }
+    fn migrate_out(&mut self, ctx: &Ctx<PilotState>) -> Result<Vec<u8>, RoomError> {
+        migration::encode(&(&ctx.state, self.reconnect_secs))
     }
 
-    fn migrate_out(&mut self, _ctx: &Ctx) -> Result<Vec<u8>, RoomError> {
-        migration::encode(&(&*self.state.state(), self.reconnect_secs))
+    fn migrate_in(ctx: &mut Ctx<PilotState>, from: Migration) -> Result<Self, RoomError> {
+        let reconnect_secs;
+        (ctx.state, reconnect_secs) = from.decode::<(PilotState, u32)>()?;
+        Ok(Pilot { reconnect_secs })
     }
 
-    fn migrate_in(_ctx: &mut Ctx, from: Migration) -> Result<Self, RoomError> {
-        let (state, reconnect_secs) = from.decode::<(PilotState, u32)>()?;
-        Ok(Pilot { state: StateEncoder::new(state), reconnect_secs })
-    }
-
-    fn on_step(&mut self, _ctx: &mut Ctx, step: Step) {
+    fn on_step(&mut self, ctx: &mut Ctx<PilotState>, step: Step) {
         for (client, PilotInput { dx, dy }) in step.decoded::<PilotInput>() {
-            if let Some(player) = self.state.state().players.get(client.session_id()) {
-                let mut player = player.borrow_mut();
-                let (x, y) = (player.x + dx, player.y + dy);
-                player.set_x(x);
-                player.set_y(y);
+            if let Some(mut player) = ctx.state.players.get_mut(client.session_id()) {
+                player.x += dx;
+                player.y += dy;
             }
         }
-    }
-
-    fn state(&mut self) -> Option<&mut dyn SyncedState> {
-        Some(&mut self.state)
     }
 }
 
@@ -143,19 +143,19 @@ mod tests {
             room.input("a", &json!({"dx": dx, "dy": 0}));
         }
         room.step();
-        assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":1,"y":0},"b":{"x":0,"y":0}}}"#);
+        assert_eq!(room.state_json(), r#"{"players":{"a":{"x":1,"y":0},"b":{"x":0,"y":0}}}"#);
         assert_eq!((room.acked("a"), room.pending_inputs("a"), room.acked("b")), (1, 3, 0));
         for _ in 0..3 {
             room.step();
         }
-        assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":8,"y":0},"b":{"x":0,"y":0}}}"#);
+        assert_eq!(room.state_json(), r#"{"players":{"a":{"x":8,"y":0},"b":{"x":0,"y":0}}}"#);
         // No input, no movement.
         room.step();
         room.step();
-        assert_eq!(room.room().state.to_json(), r#"{"players":{"a":{"x":8,"y":0},"b":{"x":0,"y":0}}}"#);
+        assert_eq!(room.state_json(), r#"{"players":{"a":{"x":8,"y":0},"b":{"x":0,"y":0}}}"#);
         assert_eq!(room.acked("a"), 4);
         room.leave("a", 4000);
-        assert_eq!(room.room().state.to_json(), r#"{"players":{"b":{"x":0,"y":0}}}"#);
+        assert_eq!(room.state_json(), r#"{"players":{"b":{"x":0,"y":0}}}"#);
     }
 
     #[test]

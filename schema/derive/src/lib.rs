@@ -8,11 +8,23 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, GenericArgument, LitStr, PathArguments, Type, parse_macro_input};
 
-/// Derives `odeon_schema::Schema` and generates the `{Struct}Mut` setter type.
+/// Derives `odeon_schema::Schema` and generates the `{Struct}Mut` setter type; the generated
+/// code names the schema library `::odeon_schema`.
 #[proc_macro_derive(Schema, attributes(schema))]
 pub fn derive_schema(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    expand(&input, syn::parse_quote!(::odeon_schema)).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// The same derive as odeon-guest re-exports it (as `Schema`): the generated code names the
+/// schema library `::odeon_guest::schema`, so a room crate needs no dependency on odeon-schema.
+#[doc(hidden)]
+#[proc_macro_derive(GuestSchema, attributes(schema))]
+pub fn derive_guest_schema(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand(&input, syn::parse_quote!(::odeon_guest::schema))
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 /// How a synchronised field is encoded.
@@ -47,7 +59,7 @@ enum RenameAll {
     Pascal,
 }
 
-fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
+fn expand(input: &DeriveInput, default_crate: syn::Path) -> syn::Result<TokenStream2> {
     let name = &input.ident;
     if !input.generics.params.is_empty() {
         return Err(syn::Error::new(
@@ -73,7 +85,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         }
     };
 
-    let (rename_all, krate) = struct_attrs(input)?;
+    let (rename_all, krate) = struct_attrs(input, default_crate)?;
     let mut synced = Vec::new();
     let mut skipped = Vec::new();
     let mut errors: Option<syn::Error> = None;
@@ -102,6 +114,18 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     collection: is_collection(&field.ty),
                 });
             }
+        }
+    }
+    // camelCase by default: `player_count` and `playerCount` would both reach clients as one name.
+    for (i, field) in synced.iter().enumerate() {
+        if let Some(first) = synced[..i].iter().find(|f| f.wire_name == field.wire_name) {
+            push_error(syn::Error::new(
+                field.ident.span(),
+                format!(
+                    "`{}` and `{}` both reach clients as `{}`: give one another name with #[schema(rename = \"...\")]",
+                    first.ident, field.ident, field.wire_name
+                ),
+            ));
         }
     }
     if let Some(errors) = errors {
@@ -227,8 +251,8 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     });
 
     let mut_doc = format!(
-        "Changes a [`{name}`] in the state: setters record what they change for the next patch. \
-         Reads go through `Deref`."
+        "Changes a [`{name}`] in the state: assign its fields (`DerefMut`), or call its setters; \
+         the next patch sends what changed. Reads go through `Deref`."
     );
 
     Ok(quote! {
@@ -240,6 +264,13 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             type Target = #name;
             fn deref(&self) -> &#name {
                 self.0.__get()
+            }
+        }
+
+        #[automatically_derived]
+        impl ::core::ops::DerefMut for #mut_name<'_> {
+            fn deref_mut(&mut self) -> &mut #name {
+                self.0.__touch()
             }
         }
 
@@ -284,6 +315,11 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         #[automatically_derived]
         impl #krate::Element for #name {
             type Item = #krate::Shared<#name>;
+            type ItemMut<'a> = #mut_name<'a>;
+
+            fn item_mut(item: &mut Self::Item) -> #mut_name<'_> {
+                item.borrow_mut()
+            }
 
             fn describe(
                 registry: &mut #krate::__private::Registry,
@@ -309,9 +345,10 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     })
 }
 
-fn struct_attrs(input: &DeriveInput) -> syn::Result<(RenameAll, syn::Path)> {
-    let mut rename_all = RenameAll::None;
-    let mut krate: syn::Path = syn::parse_quote!(::odeon_schema);
+fn struct_attrs(input: &DeriveInput, default_crate: syn::Path) -> syn::Result<(RenameAll, syn::Path)> {
+    // Colyseus's convention: clients see `playerCount` for `player_count`.
+    let mut rename_all = RenameAll::Camel;
+    let mut krate = default_crate;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("schema")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("rename_all") {

@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use odeon_schema::{ArraySchema, MapSchema, Schema, SchemaVersion, Shared, StateEncoder};
 
+mod plain;
 mod soak;
 
 fn main() {
@@ -69,6 +70,19 @@ impl<T: Schema> Recorder<T> {
         ));
     }
 
+    /// A step that changes the state as a plain value, outside the encoder, as a room does.
+    fn step_plain(&mut self, label: &str, change: impl FnOnce(&mut T))
+    where
+        T: Default,
+    {
+        self.step(label, |enc| {
+            let mut value = T::default();
+            enc.detach(&mut value);
+            change(&mut value);
+            enc.attach(&mut value);
+        });
+    }
+
     fn finish(self, name: &str) -> String {
         format!(
             r#"{}:{{"reflection":{{"v4":"{}","v5":"{}"}},"steps":[{}]}}"#,
@@ -92,6 +106,7 @@ fn scenarios() -> String {
         arena(),
         multi_order(),
         renamed(),
+        plain::plain(),
     ];
     format!("{{{}}}", all.join(","))
 }

@@ -110,11 +110,11 @@ async fn offered(d: &dyn Driver, q: &Query) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     while let Some(l) = d.find_one(q).await.unwrap() {
         assert!(!ids.contains(&l.room_id), "find_one offered locked room {} again", l.room_id);
-        d.update(&l.room_id, lock(true)).await.unwrap();
+        d.update(&l.room_id, &l.process_id, lock(true)).await.unwrap();
         ids.push(l.room_id);
     }
     for id in &ids {
-        d.update(id, lock(false)).await.unwrap();
+        d.update(id, "p1", lock(false)).await.unwrap();
     }
     ids
 }
@@ -137,7 +137,7 @@ async fn insert_find_update_remove(d: &dyn Driver) {
     assert_eq!(d.find_by_id("a").await.unwrap().as_ref(), Some(&full), "every field round-trips");
     assert_eq!(d.find_by_id("b").await.unwrap(), None);
 
-    d.update("a", ListingUpdate { clients: Some(3), ..ListingUpdate::default() }).await.unwrap();
+    d.update("a", "p1", ListingUpdate { clients: Some(3), ..ListingUpdate::default() }).await.unwrap();
     let mut want = RoomListing { clients: 3, ..full.clone() };
     assert_eq!(d.find_by_id("a").await.unwrap().as_ref(), Some(&want), "only clients changed");
 
@@ -149,13 +149,26 @@ async fn insert_find_update_remove(d: &dyn Driver) {
         metadata: Some(object(json!({ "mode": "dm" }))),
     };
     update.clone().apply(&mut want);
-    d.update("a", update).await.unwrap();
+    d.update("a", "p1", update).await.unwrap();
     assert_eq!(d.find_by_id("a").await.unwrap().as_ref(), Some(&want));
-    d.update("a", ListingUpdate { max_clients: Some(None), ..ListingUpdate::default() }).await.unwrap();
+    d.update("a", "p1", ListingUpdate { max_clients: Some(None), ..ListingUpdate::default() }).await.unwrap();
     assert_eq!(d.find_by_id("a").await.unwrap().unwrap().max_clients, None);
 
-    d.update("nope", ListingUpdate { clients: Some(1), ..ListingUpdate::default() }).await.unwrap();
+    d.update("nope", "p1", ListingUpdate { clients: Some(1), ..ListingUpdate::default() }).await.unwrap();
     assert_eq!(d.find_by_id("nope").await.unwrap(), None, "an update creates nothing");
+
+    // The room moved: its new host wrote the listing, and the old host's late update (the drain's
+    // lock, say) must not land on it.
+    let moved = RoomListing { process_id: "p2".into(), clients: 1, ..full.clone() };
+    d.insert(moved.clone()).await.unwrap();
+    d.update("a", "p1", ListingUpdate { locked: Some(true), clients: Some(7), ..ListingUpdate::default() })
+        .await
+        .unwrap();
+    assert_eq!(
+        d.find_by_id("a").await.unwrap().as_ref(),
+        Some(&moved),
+        "another process's update is ignored"
+    );
 
     d.insert(room("a", 5)).await.unwrap();
     assert_eq!(d.query(None).await.unwrap(), [room("a", 5)], "a second insert replaces the listing");
@@ -281,8 +294,10 @@ async fn locked_private_and_other_types_are_not_offered(d: &dyn Driver) {
     assert_eq!(d.find_by_id("locked").await.unwrap().map(|l| l.locked), Some(true));
     assert_eq!(d.find_by_id("private").await.unwrap().map(|l| l.private), Some(true));
 
-    d.update("locked", lock(false)).await.unwrap();
-    d.update("private", ListingUpdate { private: Some(false), ..ListingUpdate::default() }).await.unwrap();
+    d.update("locked", "p1", lock(false)).await.unwrap();
+    d.update("private", "p1", ListingUpdate { private: Some(false), ..ListingUpdate::default() })
+        .await
+        .unwrap();
     assert_eq!(offered(d, &query(&[], true, &[])).await, ["locked", "private", "unlisted", "open"]);
 }
 
@@ -309,7 +324,7 @@ async fn sort_by_listing_fields(d: &dyn Driver) {
     );
     assert_eq!(offered(d, &by(&[("createdAt", -1)])).await, ["five-new", "three", "five-old", "one"]);
 
-    d.update("three", ListingUpdate { clients: Some(9), ..ListingUpdate::default() }).await.unwrap();
+    d.update("three", "p1", ListingUpdate { clients: Some(9), ..ListingUpdate::default() }).await.unwrap();
     assert_eq!(
         d.find_one(&by(&[("clients", -1)])).await.unwrap().unwrap().room_id,
         "three",
@@ -453,7 +468,10 @@ mod mongo_only {
 
         // Updates $set the changed fields and leave the rest of the document alone.
         raw.update_one(doc! { "roomId": "r1" }, doc! { "$set": { "annotated": "by ops" } }).await.unwrap();
-        driver.update("r1", ListingUpdate { clients: Some(4), ..ListingUpdate::default() }).await.unwrap();
+        driver
+            .update("r1", "p1", ListingUpdate { clients: Some(4), ..ListingUpdate::default() })
+            .await
+            .unwrap();
         let doc = raw.find_one(doc! { "roomId": "r1" }).await.unwrap().unwrap();
         assert_eq!(doc.get_str("annotated").unwrap(), "by ops");
         assert_eq!(doc.get_i32("clients").unwrap(), 4);
@@ -477,7 +495,7 @@ mod mongo_only {
         let q = query(&[("mode", json!("ctf"))], true, &[("clients", -1)]);
         let (insert, update, remove, by_id, one, all, cleanup) = tokio::join!(
             driver.insert(room("during", 2)),
-            driver.update("before", lock(true)),
+            driver.update("before", "p1", lock(true)),
             driver.remove("before"),
             driver.find_by_id("before"),
             driver.find_one(&q),
@@ -505,7 +523,10 @@ mod mongo_only {
         assert!(driver.find_by_id("before").await.unwrap().is_some(), "the listing survived the restart");
         eprintln!("first call after the restart took {:?}", started.elapsed());
         driver.insert(room("after", 3)).await.unwrap();
-        driver.update("after", ListingUpdate { clients: Some(2), ..ListingUpdate::default() }).await.unwrap();
+        driver
+            .update("after", "p1", ListingUpdate { clients: Some(2), ..ListingUpdate::default() })
+            .await
+            .unwrap();
         assert_eq!(
             driver.find_one(&query(&[], true, &[("clients", -1)])).await.unwrap().unwrap().room_id,
             "after"

@@ -18,8 +18,9 @@ impl Driver for LocalDriver {
         Ok(())
     }
 
-    async fn update(&self, room_id: &str, update: ListingUpdate) -> Result<(), DriverError> {
-        if let Some(l) = self.rooms.lock().expect("listing lock").get_mut(room_id) {
+    async fn update(&self, room_id: &str, owner: &str, update: ListingUpdate) -> Result<(), DriverError> {
+        let mut rooms = self.rooms.lock().expect("listing lock");
+        if let Some(l) = rooms.get_mut(room_id).filter(|l| l.process_id == owner) {
             update.apply(l);
         }
         Ok(())

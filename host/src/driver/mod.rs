@@ -100,8 +100,11 @@ pub enum DriverError {
 pub trait Driver: Send + Sync + 'static {
     /// Adds a room; a listing with the same room id is replaced.
     async fn insert(&self, listing: RoomListing) -> Result<(), DriverError>;
-    /// Applies a change to a room's listing; an unknown room is not an error.
-    async fn update(&self, room_id: &str, update: ListingUpdate) -> Result<(), DriverError>;
+    /// Applies a change to a room's listing while it names `owner` as its process; an unknown
+    /// room, or one another process has taken over since (a room that moved: the old host's
+    /// last update may land after the new host wrote its listing), is not an error and is left
+    /// as it is.
+    async fn update(&self, room_id: &str, owner: &str, update: ListingUpdate) -> Result<(), DriverError>;
     /// Removes a room; an unknown room is not an error.
     async fn remove(&self, room_id: &str) -> Result<(), DriverError>;
     /// A room by id, locked or not.
@@ -256,9 +259,9 @@ mod tests {
         let most_full =
             Query { name: "echo".into(), sort_by: vec![("clients".into(), -1)], ..Query::default() };
         assert_eq!(d.find_one(&most_full).await.unwrap().unwrap().room_id, "b");
-        d.update("b", ListingUpdate { locked: Some(true), ..Default::default() }).await.unwrap();
+        d.update("b", "p", ListingUpdate { locked: Some(true), ..Default::default() }).await.unwrap();
         assert_eq!(d.find_one(&most_full).await.unwrap().unwrap().room_id, "a");
-        d.update("a", ListingUpdate { private: Some(true), ..Default::default() }).await.unwrap();
+        d.update("a", "p", ListingUpdate { private: Some(true), ..Default::default() }).await.unwrap();
         assert!(d.find_one(&most_full).await.unwrap().is_none());
         assert!(d.find_by_id("a").await.unwrap().is_some());
         d.remove("a").await.unwrap();

@@ -94,12 +94,13 @@ impl Driver for MongoDriver {
         Ok(())
     }
 
-    async fn update(&self, room_id: &str, update: ListingUpdate) -> Result<(), DriverError> {
+    async fn update(&self, room_id: &str, owner: &str, update: ListingUpdate) -> Result<(), DriverError> {
         let set = set_document(update);
         if set.is_empty() {
             return Ok(());
         }
-        self.call(self.rooms.update_one(doc! { "roomId": room_id }, doc! { "$set": set })).await?;
+        let filter = doc! { "roomId": room_id, "processId": owner };
+        self.call(self.rooms.update_one(filter, doc! { "$set": set })).await?;
         Ok(())
     }
 

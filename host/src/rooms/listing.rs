@@ -126,7 +126,7 @@ async fn publish(
             Err(given_back) => return give_back(&*driver, &presence, given_back).await,
         };
         let result = if healthy {
-            driver.update(&room_id, update_of(&listing)).await
+            driver.update(&room_id, &listing.process_id, update_of(&listing)).await
         } else {
             driver.insert(listing).await
         };

@@ -20,7 +20,7 @@ const TOKEN = "dr4in-7e5t-t0ken-5b3c81e0";
 
 const drain = (host) => drains.drain(host, TOKEN);
 const health = async (host) => (await fetch(`${host.http}/odeon/health`)).json();
-const processOf = (peer) => peer.room.processId ?? sdk.ws(peer.room).url.split("/")[3];
+const processOf = (peer) => drains.processOf(sdk, peer);
 const whereRuns = (host, roomId) => drains.whereRuns(host, TOKEN, roomId);
 
 async function until(what, predicate, ms = 8000) {
@@ -42,14 +42,7 @@ describe("draining hosts behind odeon-proxy: rooms move (3 hosts, @colyseus/sdk 
     after(async () => { await d?.stop(); });
     const test = (name, fn, opts) => hostTest(() => proxy, `[drain] ${name}`, fn, { timeout: 60000, ...opts });
 
-    /** Rooms through the proxy until `host` runs one of `name`; the others stay, so load spreads. */
-    async function roomOn(s, host, name, options = {}) {
-        for (let i = 0; i < 12; i++) {
-            const p = await s.join(sdk, "create", name, { ...options }, { label: `${name} ${i}` });
-            if (processOf(p) === host.processId) return p;
-        }
-        assert.fail(`no ${name} room landed on ${host.label}`);
-    }
+    const roomOn = (s, host, name, options) => drains.roomOn(s, sdk, host, name, options);
 
     test("the peer import refuses a caller without the host's peer key, before reading its body", async () => {
         for (const headers of [{}, { "x-odeon-peer": "not-the-key" }]) {

@@ -29,15 +29,9 @@ for (const profile of ["0.16", "0.17", "0.18"]) {
         });
         after(async () => { await d?.stop(); });
         const test = (name, fn, opts) => hostTest(() => proxy, `[handover ${profile}] ${name}`, fn, { timeout: 90000, ...opts });
-        const processOf = (peer) => peer.room.processId ?? sdk.ws(peer.room).url.split("/")[3];
+        const processOf = (peer) => drains.processOf(sdk, peer);
 
-        async function roomOn(s, host, name, options = {}) {
-            for (let i = 0; i < 12; i++) {
-                const p = await s.join(sdk, "create", name, { ...options }, { label: `${name} ${i}` });
-                if (processOf(p) === host.processId) return p;
-            }
-            assert.fail(`no ${name} room landed on ${host.label}`);
-        }
+        const roomOn = (s, host, name, options) => drains.roomOn(s, sdk, host, name, options);
 
         test("drain host 2: every room plays on elsewhere and no client notices", async (s) => {
             const victim = hosts[1];

@@ -2,7 +2,7 @@
 //! room changes it as a plain value, and each client's user data lives as long as its seat.
 
 use odeon_guest::prelude::*;
-use odeon_guest::testing::{Effect, Event, TestRoom};
+use odeon_guest::testing::{Effect, ROOM_LOCKED, TestRoom};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -120,9 +120,8 @@ fn hooks_change_the_state_as_plain_values_and_the_change_is_announced() {
     assert_eq!(room.state_json(), json);
     room.message("a", "move", &json!({"index": 9}));
     assert_eq!(room.errors_to("a"), [(Reject::DEFAULT_CODE, "no such cell".to_owned())]);
-    // Once the host has patched, a message that changes nothing announces nothing.
-    room.events(vec![Event::Patch]);
-    assert!(room.take_effects().iter().any(|e| matches!(e, Effect::StatePatch(_))));
+    // The test host patches after every call, so a message that changes nothing announces
+    // nothing.
     room.message("a", "move", &json!({"index": 9}));
     assert!(!room.take_effects().contains(&Effect::StateChanged));
     room.message("a", "move", &json!({"index": 4}));
@@ -150,4 +149,65 @@ fn user_data_lives_as_long_as_the_seat() {
     // A client that joins again starts afresh.
     room.join("a", ()).unwrap();
     assert_eq!(room.user_data("a"), Some(&Seat { mark: 2, joins: 1 }));
+}
+
+#[test]
+fn each_client_holds_the_state_it_decoded_from_its_frames() {
+    let mut room = TestRoom::<Game>::create(()).unwrap();
+    room.join("a", ()).unwrap();
+    room.message("a", "move", &json!({"index": 2}));
+    room.join("b", ()).unwrap();
+    // `b` joined with a full state, `a` followed the patches: both hold the room's state.
+    assert_eq!(room.client_state("a"), room.state_json());
+    assert_eq!(room.client_state("b"), room.state_json());
+    room.drop_client("b", 1006);
+    room.message("a", "move", &json!({"index": 3}));
+    room.reconnect("b");
+    assert_eq!(room.client_state("b"), room.state_json(), "back with a full state");
+    room.leave("a", 4000);
+    let json: serde_json::Value = serde_json::from_str(&room.client_state("b")).unwrap();
+    assert_eq!(json["players"], json!({"b": {"name": "B", "moveCount": 0}}));
+    assert_eq!(json["board"][2], 1);
+}
+
+#[test]
+#[should_panic(expected = "a is not connected")]
+fn a_client_that_left_has_no_state() {
+    let mut room = TestRoom::<Game>::create(()).unwrap();
+    room.join("a", ()).unwrap();
+    room.leave("a", 4000);
+    room.client_state("a");
+}
+
+/// A room for two.
+pub struct Duel;
+
+impl Room for Duel {
+    const NAME: &'static str = "duel";
+    type State = ();
+    type UserData = ();
+
+    fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
+        ctx.set_max_clients(2);
+        Ok(Duel)
+    }
+
+    fn on_drop(&mut self, ctx: &mut Ctx, client: &Client, _code: u16) {
+        ctx.allow_reconnection(client, 10);
+    }
+}
+
+#[test]
+fn joins_past_max_clients_are_refused_as_the_host_refuses_them() {
+    let mut room = TestRoom::<Duel>::create(()).unwrap();
+    room.join("a", ()).unwrap();
+    room.join("b", ()).unwrap();
+    let full = room.join("c", ()).unwrap_err();
+    assert_eq!(full, RoomError::with_code(ROOM_LOCKED, r#"room "test-room" is locked"#));
+    // A seat kept for a reconnection still counts; a seat given up does not.
+    room.drop_client("b", 1006);
+    assert!(room.join("c", ()).is_err());
+    room.leave("b", 1006);
+    room.join("c", ()).unwrap();
+    assert_eq!(room.clients(), ["a", "c"]);
 }

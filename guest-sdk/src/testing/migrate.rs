@@ -38,6 +38,7 @@ impl<R: Room> TestRoom<R> {
             holding: self.holding,
             disposed: self.disposed,
             inputs: self.inputs,
+            clients: self.clients,
         };
         for effect in effects.effects {
             moved.record(effect);

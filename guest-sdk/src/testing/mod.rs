@@ -85,9 +85,12 @@
 //! assert_eq!(room.room().0, Some(1));
 //! ```
 
+mod clients;
+mod decoder;
 mod inputs;
 mod inspect;
 mod migrate;
+mod presence;
 mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,11 +102,12 @@ use serde::Serialize;
 pub use odeon_protocol::abi::{AuthDecision, Effect, Event, Key, Listing, PresenceOp, PresenceValue};
 
 use crate::payload::encode_named;
-use crate::presence::IntoKey;
 use crate::rt::{self, Runtime};
-use crate::{IntoMessageType, MessageType, OpId, Payload, Room, RoomError, Value};
-use store::{Caller, Store};
+use crate::{IntoMessageType, MessageType, Payload, Room, RoomError, Value};
+use store::Store;
 
+pub use clients::ROOM_LOCKED;
+pub use decoder::DecodeError;
 pub use inputs::{INPUT_BUFFER, Response};
 /// A request's outcome, as [`TestRoom::request`] reports it.
 pub use odeon_protocol::abi::RequestStatus;
@@ -129,6 +133,8 @@ pub struct TestRoom<R: Room> {
     disposed: bool,
     /// The room's inputs, as the host would buffer them (see `inputs`).
     inputs: inputs::Buffers,
+    /// The clients' seats and views of the state (see `clients`).
+    clients: clients::Clients,
 }
 
 /// Something the room asked that needs an answer.
@@ -185,6 +191,7 @@ impl<R: Room> TestRoom<R> {
             holding: false,
             disposed: false,
             inputs: inputs::Buffers::default(),
+            clients: clients::Clients::default(),
         };
         room.events(vec![Event::Create {
             room_id: Self::ROOM_ID.to_owned(),
@@ -210,7 +217,9 @@ impl<R: Room> TestRoom<R> {
         })
     }
 
-    /// Joins client `session_id` with `options` and no auth data; `Err` if the room refused it.
+    /// Joins client `session_id` with `options` and no auth data; `Err` if the room refused it,
+    /// or if the host would have: a locked room, or one with as many clients as its
+    /// `max_clients` (code [`ROOM_LOCKED`]). The client then gets the whole state.
     pub fn join(&mut self, session_id: &str, options: impl Serialize) -> Result<(), RoomError> {
         self.join_event(session_id, encode(&options), Vec::new())
     }
@@ -227,17 +236,28 @@ impl<R: Room> TestRoom<R> {
 
     /// Client `session_id` leaves for good with `code` (4000 for a consented leave).
     pub fn leave(&mut self, session_id: &str, code: u16) {
+        self.disconnect_client(session_id, false);
         self.event(Event::Leave { session_id: session_id.to_owned(), code });
     }
 
     /// Client `session_id`'s connection drops with `code` (1006 for an abnormal close).
     pub fn drop_client(&mut self, session_id: &str, code: u16) {
-        self.event(Event::Drop { session_id: session_id.to_owned(), code });
+        let start = self.recorded.len();
+        self.deliver(vec![Event::Drop { session_id: session_id.to_owned(), code }]);
+        let kept = self.recorded[start..].iter().any(
+            |r| matches!(&r.effect, Effect::AllowReconnection { session_id: sid, .. } if sid == session_id),
+        );
+        self.disconnect_client(session_id, kept);
+        self.settle();
+        self.patch_clients();
     }
 
     /// Dropped client `session_id` reconnects.
     pub fn reconnect(&mut self, session_id: &str) {
-        self.event(Event::Reconnect { session_id: session_id.to_owned() });
+        self.deliver(vec![Event::Reconnect { session_id: session_id.to_owned() }]);
+        self.settle();
+        self.connect_client(session_id);
+        self.patch_clients();
     }
 
     /// Client `session_id` sends a message whose payload is `payload`, encoded as JavaScript would
@@ -306,97 +326,7 @@ impl<R: Room> TestRoom<R> {
     pub fn events(&mut self, events: Vec<Event>) {
         self.deliver(events);
         self.settle();
-    }
-
-    /// Runs a presence operation as another room of this type would, and returns its answer.
-    ///
-    /// Use it to seed or inspect the store, or to publish to the room: a publication on a topic
-    /// the room subscribed to reaches its [`Room::on_presence_message`] before this returns.
-    /// Subscribing here does not subscribe the room.
-    pub fn run_presence(&mut self, op: PresenceOp) -> Result<PresenceValue, String> {
-        self.run_presence_as(R::NAME, op)
-    }
-
-    /// Like [`TestRoom::run_presence`], for a room of type `room_type`, whose local keys and
-    /// topics are not the room's.
-    pub fn run_presence_as(&mut self, room_type: &str, op: PresenceOp) -> Result<PresenceValue, String> {
-        let caller = Caller { room_type, under_test: false };
-        let (answer, message) = self.presence.apply(op, caller, self.now_ms);
-        if let Some(message) = message {
-            self.events(vec![message]);
-        }
-        answer
-    }
-
-    /// Another room of this type publishes `message` on `topic`; returns whether the room had
-    /// subscribed to `topic`, and so received it.
-    ///
-    /// To deliver a message whatever the subscriptions, send [`Event::PresenceMessage`] with
-    /// [`TestRoom::events`].
-    pub fn deliver_presence_message(&mut self, topic: impl IntoKey, message: impl Into<String>) -> bool {
-        let op = PresenceOp::Publish { topic: topic.into_key(), message: message.into() };
-        self.run_presence(op) == Ok(PresenceValue::Int(1))
-    }
-
-    /// Whether the room is subscribed to `topic`.
-    pub fn is_subscribed(&self, topic: impl IntoKey) -> bool {
-        self.presence.is_subscribed(&topic.into_key(), R::NAME)
-    }
-
-    /// The listings room queries answer with (filtered by the queried name); none by default.
-    /// The room itself is only listed if it is among them.
-    pub fn set_rooms(&mut self, listings: Vec<Listing>) {
-        self.listings = listings;
-    }
-
-    /// Keeps the answers to the room's presence operations and room queries back from now on,
-    /// until [`TestRoom::release_answers`]; [`TestRoom::held_ops`] lists them.
-    pub fn hold_answers(&mut self) {
-        self.holding = true;
-    }
-
-    /// Answers every held operation, as of now and in the order the room asked, and goes back to
-    /// answering right away.
-    pub fn release_answers(&mut self) {
-        self.holding = false;
-        self.settle();
-    }
-
-    /// The operations waiting for an answer while answers are held, in the order the room asked.
-    pub fn held_ops(&self) -> Vec<OpId> {
-        self.asked.iter().map(|&(id, _)| OpId::new(id)).collect()
-    }
-
-    /// Answers presence operation `op` with `result` instead of the store (which it leaves
-    /// untouched), e.g. to fail it; a held operation is no longer held.
-    pub fn answer_presence(&mut self, op: OpId, result: Result<PresenceValue, String>) {
-        self.asked.retain(|&(id, _)| id != op.as_u64());
-        self.events(vec![Event::PresenceResult { op_id: op.as_u64(), result }]);
-    }
-
-    /// Answers room query `op` with `result` instead of [`TestRoom::set_rooms`]'s listings; a
-    /// held query is no longer held.
-    pub fn answer_rooms(&mut self, op: OpId, result: Result<Vec<Listing>, String>) {
-        self.asked.retain(|&(id, _)| id != op.as_u64());
-        self.events(vec![Event::Rooms { op_id: op.as_u64(), result }]);
-    }
-
-    /// The presence operations the room issued, in order, since the last
-    /// [`TestRoom::take_effects`].
-    pub fn presence_ops(&self) -> Vec<PresenceOp> {
-        self.recorded_where(|e| match e {
-            Effect::Presence { op, .. } => Some(op.clone()),
-            _ => None,
-        })
-    }
-
-    /// The room type names of the room queries the room issued (`None`: every type), in order,
-    /// since the last [`TestRoom::take_effects`].
-    pub fn room_queries(&self) -> Vec<Option<String>> {
-        self.recorded_where(|e| match e {
-            Effect::QueryRooms { name, .. } => Some(name.clone()),
-            _ => None,
-        })
+        self.patch_clients();
     }
 
     /// What `pick` takes from each recorded effect, in order.
@@ -419,55 +349,23 @@ impl<R: Room> TestRoom<R> {
         }
     }
 
-    /// Answers what the room asked, round after round, unless answers are held. A disposed room
-    /// gets no answers and loses its subscriptions, though its last operations still change the
-    /// store, as on a host.
-    fn settle(&mut self) {
-        if self.disposed {
-            self.answer_asked();
-            self.presence.unsubscribe_all();
-            return;
-        }
-        for _ in 0..MAX_ANSWER_ROUNDS {
-            if self.asked.is_empty() || self.holding {
-                return;
-            }
-            let answers = self.answer_asked();
-            self.deliver(answers);
-        }
-        panic!("room {:?} keeps asking for presence or rooms in answer to every answer", R::NAME);
-    }
-
-    /// Runs everything the room asked, in order: the events that answer it.
-    fn answer_asked(&mut self) -> Vec<Event> {
-        let caller = Caller { room_type: R::NAME, under_test: true };
-        let mut answers = Vec::new();
-        for (op_id, request) in std::mem::take(&mut self.asked) {
-            match request {
-                Request::Presence(op) => {
-                    let (result, message) = self.presence.apply(op, caller, self.now_ms);
-                    answers.extend(message);
-                    answers.push(Event::PresenceResult { op_id, result });
-                }
-                Request::Rooms(name) => {
-                    let listed = |l: &&Listing| name.as_ref().is_none_or(|name| l.name == *name);
-                    let result = Ok(self.listings.iter().filter(listed).cloned().collect());
-                    answers.push(Event::Rooms { op_id, result });
-                }
-            }
-        }
-        answers
-    }
-
     fn join_event(&mut self, session_id: &str, options: Vec<u8>, auth: Vec<u8>) -> Result<(), RoomError> {
+        if let Some(refusal) = self.seat_refusal() {
+            return Err(refusal);
+        }
         let start = self.recorded.len();
-        self.event(Event::Join { session_id: session_id.to_owned(), options, auth });
+        self.deliver(vec![Event::Join { session_id: session_id.to_owned(), options, auth }]);
+        self.settle();
         let refusal = self.recorded[start..].iter().find_map(|r| match &r.effect {
             Effect::RejectJoin { session_id: sid, code, message } if sid == session_id => {
                 Some(RoomError::with_code(*code, message.clone()))
             }
             _ => None,
         });
+        if refusal.is_none() {
+            self.connect_client(session_id);
+        }
+        self.patch_clients();
         refusal.map_or(Ok(()), Err)
     }
 
@@ -537,13 +435,15 @@ impl<R: Room> TestRoom<R> {
             Effect::Presence { op_id, op } => self.asked.push((*op_id, Request::Presence(op.clone()))),
             Effect::QueryRooms { op_id, name } => self.asked.push((*op_id, Request::Rooms(name.clone()))),
             Effect::SetInputs(decl) => self.inputs.declare(decl.clone()),
+            Effect::SetSerializer { reflection_v5, .. } => {
+                self.clients.reflection = Some(reflection_v5.clone())
+            }
             Effect::Error { .. }
             | Effect::Respond { .. }
             | Effect::RejectJoin { .. }
             | Effect::CreateFailed { .. }
             | Effect::SetPatchRate(_)
             | Effect::SetAutoDispose(_)
-            | Effect::SetSerializer { .. }
             | Effect::StateChanged
             | Effect::FullState(_)
             | Effect::StatePatch(_) => {}

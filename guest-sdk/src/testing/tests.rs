@@ -1,5 +1,7 @@
 use super::*;
-use crate::{Auth, AuthContext, Client, Ctx, KeyExt, Message, MessageTypeExt, PresenceValueExt, TimerId};
+use crate::{
+    Auth, AuthContext, Client, Ctx, KeyExt, Message, MessageTypeExt, OpId, PresenceValueExt, TimerId,
+};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 

@@ -133,6 +133,8 @@ mod tests {
         assert_eq!(room.state_json(), r#"{"players":{"a":{"x":1.5,"y":-2},"b":{"x":0,"y":0}}}"#);
         room.leave("b", 4000);
         assert_eq!(room.state_json(), r#"{"players":{"a":{"x":1.5,"y":-2}}}"#);
+        // What `a`'s client decoded from its frames is that state too.
+        assert_eq!(room.client_state("a"), room.state_json());
     }
 
     #[test]

@@ -156,6 +156,7 @@ mod tests {
         assert_eq!(room.acked("a"), 4);
         room.leave("a", 4000);
         assert_eq!(room.state_json(), r#"{"players":{"b":{"x":0,"y":0}}}"#);
+        assert_eq!(room.client_state("b"), room.state_json());
     }
 
     #[test]

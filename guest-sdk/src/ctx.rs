@@ -146,19 +146,20 @@ impl<S, U> Ctx<S, U> {
     /// `client`'s user data (Colyseus's `client.userData`): the room's own value of type
     /// [`Room::UserData`](crate::Room::UserData) for each client, `Default` when the client
     /// joins, kept while it is away within a reconnection window, and dropped once it has
-    /// left (after [`Room::on_leave`](crate::Room::on_leave)). `None` for a client that is not
+    /// left (after [`Room::on_leave`](crate::Room::on_leave)). `client` is a [`Client`] or a
+    /// session id, so a client that is away has its data too. `None` for a client that is not
     /// in the room.
-    pub fn user_data(&self, client: &Client) -> Option<&U> {
-        self.user_data.get(client.session_id())
+    pub fn user_data(&self, client: impl AsRef<str>) -> Option<&U> {
+        self.user_data.get(client.as_ref())
     }
 
     /// `client`'s user data, to change (see [`Ctx::user_data`]); a client the room does not
     /// know gets a fresh `Default` value, dropped when it leaves.
-    pub fn user_data_mut(&mut self, client: &Client) -> &mut U
+    pub fn user_data_mut(&mut self, client: impl AsRef<str>) -> &mut U
     where
         U: Default,
     {
-        self.user_data.entry(client.session_id().to_owned()).or_default()
+        self.user_data.entry(client.as_ref().to_owned()).or_default()
     }
 
     /// Sends `message` to `to` as a MessagePack map (structs are encoded by field name).

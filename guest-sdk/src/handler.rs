@@ -73,6 +73,12 @@ impl Reject {
     pub fn is_fault(&self) -> bool {
         self.fault
     }
+
+    /// `Ok(())` when `condition` holds, else a refusal with `code` and `message`: one line per
+    /// rule in a handler, `Reject::unless(game.turn == me, NOT_YOUR_TURN, "not your turn")?;`.
+    pub fn unless(condition: bool, code: u32, message: impl Into<String>) -> Result<(), Reject> {
+        if condition { Ok(()) } else { Err(Self::with_code(code, message)) }
+    }
 }
 
 impl From<&str> for Reject {
@@ -255,6 +261,8 @@ mod tests {
         let bad = Payload::new(vec![0xc1]).decode::<u8>().unwrap_err();
         let fault = Reject::from(bad);
         assert_eq!((fault.code, fault.is_fault()), (INVALID_PAYLOAD, true));
+        assert_eq!(Reject::unless(true, 7, "x"), Ok(()));
+        assert_eq!(Reject::unless(false, 7, "x"), Err(Reject::with_code(7, "x")));
         let reason = Payload::new(reason(&Reject::with_code(7, "x"))).value().unwrap();
         assert_eq!(reason.to_string(), r#"{"code": 7, "message": "x"}"#);
     }

@@ -1,4 +1,8 @@
 //! Everything a room needs: `use odeon_guest::prelude::*;`.
+//!
+//! That includes serde's `Serialize` and `Deserialize` (trait and derive), for payloads and
+//! answers; the derives' code names the `serde` crate, so a room depends on `serde` itself, as
+//! the `just new-room` starter does.
 
 pub use crate::export_room;
 pub use crate::migration::{self, Migration};
@@ -8,3 +12,4 @@ pub use crate::{
     RoomError, Step, TimerId, Value,
 };
 pub use crate::{ArraySchema, MapSchema, Schema, Shared};
+pub use serde::{Deserialize, Serialize};

@@ -92,6 +92,11 @@ pub trait Room: Sized + 'static {
     /// ([`Migration::version`]); raise it when what [`Room::migrate_out`] writes changes.
     const VERSION: u32 = 1;
 
+    /// How many seconds the default [`Room::on_drop`] keeps a dropped client's seat, so the
+    /// official SDKs' automatic reconnection finds it; 0 (the default) keeps none, and the
+    /// client leaves at once.
+    const RECONNECT_SECS: u32 = 0;
+
     /// Options merged under the creator's options at creation; must be a map.
     fn default_options() -> Option<Value> {
         None
@@ -125,9 +130,13 @@ pub trait Room: Sized + 'static {
     }
 
     /// A client's connection dropped without its consent. Call [`Ctx::allow_reconnection`] here
-    /// to keep its seat; otherwise [`Room::on_leave`] runs right after with the same code.
+    /// to keep its seat; otherwise [`Room::on_leave`] runs right after with the same code. The
+    /// default keeps it [`Room::RECONNECT_SECS`] seconds when that is not 0.
     fn on_drop(&mut self, ctx: &mut Ctx<Self::State, Self::UserData>, client: &Client, code: u16) {
-        let _ = (ctx, client, code);
+        let _ = code;
+        if Self::RECONNECT_SECS > 0 {
+            ctx.allow_reconnection(client, Self::RECONNECT_SECS);
+        }
     }
 
     /// A dropped client came back within its reconnection window.
@@ -274,6 +283,14 @@ impl Client {
 
     /// The client's session id, stable across reconnections.
     pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+}
+
+/// The session id, so a [`Client`] goes wherever a session id does
+/// ([`Ctx::user_data`](crate::Ctx::user_data)).
+impl AsRef<str> for Client {
+    fn as_ref(&self) -> &str {
         &self.session_id
     }
 }

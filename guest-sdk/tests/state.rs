@@ -179,21 +179,18 @@ fn a_client_that_left_has_no_state() {
     room.client_state("a");
 }
 
-/// A room for two.
+/// A room for two, whose dropped clients keep their seats 10 seconds (the default `on_drop`).
 pub struct Duel;
 
 impl Room for Duel {
     const NAME: &'static str = "duel";
+    const RECONNECT_SECS: u32 = 10;
     type State = ();
     type UserData = ();
 
     fn on_create(ctx: &mut Ctx, _options: Payload) -> Result<Self, RoomError> {
         ctx.set_max_clients(2);
         Ok(Duel)
-    }
-
-    fn on_drop(&mut self, ctx: &mut Ctx, client: &Client, _code: u16) {
-        ctx.allow_reconnection(client, 10);
     }
 }
 
@@ -206,6 +203,7 @@ fn joins_past_max_clients_are_refused_as_the_host_refuses_them() {
     assert_eq!(full, RoomError::with_code(ROOM_LOCKED, r#"room "test-room" is locked"#));
     // A seat kept for a reconnection still counts; a seat given up does not.
     room.drop_client("b", 1006);
+    assert_eq!(room.allowed_reconnection("b"), Some(10));
     assert!(room.join("c", ()).is_err());
     room.leave("b", 1006);
     room.join("c", ()).unwrap();

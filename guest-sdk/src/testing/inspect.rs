@@ -26,7 +26,7 @@ impl<R: Room> TestRoom<R> {
     /// `session_id`'s user data ([`Ctx::user_data`](crate::Ctx::user_data)), while it is in the
     /// room or may reconnect.
     pub fn user_data(&self, session_id: &str) -> Option<&R::UserData> {
-        self.runtime.ctx().user_data(&crate::Client::new(session_id.to_owned()))
+        self.runtime.ctx().user_data(session_id)
     }
 
     /// The test clock, in milliseconds since the Unix epoch.

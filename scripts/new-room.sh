@@ -153,18 +153,17 @@ emit src/lib.rs <<'EOF'
 //! | from the client | what the room does |
 //! |---|---|
 //! | join, options `{name}` | adds a player, under the client's session id, to `state.players` |
-//! | `send("increment", {by})` | adds `by` (1 to 10; 1 without a payload) to `state.count` and 1 to the sender's `clicks`; any other `by` is error 4000 to the sender |
-//! | `request("increment", {by})` | the same, answered with the new count; a bad `by` rejects the request with the reason |
+//! | `send("increment", {by})` | adds `by` (1 to 10; 1 without a payload) to `state.count` and 1 to the sender's `clicks`; any other `by` is error 4100 to the sender |
+//! | `request("increment", {by})` | the same, answered with the new count; a bad `by` rejects the request with the reason `{code: 4100, message}` |
 //! | `request("stats")` | answers `{count, players}` |
 //! | leave | removes the player |
 
 use odeon_guest::prelude::*;
-use serde::{Deserialize, Serialize};
 
 /// The most one `increment` adds.
 const MAX_STEP: u32 = 10;
-/// The error code a refused `increment` message gets (`room.onError` on the client).
-const BAD_INCREMENT: u32 = 4000;
+/// The code of a refused `increment`: `room.onError` for a send, `error.reason.code` for a request.
+pub const BAD_INCREMENT: u32 = 4100;
 
 /// A player, as every client sees it in `room.state.players`.
 #[derive(Schema, Default)]
@@ -180,7 +179,8 @@ pub struct State {
     players: MapSchema<Player>,
 }
 
-/// The room; its state is the SDK's (`ctx.state`), which sends clients its changes as patches.
+/// The room. Everything it keeps is in its state, `ctx.state`, whose changes the SDK sends to
+/// every client.
 pub struct __TYPE__;
 
 /// `increment`'s payload.
@@ -192,6 +192,12 @@ struct Increment {
 
 fn one() -> u32 {
     1
+}
+
+/// The join options.
+#[derive(Deserialize, Default)]
+struct JoinOptions {
+    name: Option<String>,
 }
 
 /// What `stats` answers.
@@ -211,6 +217,11 @@ impl Room for __TYPE__ {
         Ok(__TYPE__)
     }
 
+    /// One handler per message type; each answers a `send` and a `request` of its type alike.
+    fn handlers(on: &mut Handlers<Self>) {
+        on.message("increment", Self::increment).message("stats", Self::stats);
+    }
+
     fn on_join(
         &mut self,
         ctx: &mut Ctx<State>,
@@ -218,7 +229,7 @@ impl Room for __TYPE__ {
         options: Payload,
         _auth: Payload,
     ) -> Result<(), RoomError> {
-        let name = options.get("name").and_then(|name| name.as_str().map(str::to_owned));
+        let JoinOptions { name } = options.decode()?;
         let name = name.unwrap_or_else(|| client.session_id().to_owned());
         ctx.state.players.insert(client.session_id(), Player { name, clicks: 0 });
         Ok(())
@@ -227,46 +238,29 @@ impl Room for __TYPE__ {
     fn on_leave(&mut self, ctx: &mut Ctx<State>, client: &Client, _code: u16) {
         ctx.state.players.remove(client.session_id());
     }
-
-    fn on_message(&mut self, ctx: &mut Ctx<State>, client: &Client, message: Message) {
-        if message.is("increment") {
-            if let Err(reason) = increment(&mut ctx.state, client, &message.payload) {
-                ctx.send_error(client, BAD_INCREMENT, reason);
-            }
-        } else {
-            ctx.debug(format_args!("ignoring message {:?} from {client}", message.kind));
-        }
-    }
-
-    fn on_request(&mut self, ctx: &mut Ctx<State>, client: &Client, request: Message) -> Answer {
-        match request.kind.as_str() {
-            Some("increment") => match increment(&mut ctx.state, client, &request.payload) {
-                Ok(count) => Answer::ok(&count),
-                Err(reason) => Answer::reject(&reason),
-            },
-            Some("stats") => Answer::ok(&Stats { count: ctx.state.count, players: ctx.state.players.len() }),
-            _ => Answer::NoHandler,
-        }
-    }
 }
 
-/// Adds `{by}` to the count for `client`: the new count, or why the payload was refused.
-fn increment(state: &mut State, client: &Client, payload: &Payload) -> Result<u32, String> {
-    {
-        let by = if payload.is_empty() {
-            1
-        } else {
-            let Increment { by } = payload.decode().map_err(|e| format!("increment takes {{by}}: {e}"))?;
-            by
-        };
-        if !(1..=MAX_STEP).contains(&by) {
-            return Err(format!("increment by 1 to {MAX_STEP}, not {by}"));
+impl __TYPE__ {
+    /// `increment {by}`: adds `by` to the count and 1 to the sender's clicks, and answers the new
+    /// count. A `by` out of range is refused (`Err`), and the sender learns why.
+    fn increment(
+        &mut self,
+        ctx: &mut Ctx<State>,
+        client: &Client,
+        Increment { by }: Increment,
+    ) -> Result<u32, Reject> {
+        let refusal = format!("increment by 1 to {MAX_STEP}, not {by}");
+        Reject::unless((1..=MAX_STEP).contains(&by), BAD_INCREMENT, refusal)?;
+        ctx.state.count = ctx.state.count.saturating_add(by);
+        if let Some(mut player) = ctx.state.players.get_mut(client.session_id()) {
+            player.clicks += 1;
         }
-        state.count = state.count.saturating_add(by);
-        if let Some(mut player) = state.players.get_mut(client.session_id()) {
-            player.clicks = player.clicks.saturating_add(1);
-        }
-        Ok(state.count)
+        Ok(ctx.state.count)
+    }
+
+    /// `stats`: the count and how many players are in.
+    fn stats(&mut self, ctx: &mut Ctx<State>, _client: &Client, (): ()) -> Result<Stats, Reject> {
+        Ok(Stats { count: ctx.state.count, players: ctx.state.players.len() })
     }
 }
 
@@ -275,6 +269,7 @@ export_room!(__TYPE__);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use odeon_guest::INVALID_PAYLOAD;
     use odeon_guest::testing::{RequestStatus, TestRoom};
     use serde_json::{Value as Json, json};
 
@@ -286,18 +281,18 @@ mod tests {
         room
     }
 
-    /// The state as JSON, as a client would see it.
-    fn state(room: &TestRoom<__TYPE__>) -> Json {
-        serde_json::from_str(&room.state_json()).unwrap()
+    /// The state as client `sid` holds it, decoded from the frames it got.
+    fn state(room: &TestRoom<__TYPE__>, sid: &str) -> Json {
+        serde_json::from_str(&room.client_state(sid)).unwrap()
     }
 
     #[test]
     fn players_are_in_the_state_while_they_are_in_the_room() {
         let mut room = room_with_two();
         let ada = json!({"name": "Ada", "clicks": 0});
-        assert_eq!(state(&room), json!({"count": 0, "players": {"a": ada, "b": {"name": "b", "clicks": 0}}}));
+        assert_eq!(state(&room, "a"), json!({"count": 0, "players": {"a": ada, "b": {"name": "b", "clicks": 0}}}));
         room.leave("b", 4000);
-        assert_eq!(state(&room), json!({"count": 0, "players": {"a": ada}}));
+        assert_eq!(state(&room, "a"), json!({"count": 0, "players": {"a": ada}}));
     }
 
     #[test]
@@ -307,7 +302,7 @@ mod tests {
         room.message_empty("b", "increment");
         room.message("b", "increment", &json!({}));
         let players = json!({"a": {"name": "Ada", "clicks": 1}, "b": {"name": "b", "clicks": 2}});
-        assert_eq!(state(&room), json!({"count": 5, "players": players}));
+        assert_eq!(state(&room, "b"), json!({"count": 5, "players": players}));
         assert!(room.errors_to("a").is_empty() && room.errors_to("b").is_empty());
     }
 
@@ -319,9 +314,9 @@ mod tests {
         let errors = room.errors_to("a");
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0], (BAD_INCREMENT, "increment by 1 to 10, not 11".to_owned()));
-        assert!(errors[1].1.starts_with("increment takes {by}"), "{}", errors[1].1);
+        assert_eq!(errors[1].0, INVALID_PAYLOAD, "a payload that does not decode: {}", errors[1].1);
         assert!(room.errors_to("b").is_empty());
-        assert_eq!(state(&room)["count"], 0);
+        assert_eq!(state(&room, "a")["count"], 0);
     }
 
     #[test]
@@ -329,11 +324,11 @@ mod tests {
         let mut room = room_with_two();
         let answer = room.request("a", "increment", &json!({"by": 2}));
         assert_eq!((answer.status, answer.decode::<u32>()), (RequestStatus::Ok, Some(2)));
-        assert_eq!(state(&room)["players"]["a"]["clicks"], 1);
+        assert_eq!(state(&room, "a")["players"]["a"]["clicks"], 1);
 
         let refused = room.request("a", "increment", &json!({"by": 0}));
-        let reason = Some("increment by 1 to 10, not 0".to_owned());
-        assert_eq!((refused.status, refused.decode::<String>()), (RequestStatus::Rejected, reason));
+        let reason = json!({"code": BAD_INCREMENT, "message": "increment by 1 to 10, not 0"});
+        assert_eq!((refused.status, refused.decode::<Json>()), (RequestStatus::Rejected, Some(reason)));
 
         let stats = room.request("b", "stats", &());
         assert_eq!((stats.status, stats.decode::<Json>()), (RequestStatus::Ok, Some(json!({"count": 2, "players": 2}))));
@@ -425,8 +420,9 @@ async function play() {
         (value) => { throw new Error(`expected a rejection, got ${JSON.stringify(value)}`); },
         (error) => error,
     ));
-    console.log(`request("increment", {by: 100}) rejected: ${refused.reason}`);
-    expect(refused.name === "rejected" && /not 100/.test(refused.reason), `a rejection naming 100, got ${refused}`);
+    console.log(`request("increment", {by: 100}) rejected: ${refused.reason?.code} ${refused.reason?.message}`);
+    expect(refused.name === "rejected" && refused.reason?.code === 4100 && /not 100/.test(refused.reason?.message),
+        `a rejection with code 4100 naming 100, got ${refused} ${JSON.stringify(refused.reason)}`);
     const stats = await within('request("stats")', room.request("stats"));
     console.log(`request("stats") answered ${JSON.stringify(stats)}`);
     expect(stats.count >= count && stats.players >= 1, `stats with a count of at least ${count}`);
@@ -484,8 +480,8 @@ with any Colyseus client SDK.
 | from the client | what the room does |
 |---|---|
 | \`joinOrCreate("__NAME__", {name})\` | adds a player under the client's session id to \`room.state.players\` |
-| \`room.send("increment", {by})\` | adds \`by\` (1 to 10; 1 without a payload) to \`room.state.count\`, and 1 to the sender's \`clicks\`; any other \`by\` sends the sender error 4000 (\`room.onError\`) |
-| \`room.request("increment", {by})\` | the same, resolved with the new count; a bad \`by\` rejects with an error whose \`name\` is \`"rejected"\` and whose \`reason\` says why |
+| \`room.send("increment", {by})\` | adds \`by\` (1 to 10; 1 without a payload) to \`room.state.count\`, and 1 to the sender's \`clicks\`; any other \`by\` sends the sender error 4100 (\`room.onError(code, message)\`), and a payload that does not decode error 4217 |
+| \`room.request("increment", {by})\` | the same, resolved with the new count; a bad \`by\` rejects with an error whose \`name\` is \`"rejected"\` and whose \`reason\` is \`{code: 4100, message}\` |
 | \`room.request("stats")\` | resolved with \`{count, players}\` |
 | leaving | removes the player |
 

@@ -27,11 +27,12 @@ const BUILD_MS = 10 * 60 * 1000;
 const OLD_STEP = "const MAX_STEP: u32 = 10;";
 const NEW_STEP = "const MAX_STEP: u32 = 20;";
 
-/** `room.request`'s answer, or its rejection's `{name, reason}`. */
+/** `room.request`'s answer, or its rejection's `{name, reason}` (the starter's reason is
+ *  `{code, message}`: its message). */
 function answer(room, type, payload) {
     return room.request(type, payload).then(
         (value) => ({ value }),
-        (error) => ({ name: error.name, reason: error.reason ?? error.message }),
+        (error) => ({ name: error.name, reason: error.reason?.message ?? error.reason ?? error.message }),
     );
 }
 

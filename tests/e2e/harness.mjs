@@ -37,6 +37,8 @@ export const PLUGIN_VARIANTS_DIR = process.env.ODEON_PLUGIN_VARIANTS_DIR
 
 /** Default per-test budget (ms). node:test gets a few seconds more so our own timer fires first. */
 export const TEST_TIMEOUT = 20000;
+/** How long a host may take to answer its first health check. */
+const STARTUP_MS = 30000;
 
 // ---------------------------------------------------------------------------
 // Per-profile expectations (colyseus-behaviour-notes.md)
@@ -268,7 +270,9 @@ export class Host {
             });
         });
 
-        const deadline = Date.now() + 15000;
+        // The host compiles every plugin before it listens (about 1-2 s each for the eight
+        // example rooms on a loaded 2-core machine): a start takes up to ~20 s there.
+        const deadline = Date.now() + STARTUP_MS;
         let lastErr = "no answer yet";
         while (Date.now() < deadline) {
             if (this.exited) {
@@ -293,7 +297,7 @@ export class Host {
             await sleep(100);
         }
         await this.stop();
-        throw new Error(`${this.label} did not answer GET /odeon/health within 15 s (${lastErr}): ${HOST_BIN} ${args.join(" ")}\n--- host output ---\n${this.logTail()}`);
+        throw new Error(`${this.label} did not answer GET /odeon/health within ${STARTUP_MS / 1000} s (${lastErr}): ${HOST_BIN} ${args.join(" ")}\n--- host output ---\n${this.logTail()}`);
     }
 
     /** Stop by PID: SIGTERM, then SIGKILL after 3 s. */

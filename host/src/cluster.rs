@@ -94,6 +94,15 @@ pub enum Request {
         /// The transfer.
         transfer: String,
     },
+    /// Frames a moved room's clients sent to the caller (its old host) after it froze: for the
+    /// room to apply as theirs.
+    #[serde(rename_all = "camelCase")]
+    ForwardInputs {
+        /// The room.
+        room_id: String,
+        /// Sessions and their frames, in order.
+        inputs: Vec<(String, crate::rooms::ClientInput)>,
+    },
     /// An `ImportRoom` the caller got no answer to: the room stays on the caller, so a copy
     /// started here (or starting) ends quietly, its listing and clients left alone.
     #[serde(rename_all = "camelCase")]
@@ -126,6 +135,8 @@ pub enum Reply {
     },
     /// The room moved here and runs.
     Imported,
+    /// The forwarded frames went to the room.
+    Forwarded,
     /// The room is locked or full.
     Locked,
     /// The room is not here.

@@ -387,3 +387,44 @@ describe("a restore the other host refuses: it runs another version (2 hosts, --
         assert.equal(a.inbox.items.find((it) => it.kind === "leave").code, 4001);
     }, { timeout: 40000 });
 });
+
+describe("a direct client's frames that reach the drained host while its room moves (2 hosts, no proxy)", () => {
+    let d, victim, target;
+    before(async () => {
+        // No message-rate limit: the client below sends several moves a millisecond.
+        d = await startDeployment({ hosts: 1, proxies: 0, label: "drain forward", hostArgs: ["--admin-token", TOKEN, "--max-messages-per-sec", "0"] });
+        victim = d.hosts[0];
+    });
+    after(async () => { await d?.stop(); });
+
+    hostTest(() => victim, "[drain] go to the room's new host and are applied there: nothing sent in between is lost", async (s) => {
+        const p = await s.join(sdk, "create", "arena", {}, { label: "P" });
+        await until("P has state", () => p.room.state?.players?.has?.(p.sessionId));
+        assert.equal(processOf(p), victim.processId);
+        target = await d.addHost("host 2 (drain forward)", ["--admin-token", TOKEN, "--max-messages-per-sec", "0"]);
+        sdk.setMinUptime(p.room, 0);
+        // P moves five times a millisecond until its socket drops (the 4010 after the move): the
+        // last moves go out while the room is frozen or already gone from this host.
+        let x = 0;
+        const timer = setInterval(() => {
+            for (let i = 0; i < 5 && !p.inbox.items.some((it) => it.kind === "drop"); i++) p.send("move", { x: ++x, y: 1 });
+        }, 1);
+        s.onClose(() => clearInterval(timer));
+        await sleep(100);
+        const answer = await drain(victim);
+        assert.deepEqual(answer.body.moved.map((m) => m.to), [target.processId], JSON.stringify(answer.body));
+        await p.next("drop", 5000);
+        clearInterval(timer);
+        const last = x;
+        // The drained host exits; started again on its port (as PM2 does), it relays P's
+        // reconnection to the room's new host.
+        await victim.exitPromise;
+        assert.match(victim.logTail(40), /frames that came while the room moved go to its new host/, "some moves reached the old host in between");
+        victim.reusePort = true;
+        await victim.start();
+        await p.next("reconnect", 15000);
+        await until(`P's position is its last move (${last})`, () => positions(p.room)[p.sessionId]?.x === last, 5000)
+            .catch(() => assert.fail(`P is at ${JSON.stringify(positions(p.room)[p.sessionId])}, its last move was x=${last}\n${target.logTail(20)}`));
+        assert.match(target.logTail(40), /applied frames forwarded from the room's old host/);
+    }, { timeout: 40000 });
+});

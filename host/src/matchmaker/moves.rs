@@ -131,10 +131,16 @@ impl Matchmaker {
             Carrier::Redis(_) => "redis",
         };
         let _permit = frozen_permits.acquire().await.expect("the semaphore is never closed");
-        let mut frozen = None;
-        let outcome = self.try_move(room, target, prepared, &mut frozen).await;
+        let (mut frozen, mut late) = (None, None);
+        let outcome = self.try_move(room, target, prepared, &mut frozen, &mut late).await;
         let frozen = frozen.unwrap_or(asked);
-        moved(outcome, frozen.elapsed(), frozen - asked, via)
+        let took = frozen.elapsed();
+        // Awaited (the room is unfrozen on its new host by now): the drain ends, and the host
+        // exits, only after what came in between has gone on.
+        if let (Ok(to), Some(late)) = (&outcome, late) {
+            self.forward_late(room.room_id.to_string(), to, late).await;
+        }
+        moved(outcome, took, frozen - asked, via)
     }
 
     /// The live host a room goes to: the other one that takes rooms with the fewest, counting
@@ -166,10 +172,12 @@ impl Matchmaker {
         target: ProcessInfo,
         prepared: Carrier,
         frozen: &mut Option<Instant>,
+        late: &mut Option<oneshot::Receiver<Vec<(String, crate::rooms::ClientInput)>>>,
     ) -> Result<String, String> {
         let (reply, transfer) = oneshot::channel();
         let (commit, word) = oneshot::channel();
-        if !room.send(RoomMsg::MoveOut { reply, commit: word }) {
+        let (late_tx, late_rx) = oneshot::channel();
+        if !room.send(RoomMsg::MoveOut { reply, commit: word, late: late_tx }) {
             return Err("the room is gone".into());
         }
         let mut transfer = transfer.await.map_err(|_| "the room ended".to_string())??;
@@ -190,6 +198,7 @@ impl Matchmaker {
         match answer {
             Ok(Reply::Imported) => {
                 let _ = commit.send(Some(target.process_id.clone()));
+                *late = Some(late_rx);
                 Ok(target.process_id)
             }
             Ok(Reply::Failed { message, .. }) => {
@@ -215,6 +224,28 @@ impl Matchmaker {
                 });
                 Err(format!("{} did not answer: {e}", target.process_id))
             }
+        }
+    }
+
+    /// Sends the room's new host what its 4010-closed clients sent here after it froze, once the
+    /// room has collected it (`late`).
+    async fn forward_late(
+        &self,
+        room_id: String,
+        to: &str,
+        late: oneshot::Receiver<Vec<(String, crate::rooms::ClientInput)>>,
+    ) {
+        let Ok(inputs) = late.await else { return };
+        if inputs.is_empty() {
+            return;
+        }
+        let frames = inputs.len();
+        match self.cluster.call(to, Request::ForwardInputs { room_id: room_id.clone(), inputs }).await {
+            Ok(Reply::Forwarded) => {}
+            Ok(other) => {
+                tracing::warn!(room = %room_id, %to, frames, "forwarded frames not taken: {other:?}")
+            }
+            Err(e) => tracing::warn!(room = %room_id, %to, frames, "forwarded frames not sent: {e}"),
         }
     }
 

@@ -96,6 +96,10 @@ impl Matchmaker {
                     Err(message) => Reply::Failed { custom_code: None, message },
                 }
             }
+            Request::ForwardInputs { room_id, inputs } => match self.room(&room_id) {
+                Some(room) if room.send(RoomMsg::Forwarded { inputs }) => Reply::Forwarded,
+                _ => Reply::Gone,
+            },
             Request::AbandonImport { room_id, move_id } => {
                 self.abandon_import(&room_id, &move_id).await;
                 Reply::Gone

@@ -31,8 +31,9 @@ use crate::services::RoomServices;
 
 pub use listing::LOBBY_CHANNEL;
 
-/// A client frame for the room, decoded and normalised by `net`.
-#[derive(Debug)]
+/// A client frame for the room, decoded and normalised by `net`. Serialisable: frames that reach
+/// a room while it moves away are forwarded to its new host.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ClientInput {
     /// The JOIN_ROOM ack.
     Ack,
@@ -195,6 +196,15 @@ pub enum RoomMsg {
         reply: oneshot::Sender<Result<Box<transfer::RoomTransfer>, String>>,
         /// The mover's word.
         commit: oneshot::Receiver<Option<String>>,
+        /// Once the room left: what its clients that were closed with 4010 sent after it froze,
+        /// in order, for the new host.
+        late: oneshot::Sender<Vec<(String, ClientInput)>>,
+    },
+    /// Frames a room's clients sent to its old host while it moved here (sessions and inputs,
+    /// in order): applied as theirs.
+    Forwarded {
+        /// The frames.
+        inputs: Vec<(String, ClientInput)>,
     },
     /// Move the room to another version of its code (live migration) between two guest calls:
     /// messages queued behind this one are applied after the swap, by the new code.

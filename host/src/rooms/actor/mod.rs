@@ -90,6 +90,7 @@ pub(super) struct Room {
 type MoveOut = (
     tokio::sync::oneshot::Sender<Result<Box<crate::rooms::transfer::RoomTransfer>, String>>,
     tokio::sync::oneshot::Receiver<Option<String>>,
+    tokio::sync::oneshot::Sender<Vec<(String, ClientInput)>>,
 );
 
 /// The most timers one room may have pending.
@@ -451,8 +452,9 @@ impl Room {
                     p.rewrite(&self.listing);
                 }
             }
-            RoomMsg::MoveOut { reply, commit } => {
-                if let Some((earlier, _)) = self.move_out.replace((reply, commit)) {
+            RoomMsg::Forwarded { inputs } => self.forwarded(inputs, events),
+            RoomMsg::MoveOut { reply, commit, late } => {
+                if let Some((earlier, ..)) = self.move_out.replace((reply, commit, late)) {
                     let _ = earlier.send(Err("a later move replaced this one".into()));
                 }
             }

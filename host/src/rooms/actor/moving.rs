@@ -29,7 +29,10 @@ use crate::rooms::inputs::RoomInputs;
 use crate::rooms::schedule::Schedule;
 use crate::rooms::seats::Seats;
 use crate::rooms::transfer::{MOVED_CLIENT_WINDOW, RESUME_WINDOW, RoomTransfer};
-use crate::rooms::{RoomDeps, RoomMsg, RoomStats};
+use crate::rooms::{ClientInput, RoomDeps, RoomMsg, RoomStats};
+
+/// Longest wait, after a room left, for its 4010-closed clients' sockets to close.
+const LINGER: Duration = Duration::from_secs(1);
 use crate::services::RoomServices;
 
 impl Room {
@@ -43,7 +46,7 @@ impl Room {
             return true;
         }
         let hold = self.hold.take().expect("a ready hold");
-        let (reply, commit) = self.move_out.take().expect("checked above");
+        let (reply, commit, late) = self.move_out.take().expect("checked above");
         // What is already in the inbox (inputs read before the hold answers, service answers)
         // is served here, before the room freezes.
         while let Ok(msg) = self.rx.try_recv() {
@@ -73,7 +76,9 @@ impl Room {
         };
         match moved {
             Some(to) => {
-                self.leave_host(&to, &handovers);
+                let closed = self.leave_host(&to, &handovers);
+                let _ = late.send(self.linger(closed).await);
+                self.rx.close();
                 false
             }
             None => {
@@ -151,7 +156,10 @@ impl Room {
 
     /// The room runs on process `to` now: clients behind a proxy are handed over (after what
     /// was sent to them here), the others closed with 4010.
-    fn leave_host(&mut self, to: &str, handovers: &[(String, String)]) {
+    /// Leaves this host for `to`: the clients of `handovers` follow through their proxies, the
+    /// others are closed with 4010. Returns those: their frames still on the way are collected
+    /// for the new host ([`Self::linger`]).
+    fn leave_host(&mut self, to: &str, handovers: &[(String, String)]) -> Vec<(String, u64)> {
         tracing::info!(
             room = self.tag(), room_type = %self.listing.name, to, clients = self.clients.len(),
             handed_over = handovers.len(), "room moved away"
@@ -167,12 +175,82 @@ impl Room {
                 wire.hand_over(&moved);
             }
         }
+        let closed: Vec<(String, u64)> = self
+            .clients
+            .sessions()
+            .filter(|(sid, _)| !handovers.iter().any(|(h, _)| h == sid))
+            .map(|(sid, c)| (sid.to_string(), c.conn_id))
+            .collect();
         self.clients.close_all(close::MAY_TRY_RECONNECT);
         if let Some(p) = self.publisher.take() {
             p.hand_over();
         }
         (self.deps.on_exit)(&self.listing.room_id);
-        self.rx.close();
+        closed
+    }
+
+    /// After the room left: collects what the clients closed with 4010 (`closed`, session and
+    /// connection) sent since it froze, until each one's socket has closed (a client sends
+    /// nothing after the Close) or [`LINGER`] passes. Those frames go to the new host, which
+    /// applies them as theirs: nothing a client sent in between is lost.
+    async fn linger(&mut self, mut closed: Vec<(String, u64)>) -> Vec<(String, ClientInput)> {
+        let mut late = Vec::new();
+        let deadline = Instant::now() + LINGER;
+        while !closed.is_empty() {
+            let msg = match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) | Err(_) => break,
+            };
+            match msg {
+                RoomMsg::Input { session_id, conn_id, input, cost }
+                    if closed.iter().any(|(s, c)| **s == *session_id && *c == conn_id) =>
+                {
+                    if let Some(wire) = self.clients.get(&session_id).and_then(|c| c.wire.as_ref()) {
+                        wire.release_inbound(cost);
+                    }
+                    late.push((session_id.to_string(), input));
+                }
+                RoomMsg::Closed { session_id, conn_id, .. } => {
+                    closed.retain(|(s, c)| !(*s == session_id && *c == conn_id))
+                }
+                // Anything else is for a room that is gone; its senders see their channel end.
+                _ => {}
+            }
+        }
+        if !late.is_empty() {
+            tracing::info!(
+                room = self.tag(),
+                frames = late.len(),
+                "frames that came while the room moved go to its new host"
+            );
+        }
+        late
+    }
+
+    /// Applies frames a client sent to the room's old host while it moved here: as if the client
+    /// had sent them here (it waits in its reconnection window, or is back already). A consented
+    /// leave among them is not applied: the window ends it, or the client comes back.
+    pub(super) fn forwarded(&mut self, inputs: Vec<(String, ClientInput)>, events: &mut Vec<Event>) {
+        let count = inputs.len();
+        for (session_id, input) in inputs {
+            match input {
+                ClientInput::Message(kind, payload) => {
+                    events.push(Event::Message { session_id, kind, payload })
+                }
+                ClientInput::Bytes(kind, payload) => events.push(Event::Bytes { session_id, kind, payload }),
+                ClientInput::Request { id, kind, payload } => {
+                    events.push(Event::Request { session_id, request_id: id, kind, payload })
+                }
+                ClientInput::Input(delta) => self.input(&session_id, &delta, false),
+                ClientInput::InputUnreliable(body) => self.input(&session_id, &body, true),
+                ClientInput::Ack | ClientInput::Leave => {}
+            }
+        }
+        tracing::info!(
+            room = self.tag(),
+            frames = count,
+            "applied frames forwarded from the room's old host"
+        );
     }
 
     /// A copy of a room whose move was not confirmed: it ends quietly, and its listing goes back

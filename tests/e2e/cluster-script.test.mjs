@@ -37,7 +37,13 @@ describe("just cluster (scripts/cluster.sh)", () => {
     let out = "";
     after(async () => {
         if (!child || exited) return;
-        process.kill(-child.pid, "SIGKILL");
+        // The script starts each service with setsid (a group of its own), so killing the
+        // script's group would leave them running: TERM lets its clean-up stop them all (it
+        // takes at most ~10 s); the group is killed only if that hangs.
+        process.kill(child.pid, "SIGTERM");
+        const deadline = Date.now() + 15000;
+        while (!exited && Date.now() < deadline) await sleep(100);
+        if (!exited) process.kill(-child.pid, "SIGKILL");
     });
 
     const until = async (what, predicate, ms) => {

@@ -403,11 +403,13 @@ describe("a direct client's frames that reach the drained host while its room mo
         assert.equal(processOf(p), victim.processId);
         target = await d.addHost("host 2 (drain forward)", ["--admin-token", TOKEN, "--max-messages-per-sec", "0"]);
         sdk.setMinUptime(p.room, 0);
-        // P moves five times a millisecond until its socket drops (the 4010 after the move): the
-        // last moves go out while the room is frozen or already gone from this host.
+        // P moves five times a millisecond while its socket is open, until the 4010 after the
+        // move closes it: the last moves go out while the room is frozen or already gone from
+        // this host. (Once the Close has arrived the socket is CLOSING and sends nothing.)
         let x = 0;
+        const open = () => sdk.ws(p.room)?.readyState === 1 && !p.inbox.items.some((it) => it.kind === "drop");
         const timer = setInterval(() => {
-            for (let i = 0; i < 5 && !p.inbox.items.some((it) => it.kind === "drop"); i++) p.send("move", { x: ++x, y: 1 });
+            for (let i = 0; i < 5 && open(); i++) p.send("move", { x: ++x, y: 1 });
         }, 1);
         s.onClose(() => clearInterval(timer));
         await sleep(100);

@@ -124,6 +124,8 @@ struct State {
     phase: Phase,
     /// The nonce of a hold sent to the proxy in front of this client, until its answer.
     hold: Option<Arc<str>>,
+    /// The code of the Close the room sent, once it did.
+    closed_with: Option<u16>,
 }
 
 /// The outbound side of one client's socket.
@@ -198,6 +200,7 @@ impl Wire {
                 stalled_since: None,
                 phase: Phase::Open,
                 hold: None,
+                closed_with: None,
             }),
             wake: Notify::new(),
             limits,
@@ -369,9 +372,15 @@ impl Wire {
         let mut st = self.lock();
         if st.phase == Phase::Open {
             st.phase = Phase::Closing;
+            st.closed_with = code;
         }
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// The code of the Close the room sent this client, if it did.
+    pub(crate) fn closed_with(&self) -> Option<u16> {
+        self.lock().closed_with
     }
 
     /// Sends the proxy in front of this client a handover control frame

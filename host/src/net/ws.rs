@@ -303,6 +303,14 @@ impl Connection {
             End::Closed(code) | End::Aborted(code) => code,
             End::ByRoom => close::CONSENTED,
         };
+        if matches!(end, End::ByRoom) && conn.wire.closed_with() == Some(close::MAY_TRY_RECONNECT) {
+            // Closed because its room moved (or is following it): what the client sent before
+            // it got the Close still goes to the room, which forwards it to the room's new host;
+            // the room hears of the close once the client's Close is in.
+            conn.linger_delivering(&room).await;
+            room.send(RoomMsg::Closed { session_id: conn.session_id.to_string(), conn_id, code });
+            return;
+        }
         room.send(RoomMsg::Closed { session_id: conn.session_id.to_string(), conn_id, code });
         match end {
             End::Aborted(_) => {}
@@ -483,6 +491,36 @@ impl Connection {
             other => other.payload_len() + 16,
         };
         Ok(Some((input, cost)))
+    }
+
+    /// After the room's Close with 4010: flushes it and, until the client's Close (bounded),
+    /// hands the room every message the client sent meanwhile.
+    async fn linger_delivering(&mut self, room: &RoomHandle) {
+        let until = Instant::now() + CLOSE_LINGER;
+        let mut frames_left = LINGER_FRAMES;
+        while frames_left > 0 && Instant::now() < until {
+            if self.wire.drain().is_err() || matches!(self.wire.phase(), Phase::Abort | Phase::Dead) {
+                return;
+            }
+            loop {
+                let bytes = match self.ws.read() {
+                    Ok(Message::Binary(b)) => b,
+                    Ok(Message::Text(t)) => t.into(),
+                    Ok(_) => continue,
+                    Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => return,
+                };
+                frames_left = frames_left.saturating_sub(1);
+                if let Ok(Some((input, _))) = self.input(&bytes) {
+                    let session_id = self.session_id.clone();
+                    room.send(RoomMsg::Input { session_id, conn_id: self.conn_id, input, cost: 0 });
+                }
+            }
+            tokio::select! {
+                r = self.socket.readable() => if r.is_err() { return },
+                () = tokio::time::sleep_until(until) => return,
+            }
+        }
     }
 
     /// After a close frame: flush it and wait (bounded) for the client's reply, so the socket

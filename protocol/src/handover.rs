@@ -5,9 +5,13 @@
 //!    to its proven [`crate::registry::PROXY_HEADER`].
 //! 2. Before a room of such a connection freezes to move, its host sends the proxy a control
 //!    frame ([`CONTROL_OPCODE`], a reserved opcode no client ever sees) saying
-//!    [`Control::Hold`] with a nonce. The proxy stops forwarding the client's bytes at the next
-//!    client frame boundary, holds them, and sends the host a masked Ping whose payload is
-//!    [`held_payload`]: every client frame before it has reached the host, none after it will.
+//!    [`Control::Hold`] with a nonce, and where the room is going when the host knows it
+//!    ([`Destination`]). The proxy stops forwarding the client's bytes at the next client frame
+//!    boundary, holds them, and sends the host a masked Ping whose payload is [`held_payload`]:
+//!    every client frame before it has reached the host, none after it will. With a
+//!    destination, the proxy opens the room's WebSocket there at once (step 3's request): the
+//!    new host parks it until the room arrives and attaches it then, so the connection is
+//!    ready by the time the room has moved instead of being opened after.
 //! 3. After the room has moved, the old host sends [`Control::Moved`] (the new process, the
 //!    session and its reconnection token) after the last frame it had for the client, and
 //!    closes its side. The proxy opens the room's WebSocket on the new process with
@@ -42,6 +46,9 @@ pub enum Control {
     Hold {
         /// Echoed in the Ping that answers it.
         nonce: String,
+        /// Where the room is going, if the host knows: the proxy may open the client's resume
+        /// there during the hold.
+        to: Option<Destination>,
     },
     /// The room runs on `process_id` now: resume the session there.
     Moved {
@@ -60,7 +67,10 @@ impl Control {
     /// The control frame's payload.
     pub fn payload(&self) -> String {
         match self {
-            Control::Hold { nonce } => format!("hold {nonce}"),
+            Control::Hold { nonce, to: None } => format!("hold {nonce}"),
+            Control::Hold { nonce, to: Some(Destination { process_id, session_id, token }) } => {
+                format!("hold {nonce} {process_id} {session_id} {token}")
+            }
             Control::Moved { process_id, session_id, token } => {
                 format!("moved {process_id} {session_id} {token}")
             }
@@ -87,7 +97,18 @@ impl Control {
         let text = std::str::from_utf8(payload).ok()?;
         let mut words = text.split(' ');
         let control = match words.next()? {
-            "hold" => Control::Hold { nonce: words.next()?.to_string() },
+            "hold" => {
+                let nonce = words.next()?.to_string();
+                let to = match words.next() {
+                    None => None,
+                    Some(process_id) => Some(Destination {
+                        process_id: process_id.to_string(),
+                        session_id: words.next()?.to_string(),
+                        token: words.next()?.to_string(),
+                    }),
+                };
+                Control::Hold { nonce, to }
+            }
             "moved" => Control::Moved {
                 process_id: words.next()?.to_string(),
                 session_id: words.next()?.to_string(),
@@ -97,6 +118,25 @@ impl Control {
             _ => return None,
         };
         words.next().is_none().then_some(control)
+    }
+}
+
+/// Where a held client's room is going: the process, and the session and reconnection token
+/// the client resumes there with (the same as [`Control::Moved`] will say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The process the room is moving to.
+    pub process_id: String,
+    /// The client's session.
+    pub session_id: String,
+    /// The session's reconnection token.
+    pub token: String,
+}
+
+impl Destination {
+    /// Whether a `moved` marker names this destination.
+    pub fn is(&self, process_id: &str, session_id: &str, token: &str) -> bool {
+        self.process_id == process_id && self.session_id == session_id && self.token == token
     }
 }
 
@@ -117,7 +157,11 @@ mod tests {
     #[test]
     fn control_messages_round_trip_and_anything_else_is_refused() {
         for c in [
-            Control::Hold { nonce: "n0nce".into() },
+            Control::Hold { nonce: "n0nce".into(), to: None },
+            Control::Hold {
+                nonce: "n0nce".into(),
+                to: Some(Destination { process_id: "p2".into(), session_id: "s".into(), token: "t".into() }),
+            },
             Control::Moved { process_id: "p2".into(), session_id: "s".into(), token: "t".into() },
             Control::Resume,
         ] {
@@ -126,7 +170,17 @@ mod tests {
             assert_eq!(frame[1] as usize, frame.len() - 2);
             assert_eq!(Control::parse(&frame[2..]), Some(c));
         }
-        for bad in ["", "hold", "moved p s", "moved p s t extra", "resume now", "hello"] {
+        for bad in [
+            "",
+            "hold",
+            "hold n p",
+            "hold n p s",
+            "hold n p s t extra",
+            "moved p s",
+            "moved p s t extra",
+            "resume now",
+            "hello",
+        ] {
             assert_eq!(Control::parse(bad.as_bytes()), None, "{bad:?}");
         }
         let long =

@@ -335,7 +335,7 @@ pub(crate) mod tests {
 
     #[test]
     fn control_frames_are_taken_out_across_any_split() {
-        let hold = Control::Hold { nonce: "n1".into() };
+        let hold = Control::Hold { nonce: "n1".into(), to: None };
         let moved = Control::Moved { process_id: "p2".into(), session_id: "s".into(), token: "t".into() };
         let mut masked_resume = vec![CONTROL_FIRST_BYTE, 0x80 | 6, 1, 2, 3, 4];
         masked_resume.extend(b"resume".iter().enumerate().map(|(j, b)| b ^ [1, 2, 3, 4][j % 4]));

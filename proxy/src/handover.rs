@@ -6,6 +6,7 @@
 //! themselves.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,14 +14,15 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
-use odeon_protocol::handover::{HANDOVER_HEADER, RESUME_HEADER};
+use odeon_protocol::handover::{Destination, HANDOVER_HEADER, RESUME_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use crate::frames::{close_frame, random_u64};
 use crate::http::{Scheme, connect, set_forwarded};
 use crate::identity::Identity;
-use crate::relay::{self, End, Io, Moved};
+use crate::relay::{self, End, Heading, Io, Moved, Relaying};
 use crate::routes::Routes;
 
 /// The close code that tells a client to reconnect (its room moved and the proxy could not
@@ -32,6 +34,7 @@ const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// What a relayed room WebSocket needs to follow its room to another host.
+#[derive(Clone)]
 pub struct Follow {
     /// The live processes.
     pub routes: Arc<Routes>,
@@ -47,6 +50,20 @@ pub struct Follow {
     pub room_id: String,
     /// The relays' idle timeout.
     pub idle: Duration,
+}
+
+/// A resume opened while the room is held, before it has moved: the new host parks it until
+/// the room arrives. Dropped (the task stopped, its socket closed) when the room goes elsewhere
+/// or nowhere.
+struct Preopened {
+    to: Destination,
+    task: JoinHandle<Result<Resumed, String>>,
+}
+
+impl Drop for Preopened {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Follow {
@@ -66,12 +83,44 @@ impl Follow {
     ) -> impl Future<Output = ()> + Send {
         let mut first = relay::relay(client, client_leftover, upstream, upstream_leftover, self.idle);
         async move {
-            // Awaited in place: `first.await` would move it into a second slot of the future.
-            let end = (&mut first).await;
+            let mut preopened = None;
+            // Run in place: awaiting `first` by value would move it into a second slot of the
+            // future.
+            let end = self.run(&mut first, &mut preopened).await;
             if let Some(moved) = self.moved(end, &process) {
-                Box::pin(self.follow(moved, process)).await;
+                Box::pin(self.follow(moved, process, preopened)).await;
             }
         }
+    }
+
+    /// Runs a relay to its end, opening the client's resume on the room's next host as soon as
+    /// a hold names it (and dropping it when the hold ends without a move).
+    ///
+    /// A plain function returning the poll loop itself: an async fn would hold its arguments
+    /// and then the loop's copy of them, in every idle client's future.
+    fn run<'a>(
+        &'a self,
+        relaying: &'a mut Relaying,
+        preopened: &'a mut Option<Box<Preopened>>,
+    ) -> impl Future<Output = std::io::Result<End>> + Send + 'a {
+        std::future::poll_fn(move |cx| {
+            let end = Pin::new(&mut *relaying).poll(cx);
+            match relaying.heading() {
+                Some(Heading::To(to)) => *preopened = Some(Box::new(self.preopen(to))),
+                Some(Heading::Nowhere) => *preopened = None,
+                None => {}
+            }
+            end
+        })
+    }
+
+    /// Starts opening the client's resume at `to` on a task of its own.
+    fn preopen(&self, to: Destination) -> Preopened {
+        let follow = self.clone();
+        let (process_id, session_id, token) =
+            (to.process_id.clone(), to.session_id.clone(), to.token.clone());
+        let task = tokio::spawn(async move { follow.resume(&process_id, &session_id, &token).await });
+        Preopened { to, task }
     }
 
     /// The room a relay's end says moved, if it does.
@@ -91,14 +140,29 @@ impl Follow {
     }
 
     /// Follows the room from `process` to where it `moved`, and on, until the client's
-    /// connection ends.
-    async fn follow(&self, mut moved: Box<Moved>, mut process: String) {
+    /// connection ends; `preopened` is the resume opened during the hold, if any.
+    async fn follow(
+        &self,
+        mut moved: Box<Moved>,
+        mut process: String,
+        mut preopened: Option<Box<Preopened>>,
+    ) {
         loop {
             let Moved { process_id, session_id, token, client, held, at } = *moved;
-            let Resumed { io: upstream, leftover, connected } = match self
-                .resume(&process_id, &session_id, &token)
-                .await
-            {
+            let early = preopened.take().filter(|p| p.to.is(&process_id, &session_id, &token));
+            let was_early = early.is_some();
+            let resumed = match early {
+                Some(mut early) => match (&mut early.task).await {
+                    Ok(Ok(resumed)) => Ok(resumed),
+                    Ok(Err(why)) => {
+                        tracing::debug!("resume opened during the hold failed ({why}): opening another");
+                        self.resume(&process_id, &session_id, &token).await
+                    }
+                    Err(e) => Err(format!("resume task failed: {e}")),
+                },
+                None => self.resume(&process_id, &session_id, &token).await,
+            };
+            let Resumed { io: upstream, leftover, connected } = match resumed {
                 Ok(resumed) => resumed,
                 Err(why) => {
                     tracing::warn!(
@@ -114,12 +178,14 @@ impl Follow {
                 from = %process,
                 cutover_ms = cutover.as_secs_f64() * 1000.0,
                 connect_ms = connected.as_secs_f64() * 1000.0,
+                preopened = was_early,
                 held = held.len(),
                 "client followed room {} to {process_id} (cutover {cutover:.1?})",
                 self.room_id,
             );
             process = process_id;
-            let end = relay::relay(client, Bytes::from(held), upstream, leftover, self.idle).await;
+            let mut next = relay::relay(client, Bytes::from(held), upstream, leftover, self.idle);
+            let end = self.run(&mut next, &mut preopened).await;
             match self.moved(end, &process) {
                 Some(next) => moved = next,
                 None => return,
@@ -248,135 +314,4 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::frames::tests::frame;
-    use crate::routes::Route;
-    use odeon_protocol::handover::{Control, held_payload};
-    use odeon_protocol::registry::PROXY_HEADER;
-    use tokio::net::{TcpListener, TcpStream};
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
-    }
-
-    async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; n];
-        timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.expect("bytes in time").unwrap();
-        buf
-    }
-
-    /// A request head, lowercased: its request line and its headers.
-    async fn head(s: &mut TcpStream) -> (String, Vec<String>) {
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.extend(read_n(s, 1).await);
-        }
-        let text = String::from_utf8(head).unwrap();
-        let mut lines = text.trim_end().split("\r\n");
-        let first = lines.next().unwrap().to_string();
-        (first, lines.map(str::to_ascii_lowercase).collect())
-    }
-
-    fn moved_to(process_id: &str) -> Vec<u8> {
-        Control::Moved { process_id: process_id.into(), session_id: "s1".into(), token: "t/k".into() }
-            .frame()
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_client_follows_its_room_to_the_new_host_and_gets_4010_when_it_cannot() {
-        let new_host = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let routes = Arc::new(Routes::default());
-        routes.insert(Route::new("p2".into(), new_host.local_addr().unwrap().to_string(), 0));
-        let identity = Identity::generate().unwrap();
-        let follow = Follow {
-            routes,
-            identity: identity.clone(),
-            client_ip: "203.0.113.9".parse().unwrap(),
-            scheme: Scheme::Https,
-            host: Some(HeaderValue::from_static("game.example")),
-            room_id: "room1".into(),
-            idle: Duration::from_secs(30),
-        };
-        let (mut client, client_side) = pair().await;
-        let (old_side, mut old_host) = pair().await;
-        let fut =
-            follow.relay(Io::Tcp(client_side), Bytes::new(), Io::Tcp(old_side), Bytes::new(), "p1".into());
-        // An idle client's task is this future: the relay, its Follow and no more.
-        assert!(
-            std::mem::size_of_val(&fut) <= 704,
-            "the follow future is {} bytes",
-            std::mem::size_of_val(&fut)
-        );
-        let task = tokio::spawn(fut);
-        // The old host holds the client, then sends its last frame and the marker.
-        old_host.write_all(&Control::Hold { nonce: "h".into() }.frame().unwrap()).await.unwrap();
-        let ping = read_n(&mut old_host, 6 + held_payload("h").len()).await;
-        assert_eq!(ping[..2], [0x89, 0x80 | held_payload("h").len() as u8]);
-        let held = frame(0x82, 300, true, 1);
-        client.write_all(&held).await.unwrap();
-        let (x, y) = (frame(0x82, 50, false, 2), frame(0x81, 5, false, 3));
-        old_host.write_all(&[x.clone(), moved_to("p2")].concat()).await.unwrap();
-        // The new host gets the resume, answers it with a frame right behind its 101, and then
-        // gets the held frame.
-        let (mut there, _) = timeout(Duration::from_secs(5), new_host.accept()).await.unwrap().unwrap();
-        let (line, headers) = head(&mut there).await;
-        assert_eq!(line, "GET /p2/room1?sessionId=s1&reconnectionToken=t%2Fk HTTP/1.1");
-        let proof = format!("{PROXY_HEADER}: {}", identity.header().to_str().unwrap()).to_ascii_lowercase();
-        for h in [
-            "host: game.example",
-            "connection: upgrade",
-            "upgrade: websocket",
-            "sec-websocket-version: 13",
-            "x-odeon-resume: 1",
-            "x-odeon-handover: 1",
-            "x-forwarded-for: 203.0.113.9",
-            "x-forwarded-proto: https",
-            proof.as_str(),
-        ] {
-            assert!(headers.iter().any(|l| l == h), "{h} not in {headers:?}");
-        }
-        let key = headers.iter().find_map(|l| l.strip_prefix("sec-websocket-key: ")).unwrap();
-        assert_eq!(key.len(), 24);
-        let answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-        there.write_all(&[&answer[..], &y].concat()).await.unwrap();
-        assert_eq!(read_n(&mut there, held.len()).await, held);
-        let mut expected = x.clone();
-        expected.extend_from_slice(&y);
-        assert_eq!(read_n(&mut client, expected.len()).await, expected);
-        // Spliced: both ways.
-        let z = frame(0x82, 9, true, 4);
-        client.write_all(&z).await.unwrap();
-        assert_eq!(read_n(&mut there, z.len()).await, z);
-        // The room moves again, to a process the proxy does not know: the client is closed
-        // with 4010 right after the new host's last frame.
-        let last = frame(0x82, 20, false, 5);
-        there.write_all(&[last.clone(), moved_to("p3")].concat()).await.unwrap();
-        assert_eq!(read_n(&mut client, last.len()).await, last);
-        let close = read_n(&mut client, 2).await;
-        assert_eq!(close[0], 0x88);
-        let body = read_n(&mut client, usize::from(close[1])).await;
-        assert_eq!(body[..2], [0x0f, 0xaa]);
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-        timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
-    }
-
-    #[test]
-    fn keys_and_query_values_are_encoded() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(&[0xff; 16]), "/////////////////////w==");
-        assert_eq!(base64(&[0u8; 16]).len(), 24);
-        assert_eq!(encode("aZ9-_.~"), "aZ9-_.~");
-        assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-    }
-}
+mod tests;

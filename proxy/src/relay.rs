@@ -15,7 +15,6 @@
 //! relay with [`End::Moved`], the client's socket and its held bytes, for the caller to splice
 //! onto the room's new host.
 
-use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -27,6 +26,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use odeon_protocol::handover::{Control, Destination};
 
 use crate::head::Prefixed;
 use hold::{Down, Marker, Up};
@@ -323,11 +324,11 @@ impl Half {
 pub fn relay(
     client: Io,
     client_leftover: Bytes,
-    mut upstream: Io,
+    upstream: Io,
     upstream_leftover: Bytes,
     idle: Duration,
-) -> impl Future<Output = io::Result<End>> + Send {
-    let mut state = Relay {
+) -> Relaying {
+    let state = Relay {
         up_half: Half::with(client_leftover),
         up: Up::default(),
         down_half: Half::with(upstream_leftover),
@@ -337,30 +338,60 @@ pub fn relay(
         timer: Box::pin(tokio::time::sleep(idle / IDLE_CHECKS)),
         seen: false,
         quiet: 0,
+        heading: None,
     };
-    // A closure that owns the state and both sockets, rather than an async fn, whose future
-    // would keep room for its arguments beside them: this is what every idle client costs.
-    let mut client = Some(client);
-    std::future::poll_fn(move |cx| {
-        let io = client.as_mut().expect("polled after it ended");
-        let end = ready!(state.poll(cx, io, &mut upstream))?;
+    Relaying { state, client: Some(client), upstream }
+}
+
+/// A relay under way: a future of how it ended. It owns the state and both sockets and no
+/// more, since it is what every idle client costs.
+pub struct Relaying {
+    state: Relay,
+    client: Option<Io>,
+    upstream: Io,
+}
+
+/// Where a hold said the room is going, or that it is not going after all.
+#[derive(Debug)]
+pub enum Heading {
+    /// A hold named the room's next host (`Control::Hold`'s `to`).
+    To(Destination),
+    /// The hold ended without a move (`Control::Resume`).
+    Nowhere,
+}
+
+impl Relaying {
+    /// What the host said, since the last call, about where the room is going: the caller may
+    /// open the client's resume there while the room is held (`odeon_protocol::handover`).
+    pub fn heading(&mut self) -> Option<Heading> {
+        self.state.heading.take().map(|h| *h)
+    }
+}
+
+impl Future for Relaying {
+    type Output = io::Result<End>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let io = this.client.as_mut().expect("polled after it ended");
+        let end = ready!(this.state.poll(cx, io, &mut this.upstream))?;
         Poll::Ready(Ok(match end {
             None => End::Closed,
             Some(Ended::Idle) => End::Idle,
             Some(Ended::Moved(marker)) => {
                 let Marker { process_id, session_id, token, at } = *marker;
-                let client = client.take().expect("taken once");
+                let client = this.client.take().expect("taken once");
                 End::Moved(Box::new(Moved {
                     process_id,
                     session_id,
                     token,
                     client,
-                    held: state.up.take_held(),
+                    held: this.state.up.take_held(),
                     at,
                 }))
             }
         }))
-    })
+    }
 }
 
 /// Why the relay ended, other than both sides closing.
@@ -383,6 +414,8 @@ struct Relay {
     /// Traffic since the timer's last check, and how many checks in a row saw none.
     seen: bool,
     quiet: u32,
+    /// What a hold said about where the room goes, for [`Relaying::heading`].
+    heading: Option<Box<Heading>>,
 }
 
 impl Relay {
@@ -432,6 +465,11 @@ impl Relay {
         let mut changed = false;
         for control in std::mem::take(&mut self.down.controls) {
             changed = true;
+            match &control {
+                Control::Hold { to: Some(to), .. } => self.heading = Some(Box::new(Heading::To(to.clone()))),
+                Control::Resume => self.heading = Some(Box::new(Heading::Nowhere)),
+                _ => {}
+            }
             if self.up.control(&mut self.up_half, control) {
                 self.hold_timer = Some(Box::pin(tokio::time::sleep(hold::HOLD_TIMEOUT)));
             } else if !self.up.is_holding() {

@@ -139,6 +139,13 @@ for (const profile of ["0.16", "0.17", "0.18"]) {
                 const bad = peer.inbox.items.filter((it) => ["leave", "drop", "error", "reconnect"].includes(it.kind));
                 assert.deepEqual(bad, [], `${peer.label} saw no leave, drop, error or reconnection`);
             }
+            // The proxy had each client's socket open on the new host before its room moved:
+            // the hold named the host, so the cutover did not wait for a connection.
+            const followed = proxy.logTail(1e6).split("\n").filter((l) => l.includes("client followed room"));
+            for (const peer of peers) {
+                const lines = followed.filter((l) => l.includes(`room ${peer.roomId} to`));
+                assert.ok(lines.length > 0 && lines.every((l) => /preopened=true/.test(l)), `${peer.label}'s resume was opened during the hold:\n${lines.join("\n")}`);
+            }
             // The dropped client comes back into its seat, now on the new host, within its window.
             const back = await waitFor(sdk.client(proxy).reconnect(cToken), 8000, "reconnect C");
             assert.equal(back.roomId, a.roomId);

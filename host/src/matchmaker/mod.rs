@@ -111,6 +111,8 @@ pub struct Matchmaker {
     /// Imports their sender gave up on (it got no answer and kept the room), by room and move,
     /// for a minute.
     abandoned: Arc<Mutex<HashMap<(String, String), std::time::Instant>>>,
+    /// Proxies' resumes waiting for a room that is moving here, by room.
+    awaited: Mutex<HashMap<String, Vec<tokio::sync::oneshot::Sender<RoomHandle>>>>,
     /// The other processes of the deployment (only this one with the embedded presence).
     cluster: Arc<Cluster>,
 }
@@ -159,6 +161,7 @@ impl Matchmaker {
             relays: Arc::default(),
             arrived_from: Mutex::default(),
             abandoned: Arc::default(),
+            awaited: Mutex::default(),
         })
     }
 

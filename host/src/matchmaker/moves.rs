@@ -116,7 +116,7 @@ impl Matchmaker {
             Err(why) => return moved(Err(why), Duration::ZERO, Duration::ZERO, ""),
         };
         let (ready, is_ready) = oneshot::channel();
-        if room.send(RoomMsg::PrepareMove { ready }) {
+        if room.send(RoomMsg::PrepareMove { ready, to: target.process_id.clone() }) {
             // A room that cannot say (it is closing, say) is asked to move all the same.
             let _ = tokio::time::timeout(PREPARE_TIMEOUT, is_ready).await;
         }
@@ -286,6 +286,32 @@ impl Matchmaker {
         unforward(&self.presence, room_id, &self.config.process_id).await;
     }
 
+    /// The room `room_id`, once it runs here: at once if it does, else when it arrives from
+    /// another host (a drain), if it does `within`. For a proxy's resume opened while the room
+    /// is still held on its old host.
+    pub async fn arriving_room(&self, room_id: &str, within: Duration) -> Option<RoomHandle> {
+        if let Some(room) = self.room(room_id) {
+            return Some(room);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut awaited = self.awaited.lock().expect("awaited lock");
+            // Waits that timed out leave their senders behind (rooms that never came): they go
+            // here, the room's own at each wait, every room's once there are many.
+            if awaited.len() > 64 {
+                awaited.retain(|_, waiters| waiters.iter().any(|w| !w.is_closed()));
+            }
+            let waiters = awaited.entry(room_id.to_string()).or_default();
+            waiters.retain(|w| !w.is_closed());
+            waiters.push(tx);
+        }
+        // It may have arrived between the first look and the registration.
+        if let Some(room) = self.room(room_id) {
+            return Some(room);
+        }
+        tokio::time::timeout(within, rx).await.ok()?.ok().filter(|room| !room.is_closed())
+    }
+
     /// Whether the room `room_id` runs here after moving from `process_id`: its clients come
     /// back by paths that name that process.
     pub fn arrived_from(&self, room_id: &str, process_id: &str) -> bool {
@@ -343,7 +369,11 @@ impl Matchmaker {
             room = %room_id, bytes = bytes.len(), decode_ms = decoded.as_secs_f64() * 1000.0,
             took_ms = started.elapsed().as_secs_f64() * 1000.0, "room arrived"
         );
-        self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle);
+        self.rooms.lock().expect("rooms lock").insert(room_id.clone(), handle.clone());
+        // The resumes the proxies opened while the room was held attach now.
+        for waiter in self.awaited.lock().expect("awaited lock").remove(&room_id).unwrap_or_default() {
+            let _ = waiter.send(handle.clone());
+        }
         {
             let live: std::collections::HashSet<String> =
                 self.rooms.lock().expect("rooms lock").keys().cloned().collect();

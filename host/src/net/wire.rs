@@ -388,7 +388,7 @@ impl Wire {
     /// until [`Wire::take_held`] sees its answer.
     pub fn send_control(&self, control: &Control) {
         let Some(frame) = control.frame() else { return };
-        if let Control::Hold { nonce } = control {
+        if let Control::Hold { nonce, .. } = control {
             self.lock().hold = Some(nonce.as_str().into());
         }
         let _ = self.send_parts(&[], &Bytes::from(frame));

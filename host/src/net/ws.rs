@@ -46,6 +46,10 @@ const LINGER_FRAMES: u32 = 64;
 /// Read buffer of a connection (and the most one `recv` reads); a larger frame grows it while
 /// it is read. It is touched on every read, so its size is most of an idle client's memory.
 const READ_BUFFER: usize = 1024;
+/// Longest a proxy's resume for a room moving here waits for the room (the proxy opens it as
+/// soon as the room's clients are held, before the room has moved; a move that does not come
+/// releases the hold within 10 s).
+const RESUME_PARK: Duration = Duration::from_secs(12);
 
 /// `GET /{processId}/{roomId}`: validates the upgrade, answers 101 and starts the connection.
 pub(super) async fn websocket(
@@ -77,7 +81,20 @@ pub(super) async fn websocket(
     // moved here from that process, else relayed to where it runs now.
     let here = state.mm.room(&room_id).is_some()
         && (process_id == state.mm.process_id() || state.mm.arrived_from(&room_id, &process_id));
-    if !here && !req.headers().contains_key(super::relay::RELAYED) {
+    // Behind odeon-proxy, the socket can follow its room to another host (a drain), and the
+    // proxy's socket to a room's new host resumes the seat it took over.
+    let handover = match req.headers().contains_key(handover::HANDOVER_HEADER) {
+        true => {
+            let headers = req.headers().clone();
+            state.forwarded.is_proxy(&headers).await
+        }
+        false => false,
+    };
+    let resume = handover && req.headers().contains_key(handover::RESUME_HEADER);
+    // A proxy's resume for a room moving here may come before the room (the proxy opens it
+    // during the hold): it waits here for the room rather than going to the room's old owner.
+    let arriving = resume && process_id == state.mm.process_id();
+    if !here && !arriving && !req.headers().contains_key(super::relay::RELAYED) {
         let live_elsewhere = process_id != state.mm.process_id() && state.mm.is_live(&process_id).await;
         let owner = match live_elsewhere {
             true => None,
@@ -96,16 +113,6 @@ pub(super) async fn websocket(
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return json_error(StatusCode::BAD_REQUEST, "connection cannot be upgraded");
     };
-    // Behind odeon-proxy, the socket can follow its room to another host (a drain), and the
-    // proxy's socket to a room's new host resumes the seat it took over.
-    let handover = match req.headers().contains_key(handover::HANDOVER_HEADER) {
-        true => {
-            let headers = req.headers().clone();
-            state.forwarded.is_proxy(&headers).await
-        }
-        false => false,
-    };
-    let resume = handover && req.headers().contains_key(handover::RESUME_HEADER);
     let params = Params {
         handover,
         resume,
@@ -119,6 +126,10 @@ pub(super) async fn websocket(
             Ok(u) => u,
             Err(e) => return tracing::debug!("websocket upgrade failed: {e}"),
         };
+        let mut params = params;
+        if arriving && params.room.is_none() {
+            params.room = state.mm.arriving_room(&room_id, RESUME_PARK).await;
+        }
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // Copy what the client sent after its request, then let hyper's read buffer go:

@@ -186,6 +186,9 @@ pub enum RoomMsg {
     PrepareMove {
         /// Told once the hold is ready.
         ready: oneshot::Sender<()>,
+        /// The process the room is going to: each proxy is told, so it can open its client's
+        /// WebSocket there while the room still runs here.
+        to: String,
     },
     /// The room is leaving for another host (a drain): between two guest calls, answer its
     /// transfer on `reply`, then wait for `commit`: the other host's process id once it has the

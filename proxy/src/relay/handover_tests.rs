@@ -43,7 +43,7 @@ fn control(c: &Control) -> Vec<u8> {
 }
 
 fn hold(nonce: &str) -> Vec<u8> {
-    control(&Control::Hold { nonce: nonce.into() })
+    control(&Control::Hold { nonce: nonce.into(), to: None })
 }
 
 fn moved() -> Vec<u8> {

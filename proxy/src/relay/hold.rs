@@ -70,7 +70,7 @@ impl Up {
     /// Applies a hold or a resume; whether a hold started (or started again).
     pub fn control(&mut self, half: &mut Half, control: Control) -> bool {
         match control {
-            Control::Hold { nonce } => {
+            Control::Hold { nonce, .. } => {
                 let payload = held_payload(&nonce);
                 if payload.len() > MAX_PING {
                     tracing::warn!("a hold's nonce is too long to answer; ignored");

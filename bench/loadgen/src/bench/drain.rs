@@ -179,6 +179,10 @@ pub struct DrainRecord {
     pub listen_overflows: Option<(u64, u64)>,
     /// Whether the proxy binary knows moved rooms (`odeon:moved:` in it).
     pub proxy_knows_moves: Option<bool>,
+    /// The proxy's cutovers, from its log: per client followed to host 2, ms from the old host's
+    /// `moved` marker to the client spliced onto host 2 (the part of the client's gap the
+    /// freeze does not cover).
+    pub cutovers: Cutovers,
     /// The loadgen's summary, if it produced one.
     pub summary: Option<Summary>,
     /// Things worth a note that did not stop the run.
@@ -270,6 +274,46 @@ fn parse_tcp_ext(netstat: &str) -> Option<(u64, u64)> {
         values.split_whitespace().nth(i)?.parse().ok()
     };
     Some((get("ListenOverflows")?, get("TCPSynRetrans")?))
+}
+
+/// The proxy's cutovers (its `client followed room` log lines).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cutovers {
+    /// Each client's cutover, ms.
+    pub ms: Vec<f64>,
+    /// How many of them had their resume opened during the hold (`preopened=true`).
+    pub preopened: usize,
+}
+
+/// The cutovers in a proxy's log (ANSI colours and all).
+fn parse_cutovers(log: &str) -> Cutovers {
+    let mut cutovers = Cutovers::default();
+    for line in log.lines().filter(|l| l.contains("client followed room")) {
+        let line = without_colours(line);
+        let field = |name: &str| {
+            let at = line.find(&format!(" {name}="))? + name.len() + 2;
+            line[at..].split_whitespace().next()
+        };
+        if let Some(ms) = field("cutover_ms").and_then(|v| v.parse().ok()) {
+            cutovers.ms.push(ms);
+            cutovers.preopened += usize::from(field("preopened") == Some("true"));
+        }
+    }
+    cutovers
+}
+
+/// `line` without its ANSI escape sequences (`ESC [ … letter`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether the proxy binary has the moved-room lookup (it names the Redis key's prefix).
@@ -457,6 +501,8 @@ fn run_inner(plan: &Plan, dp: &DrainPlan, record: &mut DrainRecord) -> anyhow::R
     loadgen.end_window();
     let loadgen_status = loadgen.wait()?;
     record.summary = super::read_summary(&json)?;
+    record.cutovers =
+        parse_cutovers(&std::fs::read_to_string(dir.join("drain.proxy.log")).unwrap_or_default());
 
     let (before, other_before) = a.until(&b);
     let (after, other_after) = c.until(&d);
@@ -509,6 +555,17 @@ mod tests {
         assert_eq!(a.moved[0].took_ms, 4.5);
         assert_eq!(a.stayed[0].reason, "no other live host");
         assert_eq!(a.rooms, 1);
+    }
+
+    #[test]
+    fn cutovers_come_from_the_proxys_log_lines() {
+        let log = "\x1b[2m2026-12-08T00:51:01Z\x1b[0m \x1b[32m INFO\x1b[0m odeon_proxy::handover: client followed room r1 \
+                   to drain-host-2 (cutover 12.2ms) \x1b[3mfrom\x1b[0m\x1b[2m=\x1b[0mdrain-host-1 \
+                   \x1b[3mcutover_ms\x1b[0m\x1b[2m=\x1b[0m12.169 \x1b[3mconnect_ms\x1b[0m\x1b[2m=\x1b[0m2.2 \
+                   \x1b[3mpreopened\x1b[0m\x1b[2m=\x1b[0mtrue held=35\n\
+                   INFO odeon_proxy::handover: client followed room r2 to p (cutover 0.1ms) cutover_ms=0.05 connect_ms=1 preopened=false held=0\n\
+                   INFO odeon_proxy::discovery: a process joined\n";
+        assert_eq!(parse_cutovers(log), Cutovers { ms: vec![12.169, 0.05], preopened: 1 });
     }
 
     #[test]

@@ -114,6 +114,7 @@ pub fn markdown(
          the room's patches keep coming); percentiles are nearest-rank over the moved rooms.\n\n",
     );
     clients(&mut out, record);
+    cutovers(&mut out, record);
     cpu(&mut out, record);
     targets(&mut out, dp, record);
 
@@ -243,6 +244,29 @@ fn clients(out: &mut String, record: &DrainRecord) {
         cell(s.proxy_cpu_pct, 1),
         cell(s.loadgen_cpu_pct, 0),
         if s.loadgen_limited { " ⚠" } else { "" },
+    );
+}
+
+fn cutovers(out: &mut String, record: &DrainRecord) {
+    let c = &record.cutovers;
+    if c.ms.is_empty() {
+        out.push_str("The proxy logged no cutover.\n\n");
+        return;
+    }
+    let mut ms = c.ms.clone();
+    ms.sort_by(f64::total_cmp);
+    let _ = writeln!(
+        out,
+        "The proxy's cutovers ({} clients followed their rooms, {} with the resume opened during the hold): \
+         from the old host's `moved` to the client spliced onto host 2, p50 / p90 / p99 / max {} / {} / {} / {} \
+         ms. A client's gap in patches is its room's freeze plus its cutover; compare the echo over the window, \
+         which is what the saturated CPU 1 costs every frame.\n",
+        ms.len(),
+        c.preopened,
+        cell(nearest_rank(&ms, 0.5), 1),
+        cell(nearest_rank(&ms, 0.9), 1),
+        cell(nearest_rank(&ms, 0.99), 1),
+        cell(ms.last().copied(), 1),
     );
 }
 
@@ -403,6 +427,7 @@ mod tests {
             }],
             listen_overflows: Some((7, 9)),
             proxy_knows_moves: Some(false),
+            cutovers: drain::Cutovers { ms: vec![3.0, 1.0, 2.0, 40.0], preopened: 3 },
             summary: Some(summary),
             ..DrainRecord::default()
         };
@@ -412,6 +437,11 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| host 1 | 0 | 20.0 | exited |"), "{md}");
+        assert!(
+            md.contains("(4 clients followed their rooms, 3 with the resume opened during the hold)"),
+            "{md}"
+        );
+        assert!(md.contains("p50 / p90 / p99 / max 2.0 / 40.0 / 40.0 / 40.0 ms"), "{md}");
         assert!(md.contains("**100 sockets closed** (100 of them with 4010); **100 reconnections**"), "{md}");
         assert!(
             md.contains(

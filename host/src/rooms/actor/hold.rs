@@ -3,12 +3,14 @@
 //! on meanwhile. Once every proxy answered (everything its client sent before is in the inbox),
 //! its presence and listing answers are in, or [`HOLD_WAIT`] is up, the hold is ready: the
 //! mover is told (`RoomMsg::PrepareMove`), and the room freezes when its `MoveOut` comes. A
-//! hold whose move never comes is released after [`PREPARED_WAIT`].
+//! hold whose move never comes is released after [`PREPARED_WAIT`]. Each proxy is told where
+//! the room is going, when the mover said, so it opens its client's WebSocket on the new host
+//! while the room still runs here.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use odeon_protocol::handover::Control;
+use odeon_protocol::handover::{Control, Destination};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -50,14 +52,15 @@ impl Hold {
 }
 
 impl Room {
-    /// A move is being prepared: hold the clients now; `ready` is told once the room may freeze.
-    pub(super) fn prepare_move(&mut self, ready: oneshot::Sender<()>) {
+    /// A move to process `to` is being prepared: hold the clients now; `ready` is told once the
+    /// room may freeze.
+    pub(super) fn prepare_move(&mut self, ready: oneshot::Sender<()>, to: String) {
         match &mut self.hold {
             Some(h) if h.ready => {
                 let _ = ready.send(());
             }
             Some(h) => h.tell = Some(ready),
-            None => self.start_hold(Instant::now(), Some(ready)),
+            None => self.start_hold(Instant::now(), Some(ready), Some(to)),
         }
     }
 
@@ -69,7 +72,7 @@ impl Room {
             if self.move_out.is_none() {
                 return false;
             }
-            self.start_hold(now, None);
+            self.start_hold(now, None, None);
         }
         // Presence and listing answers still on their way would reach this host after the room
         // left: wait for them too.
@@ -91,16 +94,27 @@ impl Room {
         h.ready
     }
 
-    /// Asks the proxy in front of each joined client that has one to hold it.
-    fn start_hold(&mut self, now: Instant, tell: Option<oneshot::Sender<()>>) {
-        let control = Control::Hold { nonce: crate::ids::generate() };
+    /// Asks the proxy in front of each joined client that has one to hold it, saying the room
+    /// is going to process `to` when the mover named it.
+    fn start_hold(&mut self, now: Instant, tell: Option<oneshot::Sender<()>>, to: Option<String>) {
+        let nonce = crate::ids::generate();
         let mut waiting = HashMap::new();
         for (sid, c) in self.clients.sessions() {
             if let Some(wire) =
                 c.wire.as_ref().filter(|w| c.handover && c.state == ClientState::Joined && w.is_open())
             {
                 waiting.insert(sid.to_string(), c.conn_id);
-                wire.send_control(&control);
+                let to = to.as_ref().map(|process_id| Destination {
+                    process_id: process_id.clone(),
+                    session_id: sid.to_string(),
+                    token: c.token.clone(),
+                });
+                let hold = Control::Hold { nonce: nonce.clone(), to };
+                match hold.frame() {
+                    Some(_) => wire.send_control(&hold),
+                    // Ids too long for a control frame: a plain hold, resumed after the move.
+                    None => wire.send_control(&Control::Hold { nonce: nonce.clone(), to: None }),
+                }
             }
         }
         self.hold = Some(Hold { waiting, held: HashSet::new(), until: now + HOLD_WAIT, ready: false, tell });

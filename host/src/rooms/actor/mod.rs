@@ -439,7 +439,7 @@ impl Room {
                 }
             }
             RoomMsg::Held { session_id, conn_id } => self.held(&session_id, conn_id),
-            RoomMsg::PrepareMove { ready } => self.prepare_move(ready),
+            RoomMsg::PrepareMove { ready, to } => self.prepare_move(ready, to),
             RoomMsg::Drain => self.draining = true,
             RoomMsg::Abandon { owner, address } => self.abandon(owner, address),
             RoomMsg::Shutdown => {

@@ -4,7 +4,9 @@
 # DIR/Cargo.toml builds it again and installs the new .wasm in the host's plugins directory; the
 # host hot-loads it, so new rooms get the new build and running rooms keep theirs. A build that
 # fails prints cargo's errors and changes nothing. The host's output, the room's logs among it
-# (RUST_LOG defaults to info,guest=debug), prints here. Ctrl-C stops the host and this script.
+# (RUST_LOG defaults to info,guest=debug), prints here, and after each install the script says
+# when the host has loaded the build (or refused it). Ctrl-C stops the host and this script
+# (status 0).
 #
 #   scripts/dev.sh DIR [HOST_ARGS...]     (`just dev DIR [HOST_ARGS...]`)
 #
@@ -58,7 +60,12 @@ fi
 state="$(mktemp -d "${TMPDIR:-/tmp}/odeon-dev.XXXXXX")"
 plugins="$state/plugins"
 mkdir "$plugins"
+# The host writes here; a `tail` prints it, and the script reads it for the host's word on
+# each build it installs.
+log="$state/host.log"
+: >"$log"
 host=""
+tailer=""
 
 # Stops the host by its process group (whatever it started goes too) and forgets the plugins
 # directory. The host closes its rooms within a few seconds; after 10 it is killed.
@@ -72,10 +79,16 @@ stop() {
         done
         kill -KILL -- "-$host" 2>/dev/null || true
     fi
+    if [ -n "$tailer" ]; then
+        # The host's last lines printed first.
+        sleep 0.3
+        kill "$tailer" 2>/dev/null || true
+    fi
     rm -rf -- "$state"
 }
 trap stop EXIT
-trap 'exit 130' INT
+# Ctrl-C is how this loop is meant to end: a clean stop, not a failure.
+trap 'exit 0' INT
 trap 'exit 143' TERM
 
 # Builds the room and, when that gives a new .wasm, installs it: written beside the old one, then
@@ -90,9 +103,28 @@ build_and_install() {
         echo "dev: $lib.wasm is unchanged"
         return 0
     fi
+    local seen_lines
+    seen_lines="$(wc -l <"$log")"
     cp "$wasm" "$plugins/.$lib.wasm.tmp"
     mv "$plugins/.$lib.wasm.tmp" "$plugins/$lib.wasm"
-    echo "dev: installed $lib.wasm: new rooms get this build, running rooms keep theirs"
+    if [ -z "$host" ]; then
+        echo "dev: installed $lib.wasm; the host loads it as it starts"
+        return 0
+    fi
+    echo "dev: installed $lib.wasm; waiting for the host to load it"
+    # The host's watcher takes a moment (it waits for writes to settle): until it logs the load,
+    # new rooms still get the previous build.
+    local word=""
+    for _ in $(seq 100); do
+        word="$(tail -n "+$((seen_lines + 1))" "$log" | grep -a -E "(loaded (new )?plugin|refused plugin).*$lib\.wasm" | tail -n 1 || true)"
+        [ -z "$word" ] || break
+        sleep 0.1
+    done
+    case "$word" in
+    *"refused plugin"*) echo "dev: the host refused $lib.wasm (its reason above); the last good build keeps serving" >&2 ;;
+    "") echo "dev: the host has not said it loaded $lib.wasm within 10 s (its output is above)" >&2 ;;
+    *) echo "dev: the host loaded $lib.wasm: new rooms get this build, running rooms keep theirs" ;;
+    esac
 }
 
 # Every watched file's modification time, size and path: any save, new file or deletion changes it.
@@ -106,10 +138,12 @@ build_and_install
     echo "dev: no build of $package yet; the host loads the first one that succeeds" >&2
 
 export RUST_LOG="${RUST_LOG:-info,guest=debug}"
-# A process group of its own, so stopping it stops all of it, and a Ctrl-C reaches it only
-# through `stop`.
 set -m
-"$host_bin" --plugins "$plugins" "$@" </dev/null &
+# Each in a process group of its own: a Ctrl-C reaches them only through `stop`, so the host's
+# last words still print.
+tail -n +1 -f "$log" &
+tailer=$!
+"$host_bin" --plugins "$plugins" "$@" </dev/null >>"$log" 2>&1 &
 host=$!
 set +m
 echo "dev: odeon-host (pid $host) serves $plugins; watching $dir/src and $dir/Cargo.toml; Ctrl-C stops"

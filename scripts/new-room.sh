@@ -136,8 +136,10 @@ serde_json = "1"
 # Small, fast wasm without LTO's link time: \`cargo build --target wasm32-wasip1 --profile wasm\`.
 $profile
 EOF
-    # This repository's toolchain and formatting, so the room builds and reads as its rooms do.
-    cp "$repo/rust-toolchain.toml" "$repo/rustfmt.toml" "$dir/"
+    # This repository's toolchain and formatting, so the room builds and reads as its rooms do,
+    # and its lockfile, so it builds with the crate versions Odeon is tested with (and offline
+    # once this checkout has built; cargo drops what the room does not use).
+    cp "$repo/rust-toolchain.toml" "$repo/rustfmt.toml" "$repo/Cargo.lock" "$dir/"
 fi
 
 emit .gitignore <<'EOF'

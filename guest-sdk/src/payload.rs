@@ -13,10 +13,18 @@ use crate::Value;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Payload(Vec<u8>);
 
-/// A payload that is not valid MessagePack, or does not match the requested type.
+/// A payload that is not valid MessagePack, or does not match the requested type. Its message
+/// says where and how, as serde does: `invalid payload: index: invalid type: string "x",
+/// expected usize`.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid payload: {0}")]
-pub struct PayloadError(#[from] rmp_serde::decode::Error);
+pub struct PayloadError(String);
+
+impl From<rmp_serde::decode::Error> for PayloadError {
+    fn from(err: rmp_serde::decode::Error) -> Self {
+        Self(err.to_string())
+    }
+}
 
 const NIL: &[u8] = &[0xc0];
 const EMPTY_MAP: &[u8] = &[0x80];
@@ -45,9 +53,11 @@ impl Payload {
     /// Decodes the payload into `T`; maps decode into structs by field name.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         if self.0.is_empty() || self.0 == NIL {
-            return Ok(rmp_serde::from_slice(NIL).or_else(|_| rmp_serde::from_slice(EMPTY_MAP))?);
+            return rmp_serde::from_slice(NIL)
+                .or_else(|_| rmp_serde::from_slice(EMPTY_MAP))
+                .map_err(|_| explain::<T>(EMPTY_MAP));
         }
-        Ok(rmp_serde::from_slice(&self.0)?)
+        rmp_serde::from_slice(&self.0).map_err(|_| explain::<T>(&self.0))
     }
 
     /// Decodes the payload into a dynamic [`Value`]; an empty payload is [`Value::Nil`].
@@ -72,6 +82,26 @@ impl Payload {
 impl From<Vec<u8>> for Payload {
     fn from(bytes: Vec<u8>) -> Self {
         Self(bytes)
+    }
+}
+
+/// Why `bytes` do not decode into `T`, said the way serde says it, with the path to the value
+/// that does not fit (rmp-serde alone names only the MessagePack marker it did not expect).
+fn explain<T: DeserializeOwned>(bytes: &[u8]) -> PayloadError {
+    let value = match rmp_serde::from_slice::<rmpv::Value>(bytes) {
+        Ok(value) => value,
+        Err(e) => return PayloadError::from(e),
+    };
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Err(e) => {
+            let rmpv::ext::Error::Syntax(why) = e.inner();
+            match e.path().iter().next() {
+                Some(_) => PayloadError(format!("{}: {why}", e.path())),
+                None => PayloadError(why.clone()),
+            }
+        }
+        // Valid through the dynamic value but not directly (an extension type, say).
+        Ok(_) => PayloadError(format!("does not decode into {}", std::any::type_name::<T>())),
     }
 }
 
@@ -131,6 +161,22 @@ mod tests {
         }
         let wrong_type = payload(&serde_json::json!({"maxClients": "four"}));
         let err = wrong_type.decode::<Options>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid payload: maxClients: invalid type: string "four", expected u32"#
+        );
+        #[derive(Debug, Deserialize)]
+        struct Move {
+            #[allow(dead_code)]
+            index: usize,
+        }
+        let err = payload(&serde_json::json!({"index": "x"})).decode::<Move>().unwrap_err();
+        assert_eq!(err.to_string(), r#"invalid payload: index: invalid type: string "x", expected usize"#);
+        let err = payload(&serde_json::json!({})).decode::<Move>().unwrap_err();
+        assert_eq!(err.to_string(), "invalid payload: missing field `index`");
+        let err = Payload::default().decode::<Move>().unwrap_err();
+        assert_eq!(err.to_string(), "invalid payload: missing field `index`");
+        let err = Payload::new(vec![0xc1]).decode::<Move>().unwrap_err();
         assert!(err.to_string().starts_with("invalid payload: "), "{err}");
     }
 }

@@ -227,7 +227,7 @@ impl PluginWatcher {
                 // before its old name is found gone.
                 let (present, gone): (Vec<_>, Vec<_>) = paths.into_iter().partition(|p| p.is_file());
                 for path in present {
-                    mm.plugins().load_file(&path).await;
+                    mm.plugin_file_changed(&path).await;
                 }
                 for path in gone.iter().filter(|p| !p.exists()) {
                     mm.plugin_file_removed(path).await;

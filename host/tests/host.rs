@@ -261,7 +261,7 @@ async fn a_removed_plugin_file_retires_its_type_when_its_rooms_end() {
     std::fs::write(&file, plugin_bytes("echo")).unwrap();
     let h = Harness::with(Profile::V0_17, &[]).await;
     let plugins = h.mm.plugins().clone();
-    assert!(plugins.load_file(&file).await);
+    assert!(plugins.load_file(&file).await.0);
     let seat = h.seat("joinOrCreate", "echo", json!({})).await;
     let mut first = h.connect(&seat).await;
     first.expect_message("welcome").await;
@@ -293,8 +293,47 @@ async fn a_removed_plugin_file_retires_its_type_when_its_rooms_end() {
     assert!(plugins.get_or_retired("echo").is_none(), "unregistered");
 
     std::fs::write(&file, plugin_bytes("echo")).unwrap();
-    assert!(plugins.load_file(&file).await);
+    assert!(plugins.load_file(&file).await.0);
     h.seat("create", "echo", json!({})).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A plugin file rebuilt with another room `NAME` (`just dev` after a rename): the new type
+/// serves, and the old one is retired like a removed file's: its running room plays on, and the
+/// type is unregistered when that room ends; with no room running, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_file_that_declares_another_type_now_retires_the_old_one() {
+    let dir = std::env::temp_dir().join(format!("odeon-rename-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("room.wasm");
+    std::fs::write(&file, plugin_bytes("echo")).unwrap();
+    let h = Harness::with(Profile::V0_17, &[]).await;
+    let plugins = h.mm.plugins().clone();
+    h.mm.plugin_file_changed(&file).await;
+    let seat = h.seat("joinOrCreate", "echo", json!({})).await;
+    let mut client = h.connect(&seat).await;
+    client.expect_message("welcome").await;
+
+    std::fs::write(&file, plugin_bytes("lobby")).unwrap();
+    h.mm.plugin_file_changed(&file).await;
+    assert_eq!(plugins.names(), ["lobby"], "the file's new type serves, the old one takes no new rooms");
+    assert_eq!(plugins.retired_names(), ["echo"], "listed while its room runs");
+    let refused = h.mm.matchmake("create", "echo", Map::new(), None, "127.0.0.1".into()).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::NoHandler, "{refused}");
+    client.send("echo", json!("still playing"));
+    assert_eq!(client.expect_message("echo").await, json!("still playing"));
+    client.input(ClientInput::Leave);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !plugins.retired_names().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "echo still retired after its room ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Back to echo, with no lobby room running: lobby goes at once.
+    std::fs::write(&file, plugin_bytes("echo")).unwrap();
+    h.mm.plugin_file_changed(&file).await;
+    assert_eq!(plugins.names(), ["echo"]);
+    assert!(plugins.retired_names().is_empty(), "no lobby room ran: unregistered at once");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

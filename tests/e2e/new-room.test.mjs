@@ -6,8 +6,8 @@
 //
 // The room's builds share one target directory kept between runs ($CARGO_TARGET_DIR/new-room),
 // so the SDK compiles once per machine (about a minute per target), not on every run. The
-// workspace's Cargo.lock is copied in and cargo runs offline: the same dependency versions the
-// workspace is tested with, all already downloaded, and no network. The client's
+// starter comes with the workspace's Cargo.lock and cargo runs offline: the same dependency
+// versions the workspace is tested with, all already downloaded, and no network. The client's
 // @colyseus/sdk is this suite's own installed copy (tests/node_modules), not a fresh npm install.
 
 import { describe, it, before, after } from "node:test";
@@ -91,7 +91,8 @@ describe("just new-room: a room crate outside the repository, built, tested, ser
         const sdk18 = JSON.parse(readFileSync(join(TESTS_DIR, "package.json"), "utf8")).devDependencies.sdk18;
         const client = JSON.parse(readFileSync(join(dir, "client/package.json"), "utf8"));
         assert.equal(`npm:@colyseus/sdk@${client.dependencies["@colyseus/sdk"]}`, sdk18);
-        assert.ok(!existsSync(join(dir, "client/package-lock.json")) && !existsSync(join(dir, "Cargo.lock")), "no lockfile");
+        assert.ok(!existsSync(join(dir, "client/package-lock.json")), "no npm lockfile");
+        assert.equal(readFileSync(join(dir, "Cargo.lock"), "utf8"), readFileSync(join(REPO, "Cargo.lock"), "utf8"), "the workspace's Cargo.lock, so it builds offline with the versions Odeon is tested with");
         readme = readFileSync(join(dir, "README.md"), "utf8");
 
         // Not over a crate, nor with a name that cannot be a room type's or a crate's.
@@ -110,7 +111,6 @@ describe("just new-room: a room crate outside the repository, built, tested, ser
         assert.ok(readme, "the crate was written");
         const [cmd, ...args] = readmeCommand(readme, "Build");
         assert.deepEqual([cmd, ...args], ["cargo", "build", "--target", "wasm32-wasip1", "--profile", "wasm"]);
-        copyFileSync(join(REPO, "Cargo.lock"), join(dir, "Cargo.lock"));
         await runOk(cmd, args, { cwd: dir, env: cargoEnv, timeoutMs: BUILD_MS });
         assert.ok(readme.includes(`target/wasm32-wasip1/wasm/${WASM}`), "the README says where the .wasm lands");
         copyFileSync(join(TARGET_DIR, "wasm32-wasip1", "wasm", WASM), join(pluginsDir, WASM));

@@ -176,6 +176,16 @@ impl Matchmaker {
         rooms.values().filter(|r| r.plugin().manifest.name == name).cloned().collect()
     }
 
+    /// A plugin file in the plugins directory is new or changed: it is loaded, and a room type
+    /// it declared before and declares no more is retired as if its file were removed.
+    pub async fn plugin_file_changed(&self, path: &std::path::Path) {
+        if let (_, Some(name)) = self.plugins.load_file(path).await
+            && self.rooms_of(&name).is_empty()
+        {
+            self.plugins.unregister_retired(&name);
+        }
+    }
+
     /// A plugin file left the plugins directory: its room type takes no new rooms, and is
     /// unregistered now if no room of it runs here, else when the last one ends (`room_deps`).
     pub async fn plugin_file_removed(&self, path: &std::path::Path) {

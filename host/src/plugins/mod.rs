@@ -330,36 +330,33 @@ impl Plugins {
         paths.sort();
         let mut loaded = 0;
         for path in paths {
-            if self.load_file(&path).await {
+            if self.load_file(&path).await.0 {
                 loaded += 1;
             }
         }
         Ok(loaded)
     }
 
-    /// Loads one file, logging the outcome; returns whether it is now serving. The file is
-    /// remembered as its room type's, so removing it retires the type (`retire`).
-    pub async fn load_file(self: &Arc<Self>, path: &Path) -> bool {
+    /// Loads one file, logging the outcome; returns whether it is now serving, and the room type
+    /// it retired, if any (the file declared another type before). The file is remembered as its
+    /// room type's, so removing it retires the type (`retire`).
+    pub async fn load_file(self: &Arc<Self>, path: &Path) -> (bool, Option<String>) {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let bytes = match tokio::fs::read(path).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(plugin = %name, "cannot read plugin: {e}");
-                return false;
+                return (false, None);
             }
         };
         if let Some(current) = self.current_with(&bytes) {
-            self.record_file(path, &current);
-            return true;
+            return (true, self.record_file(path, &current));
         }
         match self.load(&name, bytes).await {
-            Ok(version) => {
-                self.record_file(path, &version.manifest.name);
-                true
-            }
+            Ok(version) => (true, self.record_file(path, &version.manifest.name)),
             Err(e) => {
                 tracing::error!(plugin = %name, "refused plugin: {e}; any previous version keeps serving");
-                false
+                (false, None)
             }
         }
     }

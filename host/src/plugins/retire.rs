@@ -3,7 +3,9 @@
 //! and the type is unregistered when the last of them ends.
 //!
 //! The registry remembers which file each room type was loaded from, so a removed file names the
-//! type it served. Another file in the directory that declares the same type keeps it registered.
+//! type it served, and a file that now declares another type (the room's `NAME` changed) retires
+//! the one it declared before. Another file in the directory that declares the same type keeps
+//! it registered.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +13,25 @@ use std::sync::Arc;
 use super::{PluginVersion, Plugins};
 
 impl Plugins {
-    /// Remembers that the plugin file `path` serves (or last served) room type `name`.
-    pub(super) fn record_file(&self, path: &Path, name: &str) {
-        let Some(file) = file_name(path) else { return };
-        self.files.lock().expect("files lock").insert(file, name.to_string());
+    /// Remembers that the plugin file `path` serves (or last served) room type `name`. When the
+    /// file declared another type before (the room's `NAME` changed), that type is retired
+    /// unless another file declares it: its name, for the caller to unregister once its rooms
+    /// are gone ([`Plugins::unregister_retired`]).
+    pub(super) fn record_file(&self, path: &Path, name: &str) -> Option<String> {
+        let file = file_name(path)?;
+        let before = {
+            let mut files = self.files.lock().expect("files lock");
+            let before = files.insert(file.clone(), name.to_string()).filter(|b| b != name)?;
+            let declared_elsewhere =
+                files.iter().any(|(f, n)| *n == before && *f != file && path.with_file_name(f).is_file());
+            (!declared_elsewhere).then_some(before)?
+        };
+        let version = self.retire(&before)?;
+        tracing::info!(
+            room_type = %before, file, now = name, version = version.version,
+            "plugin file declares another room type now: no new rooms of the old one; its running rooms play on until they end"
+        );
+        Some(before)
     }
 
     /// The plugin file `path` is gone from the plugins directory. When no other file there
@@ -37,7 +54,7 @@ impl Plugins {
         if let Some(other) = other {
             tracing::info!(room_type = %name, removed = %file, serving = %other, "plugin file removed; another file declares its room type");
             // A no-op when that file's bytes are already current.
-            self.load_file(&path.with_file_name(other)).await;
+            let _ = self.load_file(&path.with_file_name(other)).await;
             return None;
         }
         let version = self.retire(&name)?;

@@ -124,6 +124,21 @@ describe("just new-room: a room crate outside the repository, built, tested, ser
         assert.match(out, /test result: ok\. [1-9]\d* passed; 0 failed/);
     });
 
+    it("with a git URL, depends on the SDK by that URL and builds", { timeout: BUILD_MS + 10000 }, async () => {
+        // This checkout as the git repository (CI's is a clone of main): cargo clones it locally.
+        const fromGit = join(tmp, "from-git");
+        const url = `file://${REPO}`;
+        await runOk("just", ["new-room", fromGit, url], { cwd: REPO, env: process.env, timeoutMs: 30000 });
+        const manifest = readFileSync(join(fromGit, "Cargo.toml"), "utf8");
+        assert.ok(manifest.includes(`odeon-guest = { git = "${url}" }`), `the SDK by git URL:\n${manifest}`);
+        // A git source is fetched even with a lockfile, so not offline; the crates.io packages
+        // come from the lockfile and the local cache.
+        const env = { ...cargoEnv, CARGO_NET_OFFLINE: "false" };
+        await runOk("cargo", ["check", "--target", "wasm32-wasip1", "--profile", "wasm"], { cwd: fromGit, env, timeoutMs: BUILD_MS });
+        const lock = readFileSync(join(fromGit, "Cargo.lock"), "utf8");
+        assert.match(lock, /name = "odeon-guest"\nversion = "[^"]+"\nsource = "git\+file:\/\//, "odeon-guest comes from the git URL");
+    });
+
     it("is served by a host and played by its client script", { timeout: 60000 }, async () => {
         host = new Host({ profile: "0.18", pluginsDir, requiredPlugins: [WASM], label: "host (new room)" });
         await host.start();

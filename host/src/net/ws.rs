@@ -298,7 +298,7 @@ impl Connection {
             if params.resume {
                 // The proxy's resume found no seat: the client reconnects by itself after 4010.
                 conn.wire.close(Some(close::MAY_TRY_RECONNECT), "");
-                conn.linger().await;
+                conn.linger(None).await;
                 return;
             }
             let code = if params.token.is_some() { close::FAILED_TO_RECONNECT } else { close::WITH_ERROR };
@@ -306,7 +306,7 @@ impl Connection {
                 .wire
                 .send(&frame::error(profile.expired_seat_code(), "seat reservation expired.").into());
             conn.wire.close(Some(code), "");
-            conn.linger().await;
+            conn.linger(None).await;
             return;
         };
         let end = conn.serve(&room).await;
@@ -318,14 +318,14 @@ impl Connection {
             // Closed because its room moved (or is following it): what the client sent before
             // it got the Close still goes to the room, which forwards it to the room's new host;
             // the room hears of the close once the client's Close is in.
-            conn.linger_delivering(&room).await;
+            conn.linger(Some(&room)).await;
             room.send(RoomMsg::Closed { session_id: conn.session_id.to_string(), conn_id, code });
             return;
         }
         room.send(RoomMsg::Closed { session_id: conn.session_id.to_string(), conn_id, code });
         match end {
             End::Aborted(_) => {}
-            End::Closed(_) | End::ByRoom => conn.linger().await,
+            End::Closed(_) | End::ByRoom => conn.linger(None).await,
         }
     }
 
@@ -504,39 +504,24 @@ impl Connection {
         Ok(Some((input, cost)))
     }
 
-    /// After the room's Close with 4010: flushes it and, until the client's Close (bounded),
-    /// hands the room every message the client sent meanwhile.
-    async fn linger_delivering(&mut self, room: &RoomHandle) {
-        let until = Instant::now() + CLOSE_LINGER;
-        let mut frames_left = LINGER_FRAMES;
-        while frames_left > 0 && Instant::now() < until {
-            if self.wire.drain().is_err() || matches!(self.wire.phase(), Phase::Abort | Phase::Dead) {
-                return;
-            }
-            loop {
-                let bytes = match self.ws.read() {
-                    Ok(Message::Binary(b)) => b,
-                    Ok(Message::Text(t)) => t.into(),
-                    Ok(_) => continue,
-                    Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => return,
-                };
-                frames_left = frames_left.saturating_sub(1);
-                if let Ok(Some((input, _))) = self.input(&bytes) {
-                    let session_id = self.session_id.clone();
-                    room.send(RoomMsg::Input { session_id, conn_id: self.conn_id, input, cost: 0 });
-                }
-            }
-            tokio::select! {
-                r = self.socket.readable() => if r.is_err() { return },
-                () = tokio::time::sleep_until(until) => return,
-            }
+    /// Hands the room a message read after its Close, as the client's input.
+    fn deliver(&mut self, room: &RoomHandle, message: Message) {
+        let bytes = match message {
+            Message::Binary(b) => b,
+            Message::Text(t) => t.into(),
+            _ => return,
+        };
+        if let Ok(Some((input, _))) = self.input(&bytes) {
+            let session_id = self.session_id.clone();
+            room.send(RoomMsg::Input { session_id, conn_id: self.conn_id, input, cost: 0 });
         }
     }
 
     /// After a close frame: flush it and wait (bounded) for the client's reply, so the socket
-    /// ends with a clean close rather than a reset that could swallow the close frame.
-    async fn linger(&mut self) {
+    /// ends with a clean close rather than a reset that could swallow the close frame. With
+    /// `room` (the room closed the client with 4010 because it moved), what the client sent
+    /// before its reply still goes to the room, which forwards it to the room's new host.
+    async fn linger(&mut self, room: Option<&RoomHandle>) {
         let until = Instant::now() + CLOSE_LINGER;
         // Frames parsed while waiting for the close reply. A client that keeps sending instead
         // (a flood that got it closed) then has its bytes discarded unparsed, pongs and all,
@@ -559,7 +544,12 @@ impl Connection {
                     }
                 }
                 match self.ws.read() {
-                    Ok(_) => frames_left -= 1,
+                    Ok(message) => {
+                        frames_left -= 1;
+                        if let Some(room) = room {
+                            self.deliver(room, message);
+                        }
+                    }
                     Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         if !backlog {

@@ -260,7 +260,7 @@ fn cutovers(out: &mut String, record: &DrainRecord) {
         "The proxy's cutovers ({} clients followed their rooms, {} with the resume opened during the hold): \
          from the old host's `moved` to the client spliced onto host 2, p50 / p90 / p99 / max {} / {} / {} / {} \
          ms. A client's gap in patches is its room's freeze plus its cutover; compare the echo over the window, \
-         which is what the saturated CPU 1 costs every frame.\n",
+         the latency every frame pays on this machine (with CPU 1's wait when it is busy).\n",
         ms.len(),
         c.preopened,
         cell(nearest_rank(&ms, 0.5), 1),

@@ -386,12 +386,14 @@ impl Wire {
     /// Sends the proxy in front of this client a handover control frame
     /// (`odeon_protocol::handover`), in order with the frames before it. A hold is remembered
     /// until [`Wire::take_held`] sees its answer.
-    pub fn send_control(&self, control: &Control) {
-        let Some(frame) = control.frame() else { return };
+    /// False, and nothing sent, when the control does not fit in a control frame.
+    pub fn send_control(&self, control: &Control) -> bool {
+        let Some(frame) = control.frame() else { return false };
         if let Control::Hold { nonce, .. } = control {
             self.lock().hold = Some(nonce.as_str().into());
         }
         let _ = self.send_parts(&[], &Bytes::from(frame));
+        true
     }
 
     /// Whether a Ping's payload answers the hold sent on this wire (and forgets the hold).
@@ -407,7 +409,7 @@ impl Wire {
     /// Ends the connection after what is queued and `last` (a `moved` control frame), without a
     /// close frame: the proxy in front carries the client on to the room's new host.
     pub fn hand_over(&self, last: &Control) {
-        self.send_control(last);
+        let _ = self.send_control(last);
         let mut st = self.lock();
         if st.phase == Phase::Open {
             st.phase = Phase::Closing;

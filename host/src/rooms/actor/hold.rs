@@ -109,11 +109,9 @@ impl Room {
                     session_id: sid.to_string(),
                     token: c.token.clone(),
                 });
-                let hold = Control::Hold { nonce: nonce.clone(), to };
-                match hold.frame() {
-                    Some(_) => wire.send_control(&hold),
-                    // Ids too long for a control frame: a plain hold, resumed after the move.
-                    None => wire.send_control(&Control::Hold { nonce: nonce.clone(), to: None }),
+                // Ids too long for a control frame: a plain hold, resumed after the move.
+                if !wire.send_control(&Control::Hold { nonce: nonce.clone(), to }) {
+                    wire.send_control(&Control::Hold { nonce: nonce.clone(), to: None });
                 }
             }
         }
@@ -135,7 +133,7 @@ impl Room {
         self.clients.flush();
         for sid in &hold.held {
             if let Some(wire) = self.clients.get(sid).and_then(|c| c.wire.as_ref()) {
-                wire.send_control(&Control::Resume);
+                let _ = wire.send_control(&Control::Resume);
             }
         }
     }
